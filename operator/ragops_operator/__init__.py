@@ -1,0 +1,1 @@
+"""ragops operator: reconciles KnowledgeBaseVersion and RagDeployment resources."""

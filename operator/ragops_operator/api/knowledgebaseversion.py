@@ -1,0 +1,294 @@
+"""KnowledgeBaseVersion: one immutable version of a knowledge base.
+
+The spec says what to build (sources, chunking, embedding, index) and how to judge it
+(the golden set); the status says how far the operator got and what the gate measured.
+Pure models only: the CRD schema is generated from them (see crdgen).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from .common import (
+    ApiModel,
+    Conditions,
+    ConfigMapKeyRef,
+    DnsLabel,
+    DnsSubdomain,
+    HttpUrl,
+    Rule,
+    SecretKeyRef,
+    StatusModel,
+)
+from .conditions import KnowledgeBaseVersionPhase
+
+
+class StoreSpec(ApiModel):
+    """Where the version's chunks, embeddings and index live: PostgreSQL with pgvector."""
+
+    dsn_secret_ref: SecretKeyRef = Field(
+        description=(
+            "Secret key holding a libpq connection string (postgresql://user:pass@host:5432/db) "
+            "of a PostgreSQL server with the pgvector extension."
+        )
+    )
+
+
+class ConfigMapSource(ApiModel):
+    """Documents stored as the data keys of a ConfigMap, one document per key."""
+
+    name: DnsSubdomain = Field(description="Name of the ConfigMap, in the namespace of this resource.")
+    keys: list[str] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Keys to read; all keys of the ConfigMap when omitted.",
+    )
+
+
+class PvcSource(ApiModel):
+    """Documents on a PersistentVolumeClaim, mounted read-only into the build Job."""
+
+    claim_name: DnsSubdomain = Field(description="Name of the PersistentVolumeClaim to mount read-only.")
+    path: str = Field(
+        default="/",
+        max_length=1024,
+        pattern=r"^/",
+        description="Directory within the volume to read, absolute (e.g. /docs).",
+    )
+    include: list[str] = Field(
+        default=["**/*.md", "**/*.txt", "**/*.html", "**/*.jsonl"],
+        min_length=1,
+        max_length=64,
+        description="Glob patterns, relative to path, selecting the files to ingest.",
+    )
+
+
+class Source(ApiModel):
+    """One place documents come from. Exactly one of configMap, url or pvc is set."""
+
+    rules = (
+        Rule(
+            cel="[has(self.configMap), has(self.url), has(self.pvc)].filter(x, x).size() == 1",
+            message="exactly one of configMap, url or pvc must be set",
+            holds=lambda s: sum(x is not None for x in (s.config_map, s.url, s.pvc)) == 1,
+        ),
+    )
+
+    config_map: ConfigMapSource | None = Field(
+        default=None, description="Read documents from the data keys of a ConfigMap."
+    )
+    url: HttpUrl | None = Field(
+        default=None,
+        description="Fetch one document over HTTP(S): Markdown, plain text, HTML or JSONL records.",
+    )
+    pvc: PvcSource | None = Field(
+        default=None, description="Read documents from files on a PersistentVolumeClaim."
+    )
+
+
+class ChunkingSpec(ApiModel):
+    """How documents are cut into chunks; sizes are in approximate tokens."""
+
+    rules = (
+        Rule(
+            cel="self.overlap < self.size",
+            message="overlap must be smaller than size",
+            field_path=".overlap",
+            holds=lambda c: c.overlap < c.size,
+        ),
+    )
+
+    strategy: Literal["recursive", "fixed"] = Field(
+        default="recursive",
+        description=(
+            "recursive splits on headings, then paragraphs, then sentences down to size; "
+            "fixed cuts windows of size tokens."
+        ),
+    )
+    size: int = Field(default=512, ge=32, le=8192, description="Target chunk size in approximate tokens.")
+    overlap: int = Field(
+        default=64, ge=0, le=4096, description="Tokens shared by consecutive chunks of one document."
+    )
+
+
+class EmbeddingSpec(ApiModel):
+    """The model that turns chunks and queries into vectors."""
+
+    rules = (
+        Rule(
+            cel="self.provider != 'openai' || has(self.endpoint)",
+            message="the openai provider needs an endpoint (an OpenAI-compatible /v1 base URL)",
+            field_path=".endpoint",
+            holds=lambda e: e.provider != "openai" or e.endpoint is not None,
+        ),
+        Rule(
+            cel="self.provider != 'openai' || self.model != 'hashing-v1'",
+            message="the openai provider needs the name of a served embedding model in model",
+            field_path=".model",
+            holds=lambda e: e.provider != "openai" or e.model != "hashing-v1",
+        ),
+    )
+
+    provider: Literal["hashing", "openai"] = Field(
+        default="hashing",
+        description=(
+            "hashing is built in, offline and deterministic, but lexical, not semantic; openai "
+            "calls any OpenAI-compatible /v1/embeddings endpoint (OpenAI, vLLM, TEI, Ollama)."
+        ),
+    )
+    model: str = Field(
+        default="hashing-v1",
+        min_length=1,
+        max_length=256,
+        description="Embedding model name; part of the embedding cache key, so changing it re-embeds all.",
+    )
+    dimensions: int = Field(
+        default=384,
+        ge=8,
+        le=2000,
+        description="Vector dimensions; at most 2000, the largest a pgvector HNSW index accepts.",
+    )
+    endpoint: HttpUrl | None = Field(
+        default=None, description="Base URL of the OpenAI-compatible API, e.g. https://api.openai.com/v1."
+    )
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the API key; omit for endpoints without auth."
+    )
+    batch_size: int = Field(default=64, ge=1, le=2048, description="Chunks sent per embedding request.")
+
+
+class IndexSpec(ApiModel):
+    """pgvector index parameters."""
+
+    rules = (
+        Rule(
+            cel="self.efConstruction >= 2 * self.m",
+            message="efConstruction must be at least 2 * m (a pgvector requirement)",
+            field_path=".efConstruction",
+            holds=lambda i: i.ef_construction >= 2 * i.m,
+        ),
+    )
+
+    type: Literal["hnsw"] = Field(default="hnsw", description="Index type; HNSW is the one supported.")
+    m: int = Field(default=16, ge=2, le=100, description="HNSW: maximum connections per layer.")
+    ef_construction: int = Field(
+        default=64, ge=4, le=1000, description="HNSW: size of the candidate list while building."
+    )
+    distance: Literal["cosine", "l2", "innerProduct"] = Field(
+        default="cosine", description="Distance the index orders by."
+    )
+
+
+class GateThresholds(ApiModel):
+    """Minimum golden-set scores, each in [0, 1]; a version below any of them fails its gate."""
+
+    precision_at_k: float = Field(default=0.6, ge=0, le=1, description="Minimum mean precision@k.")
+    recall_at_k: float = Field(default=0.8, ge=0, le=1, description="Minimum mean recall@k.")
+    mrr: float = Field(default=0.5, ge=0, le=1, description="Minimum mean reciprocal rank.")
+    ndcg_at_k: float = Field(default=0.6, ge=0, le=1, description="Minimum mean nDCG@k.")
+    answer_pass_rate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Minimum share of answerContains checks passed; checked only when a generator is set.",
+    )
+
+
+class GoldenSetSpec(ApiModel):
+    """The labelled queries every version must answer well before it may be promoted."""
+
+    config_map_ref: ConfigMapKeyRef = Field(
+        description=(
+            "ConfigMap key holding the cases, as YAML or JSONL: {id, query, relevant, answerContains?}."
+        )
+    )
+    k: int = Field(default=5, ge=1, le=100, description="Cut-off rank for the @k metrics.")
+    thresholds: GateThresholds = Field(
+        default=GateThresholds(), description="Minimum scores; the gate passes when all are met."
+    )
+
+
+class KnowledgeBaseVersionSpec(ApiModel):
+    """What to build and how to judge it. Immutable: a change is a new version."""
+
+    rules = (
+        Rule(
+            cel="self == oldSelf",
+            message="spec is immutable: create a new KnowledgeBaseVersion instead",
+        ),
+    )
+
+    knowledge_base: DnsLabel = Field(
+        description=(
+            "Name of the knowledge base this is a version of; versions of one KB share an activation pointer."
+        )
+    )
+    store: StoreSpec = Field(description="The PostgreSQL + pgvector store the version is built into.")
+    sources: list[Source] = Field(min_length=1, max_length=100, description="Where the documents come from.")
+    chunking: ChunkingSpec = Field(default=ChunkingSpec(), description="How documents are chunked.")
+    embedding: EmbeddingSpec = Field(default=EmbeddingSpec(), description="How chunks are embedded.")
+    index: IndexSpec = Field(default=IndexSpec(), description="pgvector index parameters.")
+    golden_set: GoldenSetSpec = Field(description="The evaluation gate the version must pass.")
+
+
+class GateMetrics(StatusModel):
+    """Mean golden-set scores over all cases."""
+
+    precision_at_k: float = Field(description="Mean precision@k.")
+    recall_at_k: float = Field(description="Mean recall@k.")
+    mrr: float = Field(description="Mean reciprocal rank of the first relevant document.")
+    ndcg_at_k: float = Field(description="Mean normalized discounted cumulative gain at k.")
+    hit_rate: float = Field(description="Share of cases with at least one relevant document in the top k.")
+    answer_pass_rate: float | None = Field(
+        default=None, description="Share of answerContains checks passed, when a generator was used."
+    )
+
+
+class GateStatus(StatusModel):
+    """The result of the golden-set evaluation."""
+
+    metrics: GateMetrics = Field(description="Mean scores over all cases.")
+    passed: bool = Field(description="Whether every threshold was met.")
+    cases: int = Field(ge=0, description="Number of golden-set cases evaluated.")
+    failed_metrics: list[str] = Field(
+        default=[], max_length=16, description="Metrics below their threshold, as name=value<threshold."
+    )
+    evaluated_at: datetime | None = Field(default=None, description="When the evaluation finished.")
+
+
+class VersionManifest(StatusModel):
+    """What exactly was built, as recorded in the store: enough to reproduce or audit the version."""
+
+    embedding_provider: str = Field(description="Embedding provider used.")
+    embedding_model: str = Field(description="Embedding model used.")
+    dimensions: int = Field(description="Vector dimensions.")
+    chunking: str = Field(description="Chunking strategy, size and overlap, e.g. recursive/512/64.")
+    index: str = Field(description="Index type and parameters, e.g. hnsw/m=16/ef=64/cosine.")
+    sources_digest: str = Field(description="SHA-256 over the sorted per-document content digests.")
+    documents: int = Field(ge=0, description="Documents ingested.")
+    chunks: int = Field(ge=0, description="Chunks stored.")
+    reused_embeddings: int = Field(ge=0, description="Chunks whose embedding came from the cache.")
+    build_seconds: float = Field(ge=0, description="Wall time of the build.")
+    created_at: datetime = Field(description="When the build finished.")
+
+
+class KnowledgeBaseVersionStatus(StatusModel):
+    """Observed state of the version, written by the operator only."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this status describes."
+    )
+    phase: KnowledgeBaseVersionPhase | None = Field(
+        default=None, description="Pending, Building, Evaluating, Ready or Failed."
+    )
+    conditions: Conditions = Field(default=[], description="Built, GatePassed and Ready.")
+    documents: int | None = Field(default=None, ge=0, description="Documents ingested.")
+    chunks: int | None = Field(default=None, ge=0, description="Chunks stored.")
+    reused_embeddings: int | None = Field(
+        default=None, ge=0, description="Chunks whose embedding was reused from an earlier version."
+    )
+    gate: GateStatus | None = Field(default=None, description="The golden-set gate's result.")
+    manifest: VersionManifest | None = Field(default=None, description="The version manifest.")

@@ -1,0 +1,335 @@
+"""RagDeployment: a served RAG endpoint, its knowledge-base version, limits, SLOs and rollout policy.
+
+Pure models only: the CRD schema is generated from them (see crdgen). Every default here is
+also the CRD default, so `kubectl get -o yaml` shows the settings the operator acts on.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from .common import (
+    ApiModel,
+    Conditions,
+    DnsLabel,
+    DnsSubdomain,
+    Duration,
+    HttpUrl,
+    Quantity,
+    Rule,
+    SecretKeyRef,
+    StatusModel,
+    parse_duration,
+)
+from .conditions import RagDeploymentPhase
+
+
+class KnowledgeBaseRef(ApiModel):
+    """The knowledge base served and the version to promote to."""
+
+    name: DnsLabel = Field(description="Name of the knowledge base (spec.knowledgeBase of its versions).")
+    version: DnsSubdomain = Field(
+        description=(
+            "Name of the KnowledgeBaseVersion to serve, in this namespace. It is promoted only "
+            "once Ready with its gate passed; until then the current version keeps serving."
+        )
+    )
+
+
+class ResourceRequirements(ApiModel):
+    """Compute resources of one runtime container, as in a Pod spec."""
+
+    requests: dict[str, Quantity] = Field(
+        default={}, description="Minimum resources the scheduler reserves, e.g. cpu: 250m, memory: 512Mi."
+    )
+    limits: dict[str, Quantity] = Field(
+        default={}, description="Maximum resources the container may use, e.g. memory: 1Gi."
+    )
+
+
+class AutoscalingSpec(ApiModel):
+    """A HorizontalPodAutoscaler for the runtime; replicas is then only the starting size."""
+
+    rules = (
+        Rule(
+            cel="self.maxReplicas >= self.minReplicas",
+            message="maxReplicas must be greater than or equal to minReplicas",
+            field_path=".maxReplicas",
+            holds=lambda a: a.max_replicas >= a.min_replicas,
+        ),
+    )
+
+    min_replicas: int = Field(default=2, ge=1, le=1000, description="Fewest replicas the autoscaler keeps.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most replicas the autoscaler may run.")
+    target_cpu_utilization: int = Field(
+        default=70,
+        alias="targetCPUUtilization",
+        ge=1,
+        le=100,
+        description="Average CPU utilization, in percent of requests, to hold.",
+    )
+
+
+class RuntimeSpec(ApiModel):
+    """The runtime pods that answer queries."""
+
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="Runtime container image; the operator's matching ragops image when omitted.",
+    )
+    replicas: int = Field(
+        default=2, ge=0, le=1000, description="Number of runtime pods (without autoscaling)."
+    )
+    resources: ResourceRequirements = Field(
+        default=ResourceRequirements(
+            requests={"cpu": "250m", "memory": "512Mi"},
+            limits={"memory": "1Gi"},
+        ),
+        description="Resources of the runtime container.",
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None, description="Scale the runtime with a HorizontalPodAutoscaler."
+    )
+
+
+class RerankerSpec(ApiModel):
+    """An optional second-stage reranker."""
+
+    rules = (
+        Rule(
+            cel="self.provider != 'http' || has(self.endpoint)",
+            message="the http reranker needs an endpoint",
+            field_path=".endpoint",
+            holds=lambda r: r.provider != "http" or r.endpoint is not None,
+        ),
+    )
+
+    provider: Literal["none", "http"] = Field(
+        default="none",
+        description="none keeps the retrieval order; http calls a Cohere/TEI-style /rerank endpoint.",
+    )
+    endpoint: HttpUrl | None = Field(default=None, description="URL of the /rerank endpoint.")
+    model: str | None = Field(
+        default=None, max_length=256, description="Reranker model name, if it needs one."
+    )
+    timeout_ms: int = Field(
+        default=1000,
+        ge=10,
+        le=60000,
+        description="Give up reranking after this long and keep the retrieval order.",
+    )
+
+
+class RetrievalSpec(ApiModel):
+    """How chunks are retrieved for a query."""
+
+    rules = (
+        Rule(
+            cel="self.rerankTopK <= self.topK",
+            message="rerankTopK must be less than or equal to topK",
+            field_path=".rerankTopK",
+            holds=lambda r: r.rerank_top_k <= r.top_k,
+        ),
+    )
+
+    top_k: int = Field(default=20, ge=1, le=200, description="Candidates retrieved per query.")
+    rerank_top_k: int = Field(
+        default=5, ge=1, le=50, description="Chunks kept after reranking and passed to generation."
+    )
+    hybrid: bool = Field(
+        default=True,
+        description="Fuse vector search with PostgreSQL full-text search by reciprocal rank fusion.",
+    )
+    reranker: RerankerSpec = Field(default=RerankerSpec(), description="Optional second-stage reranker.")
+
+
+class GenerationSpec(ApiModel):
+    """Answer generation from the retrieved context."""
+
+    rules = (
+        Rule(
+            cel="self.provider != 'anthropic' || has(self.apiKeySecretRef)",
+            message="the anthropic provider needs apiKeySecretRef",
+            field_path=".apiKeySecretRef",
+            holds=lambda g: g.provider != "anthropic" or g.api_key_secret_ref is not None,
+        ),
+    )
+
+    provider: Literal["anthropic", "none"] = Field(
+        default="none",
+        description="anthropic generates cited answers; none answers with the retrieved chunks only.",
+    )
+    model: str = Field(
+        default="claude-sonnet-4-5", min_length=1, max_length=256, description="Anthropic model name."
+    )
+    max_tokens: int = Field(default=500, ge=1, le=8192, description="Most output tokens per answer.")
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the Anthropic API key."
+    )
+    timeout_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=300,
+        description="Give up generating after this long and answer retrieval-only, marked degraded.",
+    )
+
+
+class LimitsSpec(ApiModel):
+    """Protection of the runtime and its dependencies."""
+
+    requests_per_minute_per_client: int = Field(
+        default=100, ge=1, le=1_000_000, description="Token-bucket rate per client; excess gets 429."
+    )
+    max_query_chars: int = Field(
+        default=2000, ge=1, le=100_000, description="Longer queries are refused with 422."
+    )
+    retrieval_timeout_ms: int = Field(
+        default=2000, ge=10, le=60_000, description="Give up retrieval after this long with 503."
+    )
+    max_concurrent_requests: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="In-flight queries per replica; more are refused fast with 503.",
+    )
+
+
+class CacheSpec(ApiModel):
+    """The answer cache, keyed by KB version, normalized query and parameters."""
+
+    ttl_seconds: int = Field(
+        default=600, ge=0, le=604_800, description="How long an answer is reused; 0 disables the cache."
+    )
+    max_entries: int = Field(
+        default=10_000, ge=0, le=10_000_000, description="Most answers kept per replica."
+    )
+
+
+class SloSpec(ApiModel):
+    """Service-level objectives checked against Prometheus; breaches trigger rollback."""
+
+    rules = (
+        Rule(
+            cel="duration(self.checkInterval) <= duration(self.window)",
+            message="checkInterval must not be longer than window",
+            field_path=".checkInterval",
+            holds=lambda s: parse_duration(s.check_interval) <= parse_duration(s.window),
+        ),
+    )
+
+    p95_latency_ms: int = Field(
+        default=1000, ge=1, le=600_000, description="Highest acceptable 95th-percentile query latency."
+    )
+    max_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="Highest acceptable share of failed queries."
+    )
+    min_satisfaction: float = Field(
+        default=0.65, ge=0, le=1, description="Lowest acceptable mean user rating (feedback, 0..1)."
+    )
+    max_cost_per_query_usd: float = Field(
+        default=0.01, ge=0, le=100, description="Highest acceptable mean cost per query, in US dollars."
+    )
+    window: Duration = Field(default="5m", description="Range over which each objective is measured.")
+    check_interval: Duration = Field(default="15s", description="How often the objectives are checked.")
+    failure_threshold: int = Field(
+        default=3, ge=1, le=100, description="Consecutive breached checks that count as a failure."
+    )
+    min_requests: int = Field(
+        default=20,
+        ge=0,
+        le=1_000_000,
+        description="Fewer queries in the window make a check inconclusive: never a breach, never a pass.",
+    )
+
+
+class RolloutSpec(ApiModel):
+    """Promotion and rollback policy."""
+
+    auto_rollback: bool = Field(
+        default=True, description="Roll back to the last known-good revision when the SLOs fail."
+    )
+    bake_time: Duration = Field(
+        default="10m", description="How long a new revision is watched before it becomes known-good."
+    )
+
+
+class MonitoringSpec(ApiModel):
+    """Where the SLO metrics are read."""
+
+    prometheus_url: HttpUrl | None = Field(
+        default=None,
+        description=(
+            "Base URL of the Prometheus HTTP API; without it SLOs are not checked and never roll back."
+        ),
+    )
+
+
+class RagDeploymentSpec(ApiModel):
+    """The desired RAG endpoint."""
+
+    knowledge_base: KnowledgeBaseRef = Field(description="The knowledge base and version to serve.")
+    runtime: RuntimeSpec = Field(default=RuntimeSpec(), description="The runtime pods.")
+    retrieval: RetrievalSpec = Field(default=RetrievalSpec(), description="Retrieval settings.")
+    generation: GenerationSpec = Field(default=GenerationSpec(), description="Generation settings.")
+    limits: LimitsSpec = Field(default=LimitsSpec(), description="Rate, size, concurrency and time limits.")
+    cache: CacheSpec = Field(default=CacheSpec(), description="Answer cache.")
+    slo: SloSpec = Field(default=SloSpec(), description="Service-level objectives.")
+    rollout: RolloutSpec = Field(default=RolloutSpec(), description="Promotion and rollback policy.")
+    monitoring: MonitoringSpec = Field(default=MonitoringSpec(), description="Metrics source for SLO checks.")
+
+
+class SloMeasurement(StatusModel):
+    """The latest SLO check."""
+
+    verdict: Literal["Met", "Breached", "Inconclusive"] = Field(
+        description="Met, Breached, or Inconclusive (too few requests or metrics unavailable)."
+    )
+    requests: float | None = Field(default=None, description="Queries in the window.")
+    p95_latency_ms: float | None = Field(default=None, description="Measured 95th-percentile latency.")
+    error_rate: float | None = Field(default=None, description="Measured share of failed queries.")
+    satisfaction: float | None = Field(default=None, description="Measured mean user rating.")
+    cost_per_query_usd: float | None = Field(default=None, description="Measured mean cost per query.")
+    consecutive_breaches: int = Field(default=0, ge=0, description="Breached checks in a row.")
+    checked_at: datetime = Field(description="When the check ran.")
+
+
+class Revision(StatusModel):
+    """One promoted combination of knowledge-base version and runtime template."""
+
+    revision: int = Field(ge=1, description="Monotonic revision number.")
+    kb_version: str = Field(description="KnowledgeBaseVersion served by this revision.")
+    runtime_hash: str = Field(description="Hash of the rendered runtime pod template.")
+    promoted_at: datetime = Field(description="When the revision was promoted.")
+    outcome: Literal["Baking", "KnownGood", "Superseded", "RolledBack"] = Field(
+        description="Baking, KnownGood, Superseded by a later revision, or RolledBack after an SLO breach."
+    )
+
+
+class RagDeploymentStatus(StatusModel):
+    """Observed state of the deployment, written by the operator only."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this status describes."
+    )
+    phase: RagDeploymentPhase | None = Field(
+        default=None, description="Pending, Progressing, Baking, Healthy, Degraded or Failed."
+    )
+    active_version: str | None = Field(default=None, description="KnowledgeBaseVersion being served.")
+    last_known_good_version: str | None = Field(
+        default=None, description="Latest version that completed its bake without breaching the SLOs."
+    )
+    runtime_revision: str | None = Field(default=None, description="Hash of the live runtime pod template.")
+    replicas: int | None = Field(default=None, ge=0, description="Runtime pods that exist.")
+    ready_replicas: int | None = Field(default=None, ge=0, description="Runtime pods ready to serve.")
+    conditions: Conditions = Field(
+        default=[], description="Available, Progressing, Degraded, RolledBack and SLOHealthy."
+    )
+    slo: SloMeasurement | None = Field(default=None, description="The latest SLO check.")
+    history: list[Revision] = Field(
+        default=[], max_length=20, description="Recent revisions, newest last; at most 20 are kept."
+    )

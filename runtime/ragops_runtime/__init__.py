@@ -1,0 +1,1 @@
+"""ragops runtime: the query service the RagDeployment pods run."""
