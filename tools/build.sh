@@ -14,6 +14,13 @@ cache="${RAGOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ragops-tools}"
 mkdir -p "$bin" "$cache"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
+  export PATH="/usr/local/go/bin:$PATH"
+fi
+if ! command -v go >/dev/null; then
+  echo "tools: the Go toolchain (1.26 or newer) is needed to build the test control plane" >&2
+  exit 1
+fi
 
 pinned_version() { # module dir, module path -> version from go.mod
   awk -v m="$2" '$1 == m && $2 ~ /^v/ {print $2; exit} $1 == "require" && $2 == m {print $3; exit}' "$root/tools/$1/go.mod"
@@ -28,6 +35,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 helm_version=$(pinned_version helm helm.sh/helm/v3)
 kwok_version=$(pinned_version kwok sigs.k8s.io/kwok)
+kubeconform_version=$(pinned_version kubeconform github.com/yannh/kubeconform)
 
 # name | module dir | package | ldflags
 targets=(
@@ -38,7 +46,7 @@ targets=(
   "etcd|etcd|ragops.dev/tools/etcd|"
   "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|-X sigs.k8s.io/kwok/pkg/consts.Version=$kwok_version"
   "helm|helm|helm.sh/helm/v3/cmd/helm|-X helm.sh/helm/v3/internal/version.version=$helm_version"
-  "kubeconform|kubeconform|github.com/yannh/kubeconform/cmd/kubeconform|"
+  "kubeconform|kubeconform|github.com/yannh/kubeconform/cmd/kubeconform|-X main.version=$kubeconform_version"
 )
 
 go_version=$(go env GOVERSION)

@@ -11,6 +11,7 @@ It writes files only in `write_crds`; everything else is pure.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,9 @@ def _structural(node: Schema, definitions: Mapping[str, Schema], path: str) -> S
         out["additionalProperties"] = _structural(additional, definitions, f"{path}{{}}")
     if out.get("enum") and "type" not in out:
         out["type"] = _enum_type(out["enum"], path)
+    if "description" in out and isinstance(out.get("default"), bool | int | float | str):
+        # kubectl explain prints descriptions but not defaults; say it where users look.
+        out["description"] += f" Defaults to {json.dumps(out['default']).strip(chr(34))}."
     return dict(sorted(out.items()))
 
 

@@ -380,7 +380,7 @@ class ControlPlane:
                 "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
                 "--disregard-status-with-label-selector=",
                 "--cidr=10.244.0.0/16",
-                "--node-ip=10.244.0.1",
+                "--node-ip=10.240.0.1",
                 "--node-lease-duration-seconds=40",
                 "--server-address=127.0.0.1:0",
             ],
