@@ -219,10 +219,7 @@ def crd_filename(kind: ResourceKind) -> str:
 
 def render_crds() -> dict[str, str]:
     """File name -> YAML text of every CRD, deterministic so `--check` can compare bytes."""
-    return {
-        crd_filename(kind): _HEADER + yaml.safe_dump(build_crd(kind), sort_keys=False, width=100)
-        for kind in KINDS
-    }
+    return {crd_filename(kind): _HEADER + yaml.safe_dump(build_crd(kind), sort_keys=False, width=100) for kind in KINDS}
 
 
 def write_crds(directory: Path) -> list[Path]:

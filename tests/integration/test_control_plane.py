@@ -42,7 +42,11 @@ def test_jobs_complete(workloads: ControlPlane, namespace: str) -> None:
 def test_objects_owned_by_a_custom_resource_are_garbage_collected(workloads: ControlPlane, namespace: str) -> None:
     plane = workloads
     plane.kubectl(
-        "create", "-n", namespace, "-f", "-",
+        "create",
+        "-n",
+        namespace,
+        "-f",
+        "-",
         input=yaml.safe_dump(
             {
                 "apiVersion": "ragops.dev/v1alpha1",
@@ -54,7 +58,11 @@ def test_objects_owned_by_a_custom_resource_are_garbage_collected(workloads: Con
     )
     owner = json.loads(plane.kubectl("get", "-n", namespace, "ragd", "docs", "-o", "json").stdout)
     plane.kubectl(
-        "create", "-n", namespace, "-f", "-",
+        "create",
+        "-n",
+        namespace,
+        "-f",
+        "-",
         input=yaml.safe_dump(
             {
                 "apiVersion": "v1",

@@ -18,6 +18,7 @@ from ragops_operator.api import (
     RagDeploymentSpec,
     RagDeploymentStatus,
 )
+from ragops_operator.api.common import ApiModel
 from tests.support.controlplane import ControlPlane
 
 pytestmark = pytest.mark.cluster
@@ -68,9 +69,7 @@ def test_apiserver_defaults_equal_model_defaults(
     document = load(example)
     assert create(control_plane, namespace, document)[0] == 0
     stored = get(control_plane, namespace, resource, document["metadata"]["name"])["spec"]
-    expected = model.model_validate(document["spec"]).model_dump(
-        mode="json", by_alias=True, exclude_none=True
-    )
+    expected = model.model_validate(document["spec"]).model_dump(mode="json", by_alias=True, exclude_none=True)
     assert stored == expected
     # And the operator reads back exactly what it would have computed itself.
     assert model.model_validate(stored) == model.model_validate(document["spec"])
@@ -200,9 +199,7 @@ def test_status_round_trips_and_printer_columns_show_it(control_plane: ControlPl
     assert sorted(category) == ["knowledgebaseversion.ragops.dev/docs-v1", "ragdeployment.ragops.dev/docs"]
 
 
-def test_status_is_not_writable_through_the_main_resource(
-    control_plane: ControlPlane, namespace: str
-) -> None:
+def test_status_is_not_writable_through_the_main_resource(control_plane: ControlPlane, namespace: str) -> None:
     document = load("ragdeployment-retrieval-only.yaml")
     document["status"] = {"phase": "Healthy"}
     assert create(control_plane, namespace, document)[0] == 0
@@ -234,24 +231,51 @@ INVALID = [
     (KBV, "spec.store", DELETE, "spec.store: Required value"),
     (KBV, "spec.sources", DELETE, "spec.sources: Required value"),
     (KBV, "spec.sources", [], "spec.sources: Invalid value: 0"),
-    (KBV, "spec.sources", [{}], "spec.sources[0]: Invalid value: exactly one of configMap, url or pvc"),
+    (
+        KBV,
+        "spec.sources",
+        [{}],
+        "spec.sources[0]: Invalid value: exactly one of configMap, url or pvc must be set",
+    ),
     (
         KBV,
         "spec.sources",
         [{"url": "https://a.example/x.md", "pvc": {"claimName": "c"}}],
-        "spec.sources[0]: Invalid value: exactly one of configMap, url or pvc",
+        "spec.sources[0]: Invalid value: exactly one of configMap, url or pvc must be set",
     ),
     (KBV, "spec.sources", [{"url": "ftp://a.example/x.md"}], "spec.sources[0].url: Invalid value"),
     (KBV, "spec.store.dsnSecretRef.key", "dsn key", "spec.store.dsnSecretRef.key: Invalid value"),
     (KBV, "spec.chunking.strategy", "semantic", 'spec.chunking.strategy: Unsupported value: "semantic"'),
     (KBV, "spec.chunking.size", 10, "spec.chunking.size: Invalid value: 10"),
-    (KBV, "spec.chunking.overlap", 600, "spec.chunking.overlap: Invalid value: overlap must be smaller"),
+    (
+        KBV,
+        "spec.chunking.overlap",
+        600,
+        "spec.chunking.overlap: Invalid value: overlap must be smaller than size",
+    ),
     (KBV, "spec.chunking.sise", 600, 'unknown field "spec.chunking.sise"'),
     (KBV, "spec.embedding.provider", "cohere", 'spec.embedding.provider: Unsupported value: "cohere"'),
     (KBV, "spec.embedding.dimensions", 4096, "spec.embedding.dimensions: Invalid value: 4096"),
-    (KBV, "spec.embedding.provider", "openai", "spec.embedding.endpoint: Invalid value: the openai"),
+    (
+        KBV,
+        "spec.embedding.provider",
+        "openai",
+        "spec.embedding.endpoint: Invalid value: "
+        "the openai provider needs an endpoint (an OpenAI-compatible /v1 base URL)",
+    ),
+    (
+        KBV,
+        "spec.embedding",
+        {"provider": "openai", "endpoint": "https://api.openai.com/v1"},
+        "spec.embedding.model: Invalid value: the openai provider needs the name of a served embedding model in model",
+    ),
     (KBV, "spec.index.m", 200, "spec.index.m: Invalid value: 200"),
-    (KBV, "spec.index.efConstruction", 20, "spec.index.efConstruction: Invalid value: efConstruction"),
+    (
+        KBV,
+        "spec.index.efConstruction",
+        20,
+        "spec.index.efConstruction: Invalid value: efConstruction must be at least 2 * m (a pgvector requirement)",
+    ),
     (KBV, "spec.index.distance", "dot", 'spec.index.distance: Unsupported value: "dot"'),
     (
         KBV,
@@ -267,7 +291,7 @@ INVALID = [
         RAGD,
         "spec.runtime.autoscaling.maxReplicas",
         1,
-        "spec.runtime.autoscaling.maxReplicas: Invalid value: maxReplicas must be greater",
+        "spec.runtime.autoscaling.maxReplicas: Invalid value: maxReplicas must be greater than or equal to minReplicas",
     ),
     (
         RAGD,
@@ -281,7 +305,12 @@ INVALID = [
         "lots",
         "spec.runtime.resources.requests.cpu: Invalid value",
     ),
-    (RAGD, "spec.retrieval.rerankTopK", 30, "spec.retrieval.rerankTopK: Invalid value: rerankTopK must"),
+    (
+        RAGD,
+        "spec.retrieval.rerankTopK",
+        30,
+        "spec.retrieval.rerankTopK: Invalid value: rerankTopK must be less than or equal to topK",
+    ),
     (
         RAGD,
         "spec.retrieval.reranker.provider",
@@ -330,6 +359,31 @@ def test_invalid_objects_are_refused_naming_the_field(
     assert expected in stderr
 
 
+def test_every_cel_rule_has_a_refused_case_above() -> None:
+    # Each Rule's message must appear in the expected error of at least one case, so a new
+    # rule cannot ship without the apiserver proving it refuses what it should.
+    messages = {rule.message for model in _api_models() for rule in model.rules}
+    covered = {message for message in messages if any(message in case[3] for case in INVALID)}
+    covered |= {m for m in messages if m.startswith("spec is immutable")}  # the update test below
+    assert messages - covered == set()
+
+
+def _api_models() -> list[type[ApiModel]]:
+    seen: list[type[ApiModel]] = []
+    pending: list[type[ApiModel]] = [KnowledgeBaseVersionSpec, RagDeploymentSpec]
+    while pending:
+        model = pending.pop()
+        if model in seen:
+            continue
+        seen.append(model)
+        for info in model.model_fields.values():
+            for candidate in (info.annotation, *getattr(info.annotation, "__args__", ())):
+                for inner in (candidate, *getattr(candidate, "__args__", ())):
+                    if isinstance(inner, type) and issubclass(inner, ApiModel):
+                        pending.append(inner)
+    return seen
+
+
 def test_knowledge_base_version_spec_is_immutable(control_plane: ControlPlane, namespace: str) -> None:
     plane = control_plane
     document = load(KBV)
@@ -348,9 +402,7 @@ def test_knowledge_base_version_spec_is_immutable(control_plane: ControlPlane, n
         check=False,
     )
     assert result.returncode != 0
-    assert "spec: Invalid value: spec is immutable: create a new KnowledgeBaseVersion instead" in (
-        result.stderr
-    )
+    assert "spec: Invalid value: spec is immutable: create a new KnowledgeBaseVersion instead" in (result.stderr)
     assert get(plane, namespace, "kbv", "docs-v1")["spec"]["chunking"]["size"] == 512
     # Metadata and status stay writable: labels for users, status for the operator.
     plane.kubectl("label", "-n", namespace, "kbv", "docs-v1", "stage=canary")

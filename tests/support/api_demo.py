@@ -64,22 +64,43 @@ def main() -> int:
             base = yaml.safe_load((REPO_ROOT / "examples" / "ragdeployment.yaml").read_text())
             base["metadata"]["name"] = "bad"
             checks = [
-                refused(plane, "rerankTopK larger than topK (a CEL rule)",
-                        _with(base, ["spec", "retrieval", "rerankTopK"], 50), "spec.retrieval.rerankTopK"),
-                refused(plane, "an error rate above 1",
-                        _with(base, ["spec", "slo", "maxErrorRate"], 1.5), "spec.slo.maxErrorRate"),
-                refused(plane, "a misspelt field",
-                        _with(base, ["spec", "slo", "p95LatencyMS"], 800), "spec.slo.p95LatencyMS"),
+                refused(
+                    plane,
+                    "rerankTopK larger than topK (a CEL rule)",
+                    _with(base, ["spec", "retrieval", "rerankTopK"], 50),
+                    "spec.retrieval.rerankTopK",
+                ),
+                refused(
+                    plane,
+                    "an error rate above 1",
+                    _with(base, ["spec", "slo", "maxErrorRate"], 1.5),
+                    "spec.slo.maxErrorRate",
+                ),
+                refused(
+                    plane,
+                    "a misspelt field",
+                    _with(base, ["spec", "slo", "p95LatencyMS"], 800),
+                    "spec.slo.p95LatencyMS",
+                ),
             ]
             changed = yaml.safe_load((REPO_ROOT / "examples" / "knowledgebaseversion.yaml").read_text())
             changed["spec"]["chunking"]["size"] = 256
             result = plane.kubectl(
-                "apply", "--server-side", "--force-conflicts", "-n", NAMESPACE, "-f", "-",
-                input=json.dumps(changed), check=False,
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-n",
+                NAMESPACE,
+                "-f",
+                "-",
+                input=json.dumps(changed),
+                check=False,
             )
             immutable = result.returncode != 0 and "spec is immutable" in result.stderr
-            print(f"- changing a KnowledgeBaseVersion's spec\n  {'refused' if immutable else 'NOT REFUSED'}: "
-                  f"{result.stderr.strip()}")
+            print(
+                f"- changing a KnowledgeBaseVersion's spec\n  {'refused' if immutable else 'NOT REFUSED'}: "
+                f"{result.stderr.strip()}"
+            )
             checks.append(immutable)
 
     heading("Summary")

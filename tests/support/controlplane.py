@@ -366,9 +366,7 @@ class ControlPlane:
                 "--node-monitor-grace-period=1h",
             ],
         )
-        self._spawn(
-            "kube-scheduler", [f"--kubeconfig={kubeconfig}", "--leader-elect=false", "--secure-port=0"]
-        )
+        self._spawn("kube-scheduler", [f"--kubeconfig={kubeconfig}", "--leader-elect=false", "--secure-port=0"])
         self._spawn(
             "kwok",
             [
@@ -407,9 +405,7 @@ class ControlPlane:
         return context
 
     def api_get(self, path: str) -> str:
-        with urllib.request.urlopen(
-            f"{self.server}{path}", context=self.ssl_context(), timeout=5
-        ) as response:
+        with urllib.request.urlopen(f"{self.server}{path}", context=self.ssl_context(), timeout=5) as response:
             body: bytes = response.read()
             return body.decode()
 

@@ -132,14 +132,10 @@ def test_cli_check_fails_on_stale_files(tmp_path: Path) -> None:
     ragops = str(Path(sys.executable).parent / "ragops")
     fresh = subprocess.run([ragops, "crds", "--output-dir", str(tmp_path)], capture_output=True, text=True)
     assert fresh.returncode == 0
-    ok = subprocess.run(
-        [ragops, "crds", "--check", "--output-dir", str(tmp_path)], capture_output=True, text=True
-    )
+    ok = subprocess.run([ragops, "crds", "--check", "--output-dir", str(tmp_path)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     (tmp_path / crdgen.crd_filename(KNOWLEDGE_BASE_VERSION)).unlink()
-    stale = subprocess.run(
-        [ragops, "crds", "--check", "--output-dir", str(tmp_path)], capture_output=True, text=True
-    )
+    stale = subprocess.run([ragops, "crds", "--check", "--output-dir", str(tmp_path)], capture_output=True, text=True)
     assert stale.returncode == 1
     assert "are stale: run `ragops crds`" in stale.stderr
 

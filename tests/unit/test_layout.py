@@ -17,9 +17,7 @@ def test_import_operator_from_repo_root_is_the_standard_library() -> None:
     # A fresh interpreter started in the repository root puts '' (the root) first on sys.path:
     # exactly where a shadowing operator/ package would win.
     probe = "import operator, sys; print(operator.__file__); print(operator.itemgetter)"
-    result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     path = Path(result.stdout.splitlines()[0]).resolve()
     assert path.parent == Path(sysconfig.get_paths()["stdlib"]).resolve()
     assert "itemgetter" in result.stdout

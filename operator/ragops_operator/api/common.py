@@ -80,9 +80,7 @@ class ApiModel(BaseModel):
         return self
 
     @classmethod
-    def __get_pydantic_json_schema__(
-        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
         schema = handler(core_schema)
         if cls.rules:
             target = handler.resolve_ref_schema(schema)
@@ -206,9 +204,7 @@ class Condition(StatusModel):
         pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
         description="Machine-readable CamelCase reason for the last transition.",
     )
-    message: str = Field(
-        default="", max_length=32768, description="Human-readable details of the last transition."
-    )
+    message: str = Field(default="", max_length=32768, description="Human-readable details of the last transition.")
     last_transition_time: datetime = Field(description="When the condition last changed status (RFC 3339).")
     observed_generation: int | None = Field(
         default=None,

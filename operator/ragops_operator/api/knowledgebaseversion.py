@@ -84,9 +84,7 @@ class Source(ApiModel):
         default=None,
         description="Fetch one document over HTTP(S): Markdown, plain text, HTML or JSONL records.",
     )
-    pvc: PvcSource | None = Field(
-        default=None, description="Read documents from files on a PersistentVolumeClaim."
-    )
+    pvc: PvcSource | None = Field(default=None, description="Read documents from files on a PersistentVolumeClaim.")
 
 
 class ChunkingSpec(ApiModel):
@@ -109,9 +107,7 @@ class ChunkingSpec(ApiModel):
         ),
     )
     size: int = Field(default=512, ge=32, le=8192, description="Target chunk size in approximate tokens.")
-    overlap: int = Field(
-        default=64, ge=0, le=4096, description="Tokens shared by consecutive chunks of one document."
-    )
+    overlap: int = Field(default=64, ge=0, le=4096, description="Tokens shared by consecutive chunks of one document.")
 
 
 class EmbeddingSpec(ApiModel):
@@ -201,9 +197,7 @@ class GoldenSetSpec(ApiModel):
     """The labelled queries every version must answer well before it may be promoted."""
 
     config_map_ref: ConfigMapKeyRef = Field(
-        description=(
-            "ConfigMap key holding the cases, as YAML or JSONL: {id, query, relevant, answerContains?}."
-        )
+        description=("ConfigMap key holding the cases, as YAML or JSONL: {id, query, relevant, answerContains?}.")
     )
     k: int = Field(default=5, ge=1, le=100, description="Cut-off rank for the @k metrics.")
     thresholds: GateThresholds = Field(
@@ -222,9 +216,7 @@ class KnowledgeBaseVersionSpec(ApiModel):
     )
 
     knowledge_base: DnsLabel = Field(
-        description=(
-            "Name of the knowledge base this is a version of; versions of one KB share an activation pointer."
-        )
+        description=("Name of the knowledge base this is a version of; versions of one KB share an activation pointer.")
     )
     store: StoreSpec = Field(description="The PostgreSQL + pgvector store the version is built into.")
     sources: list[Source] = Field(min_length=1, max_length=100, description="Where the documents come from.")
@@ -278,9 +270,7 @@ class VersionManifest(StatusModel):
 class KnowledgeBaseVersionStatus(StatusModel):
     """Observed state of the version, written by the operator only."""
 
-    observed_generation: int | None = Field(
-        default=None, description="The .metadata.generation this status describes."
-    )
+    observed_generation: int | None = Field(default=None, description="The .metadata.generation this status describes.")
     phase: KnowledgeBaseVersionPhase | None = Field(
         default=None, description="Pending, Building, Evaluating, Ready or Failed."
     )

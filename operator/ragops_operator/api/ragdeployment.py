@@ -82,9 +82,7 @@ class RuntimeSpec(ApiModel):
         max_length=512,
         description="Runtime container image; the operator's matching ragops image when omitted.",
     )
-    replicas: int = Field(
-        default=2, ge=0, le=1000, description="Number of runtime pods (without autoscaling)."
-    )
+    replicas: int = Field(default=2, ge=0, le=1000, description="Number of runtime pods (without autoscaling).")
     resources: ResourceRequirements = Field(
         default=ResourceRequirements(
             requests={"cpu": "250m", "memory": "512Mi"},
@@ -114,9 +112,7 @@ class RerankerSpec(ApiModel):
         description="none keeps the retrieval order; http calls a Cohere/TEI-style /rerank endpoint.",
     )
     endpoint: HttpUrl | None = Field(default=None, description="URL of the /rerank endpoint.")
-    model: str | None = Field(
-        default=None, max_length=256, description="Reranker model name, if it needs one."
-    )
+    model: str | None = Field(default=None, max_length=256, description="Reranker model name, if it needs one.")
     timeout_ms: int = Field(
         default=1000,
         ge=10,
@@ -164,9 +160,7 @@ class GenerationSpec(ApiModel):
         default="none",
         description="anthropic generates cited answers; none answers with the retrieved chunks only.",
     )
-    model: str = Field(
-        default="claude-sonnet-4-5", min_length=1, max_length=256, description="Anthropic model name."
-    )
+    model: str = Field(default="claude-sonnet-4-5", min_length=1, max_length=256, description="Anthropic model name.")
     max_tokens: int = Field(default=500, ge=1, le=8192, description="Most output tokens per answer.")
     api_key_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret key holding the Anthropic API key."
@@ -185,9 +179,7 @@ class LimitsSpec(ApiModel):
     requests_per_minute_per_client: int = Field(
         default=100, ge=1, le=1_000_000, description="Token-bucket rate per client; excess gets 429."
     )
-    max_query_chars: int = Field(
-        default=2000, ge=1, le=100_000, description="Longer queries are refused with 422."
-    )
+    max_query_chars: int = Field(default=2000, ge=1, le=100_000, description="Longer queries are refused with 422.")
     retrieval_timeout_ms: int = Field(
         default=2000, ge=10, le=60_000, description="Give up retrieval after this long with 503."
     )
@@ -205,9 +197,7 @@ class CacheSpec(ApiModel):
     ttl_seconds: int = Field(
         default=600, ge=0, le=604_800, description="How long an answer is reused; 0 disables the cache."
     )
-    max_entries: int = Field(
-        default=10_000, ge=0, le=10_000_000, description="Most answers kept per replica."
-    )
+    max_entries: int = Field(default=10_000, ge=0, le=10_000_000, description="Most answers kept per replica.")
 
 
 class SloSpec(ApiModel):
@@ -225,9 +215,7 @@ class SloSpec(ApiModel):
     p95_latency_ms: int = Field(
         default=1000, ge=1, le=600_000, description="Highest acceptable 95th-percentile query latency."
     )
-    max_error_rate: float = Field(
-        default=0.01, ge=0, le=1, description="Highest acceptable share of failed queries."
-    )
+    max_error_rate: float = Field(default=0.01, ge=0, le=1, description="Highest acceptable share of failed queries.")
     min_satisfaction: float = Field(
         default=0.65, ge=0, le=1, description="Lowest acceptable mean user rating (feedback, 0..1)."
     )
@@ -263,9 +251,7 @@ class MonitoringSpec(ApiModel):
 
     prometheus_url: HttpUrl | None = Field(
         default=None,
-        description=(
-            "Base URL of the Prometheus HTTP API; without it SLOs are not checked and never roll back."
-        ),
+        description=("Base URL of the Prometheus HTTP API; without it SLOs are not checked and never roll back."),
     )
 
 
@@ -313,9 +299,7 @@ class Revision(StatusModel):
 class RagDeploymentStatus(StatusModel):
     """Observed state of the deployment, written by the operator only."""
 
-    observed_generation: int | None = Field(
-        default=None, description="The .metadata.generation this status describes."
-    )
+    observed_generation: int | None = Field(default=None, description="The .metadata.generation this status describes.")
     phase: RagDeploymentPhase | None = Field(
         default=None, description="Pending, Progressing, Baking, Healthy, Degraded or Failed."
     )
