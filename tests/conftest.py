@@ -15,6 +15,19 @@ import pytest
 
 from tests.support.controlplane import ControlPlane, install_crds
 
+CLUSTER_FIXTURES = {"control_plane", "workloads", "namespace"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test that uses the control plane is a cluster test whether or not it says so, so
+    # `-m "not cluster"` never starts one by accident.
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & CLUSTER_FIXTURES:
+            item.add_marker(pytest.mark.cluster)
+        if "workloads" in fixtures:
+            item.add_marker(pytest.mark.workloads)
+
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:

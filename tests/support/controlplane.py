@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import datetime as dt
 import ipaddress
 import json
@@ -52,6 +53,20 @@ class ControlPlaneError(RuntimeError):
 
 def missing_binaries(names: Sequence[str] = REQUIRED_BINARIES + WORKLOAD_BINARIES) -> list[str]:
     return [name for name in names if not os.access(TOOLS_BIN / name, os.X_OK)]
+
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)  # resolved here: preexec_fn must not fork or load libraries
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel kills it when the test process dies.
+
+    Without this a pytest killed by a timeout leaves etcd and kube-apiserver running, holding
+    ports and memory on the CI machine. SIGKILL, not SIGTERM: once etcd is gone the apiserver's
+    graceful shutdown waits on it indefinitely, and the data is disposable anyway.
+    """
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _free_port() -> int:
@@ -270,6 +285,7 @@ class ControlPlane:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         self.processes[name] = process
