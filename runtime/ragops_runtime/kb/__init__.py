@@ -1,0 +1,1 @@
+"""Knowledge-base versions: ingestion, chunking, embedding, evaluation, build orchestration."""

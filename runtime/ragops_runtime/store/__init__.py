@@ -1,0 +1,31 @@
+"""PostgreSQL + pgvector storage. `knowledge` is the only module that issues SQL."""
+
+from .knowledge import (
+    ACTIVATION_CHANNEL,
+    Activation,
+    ActivationRefused,
+    ChunkRow,
+    DocumentRow,
+    EmbeddingSpace,
+    KnowledgeStore,
+    PgvectorMissing,
+    RetrievedChunk,
+    StoreError,
+    VersionConflict,
+    VersionRecord,
+)
+
+__all__ = [
+    "ACTIVATION_CHANNEL",
+    "Activation",
+    "ActivationRefused",
+    "ChunkRow",
+    "DocumentRow",
+    "EmbeddingSpace",
+    "KnowledgeStore",
+    "PgvectorMissing",
+    "RetrievedChunk",
+    "StoreError",
+    "VersionConflict",
+    "VersionRecord",
+]

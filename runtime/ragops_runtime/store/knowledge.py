@@ -1,0 +1,748 @@
+"""The only module that talks to PostgreSQL about knowledge bases: versions, chunks, activation, search.
+
+Layout, chosen by measurement (see README, "Storage layout"): one chunk table per knowledge base
+and embedding space (provider, model, dimensions, distance, HNSW parameters), shared by all the
+versions built in that space, plus a membership table (version id, chunk id). A new version
+inserts only chunks that did not exist yet, so the HNSW index grows by the change instead of
+being rebuilt; retrieval filters on membership while pgvector's iterative index scan keeps
+reading the index until enough members are found. Dropping a version deletes its membership
+and then every chunk no version references any more.
+
+A version is `building` until `complete_version` writes its membership, documents and manifest
+in one transaction: an interrupted build never looks complete, and a re-run reuses every chunk
+already stored. Activation changes the pointer and notifies listeners in one transaction.
+
+Every identifier derived from a user's name goes through `identifiers`; values are always bound
+parameters. This module does no embedding, chunking or HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+import psycopg
+from numpy.typing import NDArray
+from pgvector.psycopg import register_vector_async
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from .identifiers import derived_identifier, sanitized_name
+
+Distance = Literal["cosine", "l2", "innerProduct"]
+VersionStatus = Literal["building", "built", "failed"]
+ACTIVATION_CHANNEL = "ragops_activation"
+Vector = NDArray[np.float32]
+
+# operator class for the index, and the operator that orders by distance (smaller is closer)
+_DISTANCE_SQL: dict[str, tuple[str, str]] = {
+    "cosine": ("vector_cosine_ops", "<=>"),
+    "l2": ("vector_l2_ops", "<->"),
+    "innerProduct": ("vector_ip_ops", "<#>"),
+}
+_TEXT_SEARCH_CONFIG = "english"
+_META_DDL = [
+    "CREATE SCHEMA IF NOT EXISTS ragops",
+    """CREATE TABLE IF NOT EXISTS ragops.kb_versions (
+        id serial PRIMARY KEY,
+        kb text NOT NULL,
+        version text NOT NULL,
+        status text NOT NULL CHECK (status IN ('building', 'built', 'failed')),
+        space jsonb NOT NULL,
+        chunk_table text NOT NULL,
+        settings jsonb NOT NULL,
+        manifest jsonb,
+        gate jsonb,
+        gate_passed boolean,
+        error text,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        built_at timestamptz,
+        evaluated_at timestamptz,
+        UNIQUE (kb, version))""",
+    """CREATE TABLE IF NOT EXISTS ragops.kb_documents (
+        version_id integer NOT NULL REFERENCES ragops.kb_versions(id) ON DELETE CASCADE,
+        document_id text NOT NULL,
+        source text NOT NULL,
+        title text,
+        digest text NOT NULL,
+        chunks integer NOT NULL,
+        PRIMARY KEY (version_id, document_id))""",
+    """CREATE TABLE IF NOT EXISTS ragops.kb_activation (
+        kb text PRIMARY KEY,
+        active_version_id integer REFERENCES ragops.kb_versions(id),
+        previous_version_id integer REFERENCES ragops.kb_versions(id),
+        updated_at timestamptz NOT NULL DEFAULT now())""",
+    """CREATE TABLE IF NOT EXISTS ragops.kb_activation_history (
+        id bigserial PRIMARY KEY,
+        kb text NOT NULL,
+        action text NOT NULL,
+        from_version text,
+        to_version text NOT NULL,
+        reason text NOT NULL DEFAULT '',
+        at timestamptz NOT NULL DEFAULT now())""",
+]
+
+
+class StoreError(Exception):
+    """A store operation cannot be done; the message says why, without credentials."""
+
+
+class PgvectorMissing(StoreError):
+    pass
+
+
+class VersionConflict(StoreError):
+    pass
+
+
+class ActivationRefused(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class EmbeddingSpace:
+    """Everything that makes two vectors comparable and shareable in one HNSW index."""
+
+    provider: str
+    model: str
+    dimensions: int
+    distance: Distance = "cosine"
+    m: int = 16
+    ef_construction: int = 64
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "dimensions": self.dimensions,
+            "distance": self.distance,
+            "m": self.m,
+            "efConstruction": self.ef_construction,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EmbeddingSpace:
+        return cls(
+            provider=data["provider"],
+            model=data["model"],
+            dimensions=int(data["dimensions"]),
+            distance=data["distance"],
+            m=int(data["m"]),
+            ef_construction=int(data["efConstruction"]),
+        )
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    id: int
+    kb: str
+    version: str
+    status: VersionStatus
+    space: EmbeddingSpace
+    chunk_table: str
+    settings: dict[str, Any]
+    manifest: dict[str, Any] | None
+    gate: dict[str, Any] | None
+    gate_passed: bool | None
+    error: str | None
+    created_at: datetime
+    built_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Activation:
+    kb: str
+    active: str | None
+    previous: str | None
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    """A chunk ready to store: identity, provenance, text and its embedding."""
+
+    document_id: str
+    source: str
+    position: int
+    heading_path: tuple[str, ...]
+    text: str
+    text_digest: str
+    token_count: int
+    metadata: dict[str, Any]
+    embedding: Vector
+
+    @property
+    def key(self) -> str:
+        return chunk_key(self.document_id, self.position, self.heading_path, self.text, self.metadata)
+
+
+def chunk_key(document_id: str, position: int, heading_path: Sequence[str], text: str, metadata: dict[str, Any]) -> str:
+    """Identity of a stored chunk: equal keys mean the row can be shared between versions."""
+    material = "\x1f".join(
+        [document_id, str(position), "\x1e".join(heading_path), text, json.dumps(metadata, sort_keys=True)]
+    )
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    document_id: str
+    source: str
+    title: str | None
+    digest: str
+    chunks: int
+
+
+@dataclass(frozen=True)
+class RetrievedChunk:
+    chunk_id: int
+    document_id: str
+    source: str
+    position: int
+    heading_path: tuple[str, ...]
+    text: str
+    score: float
+    """Similarity for vector search (higher is closer), ts_rank for text search."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def chunk_table_name(kb: str, space: EmbeddingSpace) -> str:
+    return sanitized_name(kb, space.key, suffix="_chunks")
+
+
+class KnowledgeStore:
+    """Knowledge-base storage over one async psycopg connection."""
+
+    def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = connection
+
+    @classmethod
+    async def connect(cls, dsn: str) -> KnowledgeStore:
+        try:
+            connection = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        except psycopg.OperationalError as error:
+            raise StoreError(f"cannot connect to PostgreSQL: {_first_line(error)}") from None
+        store = cls(connection)
+        try:
+            await store.ensure_schema()
+        except BaseException:
+            await connection.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def __aenter__(self) -> KnowledgeStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def connection(self) -> psycopg.AsyncConnection[Any]:
+        return self._conn
+
+    async def ensure_schema(self) -> None:
+        available = await (
+            await self._conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+        ).fetchone()
+        if available is None:
+            raise PgvectorMissing(
+                "the pgvector extension is not installed on this PostgreSQL server "
+                "(pg_available_extensions has no 'vector'); install pgvector 0.8 or newer"
+            )
+        # Concurrent first runs (replicas, Jobs) may race to create the schema; serialize them.
+        async with self._conn.transaction():
+            await self._conn.execute("SELECT pg_advisory_xact_lock(hashtext('ragops.schema'))")
+            await self._conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            for statement in _META_DDL:
+                await self._conn.execute(statement)
+        await register_vector_async(self._conn)
+
+    # ---- versions ----------------------------------------------------------------------------
+
+    async def begin_version(
+        self, kb: str, version: str, space: EmbeddingSpace, settings: dict[str, Any]
+    ) -> VersionRecord:
+        """Registers a version (or returns the existing one for a re-run with identical settings)."""
+        table = chunk_table_name(kb, space)
+        async with self._conn.transaction():
+            await self._conn.execute(
+                "INSERT INTO ragops.kb_versions (kb, version, status, space, chunk_table, settings) "
+                "VALUES (%s, %s, 'building', %s, %s, %s) ON CONFLICT (kb, version) DO NOTHING",
+                (kb, version, json.dumps(space.to_json()), table, json.dumps(settings, sort_keys=True)),
+            )
+            record = await self.get_version(kb, version)
+            assert record is not None
+            if record.space != space or record.settings != json.loads(json.dumps(settings, sort_keys=True)):
+                raise VersionConflict(
+                    f"version {version!r} of knowledge base {kb!r} already exists with other settings; "
+                    "versions are immutable: build a new version name"
+                )
+            if record.status == "failed":
+                await self._conn.execute(
+                    "UPDATE ragops.kb_versions SET status = 'building', error = NULL WHERE id = %s", (record.id,)
+                )
+            await self._ensure_chunk_table(kb, space)
+        refreshed = await self.get_version(kb, version)
+        assert refreshed is not None
+        return refreshed
+
+    async def _ensure_chunk_table(self, kb: str, space: EmbeddingSpace) -> None:
+        chunks = derived_identifier(kb, space.key, suffix="_chunks")
+        members = derived_identifier(kb, space.key, suffix="_members")
+        await self._conn.execute(
+            sql.SQL(
+                """CREATE TABLE IF NOT EXISTS {chunks} (
+                    id bigserial PRIMARY KEY,
+                    chunk_key text NOT NULL UNIQUE,
+                    document_id text NOT NULL,
+                    source text NOT NULL,
+                    position integer NOT NULL,
+                    heading_path text[] NOT NULL,
+                    text text NOT NULL,
+                    text_digest text NOT NULL,
+                    token_count integer NOT NULL,
+                    metadata jsonb NOT NULL,
+                    embedding vector({dimensions}) NOT NULL,
+                    tsv tsvector GENERATED ALWAYS AS (to_tsvector({config}, text)) STORED)"""
+            ).format(
+                chunks=chunks,
+                dimensions=sql.Literal(space.dimensions),
+                config=sql.Literal(_TEXT_SEARCH_CONFIG),
+            )
+        )
+        await self._conn.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {chunks} (text_digest)").format(
+                name=sql.Identifier(sanitized_name(kb, space.key, suffix="_digest_idx")), chunks=chunks
+            )
+        )
+        await self._conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {members} (version_id integer NOT NULL, chunk_id bigint NOT NULL, "
+                "PRIMARY KEY (version_id, chunk_id))"
+            ).format(members=members)
+        )
+
+    async def ensure_indexes(self, record: VersionRecord) -> None:
+        """HNSW and full-text indexes, built once per chunk table (after the first bulk load)."""
+        space = record.space
+        chunks = derived_identifier(record.kb, space.key, suffix="_chunks")
+        opclass, _ = _DISTANCE_SQL[space.distance]
+        await self._conn.execute(
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {name} ON {chunks} USING hnsw (embedding {opclass}) "
+                "WITH (m = {m}, ef_construction = {ef})"
+            ).format(
+                name=sql.Identifier(sanitized_name(record.kb, space.key, suffix="_hnsw")),
+                chunks=chunks,
+                opclass=sql.SQL(opclass),
+                m=sql.Literal(space.m),
+                ef=sql.Literal(space.ef_construction),
+            )
+        )
+        await self._conn.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {chunks} USING gin (tsv)").format(
+                name=sql.Identifier(sanitized_name(record.kb, space.key, suffix="_fts")), chunks=chunks
+            )
+        )
+
+    async def get_version(self, kb: str, version: str) -> VersionRecord | None:
+        async with self._conn.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute("SELECT * FROM ragops.kb_versions WHERE kb = %s AND version = %s", (kb, version))
+            row = await cursor.fetchone()
+        return _version_record(row) if row else None
+
+    async def list_versions(self, kb: str) -> list[VersionRecord]:
+        async with self._conn.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute("SELECT * FROM ragops.kb_versions WHERE kb = %s ORDER BY created_at, id", (kb,))
+            return [_version_record(row) for row in await cursor.fetchall()]
+
+    async def known_chunks(self, record: VersionRecord, keys: Sequence[str]) -> dict[str, int]:
+        """chunk_key -> id for the keys already stored in this version's chunk table."""
+        chunks = derived_identifier(record.kb, record.space.key, suffix="_chunks")
+        cursor = await self._conn.execute(
+            sql.SQL("SELECT chunk_key, id FROM {chunks} WHERE chunk_key = ANY(%s)").format(chunks=chunks),
+            (list(keys),),
+        )
+        return {key: chunk_id for key, chunk_id in await cursor.fetchall()}
+
+    async def cached_embeddings(self, record: VersionRecord, digests: Sequence[str]) -> dict[str, Vector]:
+        """Embeddings of texts already embedded in this space: the embedding cache.
+
+        The chunk table is per (knowledge base, provider, model, dimensions, index), so a text
+        digest found here was embedded by exactly this model: changing the model finds nothing.
+        """
+        chunks = derived_identifier(record.kb, record.space.key, suffix="_chunks")
+        cursor = await self._conn.execute(
+            sql.SQL(
+                "SELECT DISTINCT ON (text_digest) text_digest, embedding FROM {chunks} WHERE text_digest = ANY(%s)"
+            ).format(chunks=chunks),
+            (list(digests),),
+        )
+        return {digest: np.asarray(vector, dtype=np.float32) for digest, vector in await cursor.fetchall()}
+
+    async def insert_chunks(self, record: VersionRecord, rows: Sequence[ChunkRow]) -> dict[str, int]:
+        """Bulk-loads new chunks with COPY (one committed batch) and returns chunk_key -> id."""
+        if not rows:
+            return {}
+        chunks = derived_identifier(record.kb, record.space.key, suffix="_chunks")
+        copy_sql = sql.SQL(
+            "COPY {chunks} (chunk_key, document_id, source, position, heading_path, text, text_digest, "
+            "token_count, metadata, embedding) FROM STDIN WITH (FORMAT BINARY)"
+        ).format(chunks=chunks)
+        async with self._conn.transaction(), self._conn.cursor() as cursor:
+            async with cursor.copy(copy_sql) as copy:
+                copy.set_types(["text", "text", "text", "int4", "text[]", "text", "text", "int4", "jsonb", "vector"])
+                for row in rows:
+                    await copy.write_row(
+                        (
+                            row.key,
+                            row.document_id,
+                            row.source,
+                            row.position,
+                            list(row.heading_path),
+                            row.text,
+                            row.text_digest,
+                            row.token_count,
+                            json.dumps(row.metadata),
+                            row.embedding,
+                        )
+                    )
+        return await self.known_chunks(record, [row.key for row in rows])
+
+    async def complete_version(
+        self,
+        record: VersionRecord,
+        chunk_ids: Iterable[int],
+        documents: Sequence[DocumentRow],
+        manifest: dict[str, Any],
+    ) -> VersionRecord:
+        """Makes the version whole in one transaction: membership, documents, manifest, status built."""
+        members = derived_identifier(record.kb, record.space.key, suffix="_members")
+        async with self._conn.transaction(), self._conn.cursor() as cursor:
+            await cursor.execute(
+                sql.SQL("DELETE FROM {members} WHERE version_id = %s").format(members=members), (record.id,)
+            )
+            await cursor.execute("DELETE FROM ragops.kb_documents WHERE version_id = %s", (record.id,))
+            async with cursor.copy(
+                sql.SQL("COPY {members} (version_id, chunk_id) FROM STDIN WITH (FORMAT BINARY)").format(members=members)
+            ) as copy:
+                copy.set_types(["int4", "int8"])
+                for chunk_id in sorted(set(chunk_ids)):
+                    await copy.write_row((record.id, chunk_id))
+            async with cursor.copy(
+                "COPY ragops.kb_documents (version_id, document_id, source, title, digest, chunks) "
+                "FROM STDIN WITH (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["int4", "text", "text", "text", "text", "int4"])
+                for document in documents:
+                    await copy.write_row(
+                        (
+                            record.id,
+                            document.document_id,
+                            document.source,
+                            document.title,
+                            document.digest,
+                            document.chunks,
+                        )
+                    )
+            await cursor.execute(
+                "UPDATE ragops.kb_versions SET status = 'built', manifest = %s, built_at = now(), error = NULL "
+                "WHERE id = %s",
+                (json.dumps(manifest), record.id),
+            )
+        await self._conn.execute(sql.SQL("ANALYZE {members}").format(members=members))
+        refreshed = await self.get_version(record.kb, record.version)
+        assert refreshed is not None
+        return refreshed
+
+    async def fail_version(self, record: VersionRecord, error: str) -> None:
+        await self._conn.execute(
+            "UPDATE ragops.kb_versions SET status = 'failed', error = %s WHERE id = %s AND status = 'building'",
+            (error[:4000], record.id),
+        )
+
+    async def record_gate(self, record: VersionRecord, report: dict[str, Any], passed: bool) -> None:
+        await self._conn.execute(
+            "UPDATE ragops.kb_versions SET gate = %s, gate_passed = %s, evaluated_at = now() WHERE id = %s",
+            (json.dumps(report), passed, record.id),
+        )
+
+    async def document_ids(self, record: VersionRecord) -> set[str]:
+        cursor = await self._conn.execute(
+            "SELECT document_id, source FROM ragops.kb_documents WHERE version_id = %s", (record.id,)
+        )
+        return {document_id for document_id, _ in await cursor.fetchall()}
+
+    async def source_of_documents(self, record: VersionRecord) -> dict[str, str]:
+        cursor = await self._conn.execute(
+            "SELECT document_id, source FROM ragops.kb_documents WHERE version_id = %s", (record.id,)
+        )
+        return dict(await cursor.fetchall())
+
+    # ---- activation --------------------------------------------------------------------------
+
+    async def activation(self, kb: str) -> Activation:
+        cursor = await self._conn.execute(
+            """SELECT a.kb, active.version, previous.version, a.updated_at
+               FROM ragops.kb_activation a
+               LEFT JOIN ragops.kb_versions active ON active.id = a.active_version_id
+               LEFT JOIN ragops.kb_versions previous ON previous.id = a.previous_version_id
+               WHERE a.kb = %s""",
+            (kb,),
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            return Activation(kb=kb, active=None, previous=None, updated_at=None)
+        return Activation(kb=row[0], active=row[1], previous=row[2], updated_at=row[3])
+
+    async def activate(self, kb: str, version: str, *, force: bool = False, reason: str = "") -> Activation:
+        """Points the knowledge base at `version` and notifies listeners, in one transaction."""
+        return await self._switch(kb, version, action="activate", force=force, reason=reason)
+
+    async def rollback(self, kb: str, *, to: str | None = None, reason: str = "") -> Activation:
+        """Switches back to the previous version (or `to`); the gate still applies, force does not."""
+        current = await self.activation(kb)
+        target = to or current.previous
+        if target is None:
+            raise ActivationRefused(f"knowledge base {kb!r} has no previous version to roll back to")
+        return await self._switch(kb, target, action="rollback", force=False, reason=reason)
+
+    async def _switch(self, kb: str, version: str, *, action: str, force: bool, reason: str) -> Activation:
+        async with self._conn.transaction():
+            # Serializes switches of one knowledge base without blocking readers of the pointer.
+            await self._conn.execute("SELECT pg_advisory_xact_lock(hashtext('ragops.activation'), hashtext(%s))", (kb,))
+            record = await self.get_version(kb, version)
+            current = await self.activation(kb)
+            current_record = await self.get_version(kb, current.active) if current.active else None
+            _check_activation(kb, version, record, current_record, force=force)
+            assert record is not None
+            if current.active == version:
+                return current
+            await self._conn.execute(
+                """INSERT INTO ragops.kb_activation AS a (kb, active_version_id, previous_version_id, updated_at)
+                   VALUES (%s, %s, NULL, now())
+                   ON CONFLICT (kb) DO UPDATE SET previous_version_id = a.active_version_id,
+                       active_version_id = EXCLUDED.active_version_id, updated_at = now()""",
+                (kb, record.id),
+            )
+            await self._conn.execute(
+                "INSERT INTO ragops.kb_activation_history (kb, action, from_version, to_version, reason) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (kb, action, current.active, version, reason),
+            )
+            await self._conn.execute(
+                "SELECT pg_notify(%s, %s)",
+                (ACTIVATION_CHANNEL, json.dumps({"kb": kb, "version": version, "action": action})),
+            )
+        return await self.activation(kb)
+
+    async def history(self, kb: str, limit: int = 50) -> list[dict[str, Any]]:
+        async with self._conn.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute(
+                "SELECT action, from_version, to_version, reason, at FROM ragops.kb_activation_history "
+                "WHERE kb = %s ORDER BY id DESC LIMIT %s",
+                (kb, limit),
+            )
+            return list(await cursor.fetchall())
+
+    # ---- deletion ----------------------------------------------------------------------------
+
+    async def drop_version(self, kb: str, version: str) -> None:
+        """Deletes a version and every chunk no other version uses; refuses the active or previous one."""
+        async with self._conn.transaction():
+            await self._conn.execute("SELECT pg_advisory_xact_lock(hashtext('ragops.activation'), hashtext(%s))", (kb,))
+            record = await self.get_version(kb, version)
+            if record is None:
+                return
+            current = await self.activation(kb)
+            if version in (current.active, current.previous):
+                role = "active" if version == current.active else "the rollback target (previous)"
+                raise StoreError(f"version {version!r} of {kb!r} is {role}; activate another version first")
+            members = derived_identifier(kb, record.space.key, suffix="_members")
+            chunks = derived_identifier(kb, record.space.key, suffix="_chunks")
+            await self._conn.execute(sql.SQL("DELETE FROM {m} WHERE version_id = %s").format(m=members), (record.id,))
+            await self._conn.execute("DELETE FROM ragops.kb_versions WHERE id = %s", (record.id,))
+            siblings = await (
+                await self._conn.execute(
+                    "SELECT count(*) FILTER (WHERE status = 'building'), count(*) FROM ragops.kb_versions "
+                    "WHERE chunk_table = %s",
+                    (record.chunk_table,),
+                )
+            ).fetchone()
+            building, remaining = siblings if siblings else (0, 0)
+            if remaining == 0:
+                await self._conn.execute(sql.SQL("DROP TABLE IF EXISTS {m}, {c}").format(m=members, c=chunks))
+            elif building == 0:
+                # A building version's chunks have no membership yet: keep them until it completes.
+                await self._conn.execute(
+                    sql.SQL("DELETE FROM {c} c WHERE NOT EXISTS (SELECT 1 FROM {m} m WHERE m.chunk_id = c.id)").format(
+                        c=chunks, m=members
+                    )
+                )
+
+    async def gc(self, kb: str, *, keep: int) -> list[str]:
+        """Drops versions beyond the `keep` newest built ones, never the active or previous one."""
+        current = await self.activation(kb)
+        protected = {current.active, current.previous}
+        built = [v for v in await self.list_versions(kb) if v.status == "built"]
+        newest = (
+            {v.version for v in sorted(built, key=lambda v: (v.built_at or v.created_at, v.id))[-keep:]}
+            if keep
+            else set()
+        )
+        doomed = [
+            v.version
+            for v in await self.list_versions(kb)
+            if v.version not in protected and v.version not in newest and v.status != "building"
+        ]
+        for version in doomed:
+            await self.drop_version(kb, version)
+        return doomed
+
+    # ---- retrieval ---------------------------------------------------------------------------
+
+    async def vector_search(self, record: VersionRecord, query: Vector, k: int) -> list[RetrievedChunk]:
+        space = record.space
+        chunks = derived_identifier(record.kb, space.key, suffix="_chunks")
+        members = derived_identifier(record.kb, space.key, suffix="_members")
+        _, operator = _DISTANCE_SQL[space.distance]
+        distance = sql.SQL("c.embedding {op} %(q)s").format(op=sql.SQL(operator))
+        # relaxed_order lets the HNSW scan continue past ef_search until k members are found; the
+        # outer ORDER BY restores exact order among the candidates it returned.
+        query_sql = sql.SQL(
+            """WITH candidates AS MATERIALIZED (
+                   SELECT c.id, c.document_id, c.source, c.position, c.heading_path, c.text, c.metadata,
+                          {distance} AS distance
+                   FROM {chunks} c
+                   WHERE EXISTS (SELECT 1 FROM {members} m WHERE m.version_id = %(v)s AND m.chunk_id = c.id)
+                   ORDER BY {distance}
+                   LIMIT %(k)s)
+               SELECT * FROM candidates ORDER BY distance, id"""
+        ).format(distance=distance, chunks=chunks, members=members)
+        async with self._conn.transaction():
+            await self._conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            await self._conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, 2 * k))))
+            cursor = await self._conn.execute(query_sql, {"q": query, "v": record.id, "k": k})
+            rows = await cursor.fetchall()
+        return [
+            RetrievedChunk(
+                chunk_id=row[0],
+                document_id=row[1],
+                source=row[2],
+                position=row[3],
+                heading_path=tuple(row[4]),
+                text=row[5],
+                metadata=row[6],
+                score=_similarity(space.distance, float(row[7])),
+            )
+            for row in rows
+        ]
+
+    async def text_search(self, record: VersionRecord, query: str, k: int) -> list[RetrievedChunk]:
+        chunks = derived_identifier(record.kb, record.space.key, suffix="_chunks")
+        members = derived_identifier(record.kb, record.space.key, suffix="_members")
+        # websearch_to_tsquery never fails on user input (quotes, operators, stray symbols).
+        query_sql = sql.SQL(
+            """SELECT c.id, c.document_id, c.source, c.position, c.heading_path, c.text, c.metadata,
+                      ts_rank_cd(c.tsv, q) AS rank
+               FROM {chunks} c, websearch_to_tsquery({config}, %(text)s) q
+               WHERE c.tsv @@ q
+                 AND EXISTS (SELECT 1 FROM {members} m WHERE m.version_id = %(v)s AND m.chunk_id = c.id)
+               ORDER BY rank DESC, c.id
+               LIMIT %(k)s"""
+        ).format(chunks=chunks, members=members, config=sql.Literal(_TEXT_SEARCH_CONFIG))
+        cursor = await self._conn.execute(query_sql, {"text": query, "v": record.id, "k": k})
+        return [
+            RetrievedChunk(
+                chunk_id=row[0],
+                document_id=row[1],
+                source=row[2],
+                position=row[3],
+                heading_path=tuple(row[4]),
+                text=row[5],
+                metadata=row[6],
+                score=float(row[7]),
+            )
+            for row in await cursor.fetchall()
+        ]
+
+
+def _check_activation(
+    kb: str, version: str, record: VersionRecord | None, current: VersionRecord | None, *, force: bool
+) -> None:
+    """Refuses a switch that would serve an incomplete, ungated or incompatible version."""
+    if record is None:
+        raise ActivationRefused(f"knowledge base {kb!r} has no version {version!r}")
+    if record.status != "built":
+        raise ActivationRefused(f"version {version!r} is {record.status}, not built: it cannot serve")
+    if record.gate_passed is None and not force:
+        raise ActivationRefused(f"version {version!r} has not been evaluated: run `ragops kb eval` (or --force)")
+    if record.gate_passed is False and not force:
+        failed = ", ".join((record.gate or {}).get("failedMetrics", [])) or "see its gate report"
+        raise ActivationRefused(f"version {version!r} failed its gate ({failed}); pass --force to override")
+    if current is not None and current.space.dimensions != record.space.dimensions and not force:
+        raise ActivationRefused(
+            f"version {version!r} uses {record.space.dimensions}-dimension embeddings but the active version "
+            f"{current.version!r} uses {current.space.dimensions}: runtimes embed queries for the active "
+            "dimension; reconfigure them, then pass --force"
+        )
+
+
+def _similarity(distance: str, value: float) -> float:
+    if distance == "cosine":
+        return 1.0 - value
+    if distance == "innerProduct":
+        return -value  # <#> is the negative inner product
+    return -value
+
+
+def _version_record(row: dict[str, Any]) -> VersionRecord:
+    return VersionRecord(
+        id=row["id"],
+        kb=row["kb"],
+        version=row["version"],
+        status=row["status"],
+        space=EmbeddingSpace.from_json(row["space"]),
+        chunk_table=row["chunk_table"],
+        settings=row["settings"],
+        manifest=row["manifest"],
+        gate=row["gate"],
+        gate_passed=row["gate_passed"],
+        error=row["error"],
+        created_at=row["created_at"],
+        built_at=row["built_at"],
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+__all__ = [
+    "ACTIVATION_CHANNEL",
+    "Activation",
+    "ActivationRefused",
+    "ChunkRow",
+    "DocumentRow",
+    "EmbeddingSpace",
+    "KnowledgeStore",
+    "PgvectorMissing",
+    "RetrievedChunk",
+    "StoreError",
+    "VersionConflict",
+    "VersionRecord",
+    "chunk_key",
+    "chunk_table_name",
+]

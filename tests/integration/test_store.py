@@ -1,0 +1,251 @@
+"""The knowledge store on real PostgreSQL + pgvector: versions, sharing, activation, deletion, search."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import psycopg.conninfo
+import pytest
+from psycopg import sql
+
+from ragops_runtime.store import (
+    ACTIVATION_CHANNEL,
+    ActivationRefused,
+    ChunkRow,
+    DocumentRow,
+    EmbeddingSpace,
+    KnowledgeStore,
+    PgvectorMissing,
+    StoreError,
+    VersionConflict,
+    VersionRecord,
+)
+from ragops_runtime.store.knowledge import chunk_table_name
+
+SPACE = EmbeddingSpace(provider="hashing", model="hashing-v1", dimensions=8)
+SETTINGS: dict[str, Any] = {"chunking": "recursive/512/64"}
+
+
+def vector(seed: int) -> np.ndarray:
+    values = np.random.default_rng(seed).standard_normal(SPACE.dimensions).astype(np.float32)
+    return values / np.linalg.norm(values)
+
+
+def row(document: str, position: int, text: str, seed: int) -> ChunkRow:
+    return ChunkRow(
+        document_id=document,
+        source=f"/src/{document}",
+        position=position,
+        heading_path=("Intro",),
+        text=text,
+        text_digest=str(hash(text)),
+        token_count=len(text.split()),
+        metadata={},
+        embedding=vector(seed),
+    )
+
+
+async def build(
+    store: KnowledgeStore, kb: str, version: str, rows: list[ChunkRow], *, gate: bool | None = True
+) -> VersionRecord:
+    record = await store.begin_version(kb, version, SPACE, SETTINGS)
+    known = await store.known_chunks(record, [r.key for r in rows])
+    ids = dict(known)
+    ids.update(await store.insert_chunks(record, [r for r in rows if r.key not in known]))
+    await store.ensure_indexes(record)
+    documents = sorted({r.document_id for r in rows})
+    record = await store.complete_version(
+        record, ids.values(), [DocumentRow(d, f"/src/{d}", None, "digest", 1) for d in documents], {"chunks": len(rows)}
+    )
+    if gate is not None:
+        await store.record_gate(record, {"failedMetrics": [] if gate else ["recallAtK=0.1<0.8"]}, gate)
+    return record
+
+
+ROWS_V1 = [
+    row("a.md", 0, "postgres stores vectors", 1),
+    row("b.md", 0, "kubernetes runs pods", 2),
+    row("c.md", 0, "helm installs charts", 3),
+]
+
+
+async def test_versions_share_unchanged_chunks(pg_dsn: str) -> None:
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        v1 = await build(store, "docs", "v1", ROWS_V1)
+        changed = [*ROWS_V1[:2], row("c.md", 0, "helm upgrades charts", 4)]
+        record = await store.begin_version("docs", "v2", SPACE, SETTINGS)
+        known = await store.known_chunks(record, [r.key for r in changed])
+        assert len(known) == 2  # only the edited chunk is new
+        v2 = await build(store, "docs", "v2", changed)
+        table = chunk_table_name("docs", SPACE)
+        count = await (await store.connection.execute(f'SELECT count(*) FROM ragops."{table}"')).fetchone()
+        assert count == (4,)
+        hits_v1 = await store.vector_search(v1, vector(3), 3)
+        hits_v2 = await store.vector_search(v2, vector(3), 3)
+        assert "helm installs charts" in {h.text for h in hits_v1}
+        assert "helm installs charts" not in {h.text for h in hits_v2}
+        assert hits_v1[0].text == "helm installs charts" and hits_v1[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+async def test_rebuild_is_idempotent_and_settings_are_immutable(pg_dsn: str) -> None:
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        first = await build(store, "docs", "v1", ROWS_V1)
+        again = await build(store, "docs", "v1", ROWS_V1)
+        assert (again.id, again.status) == (first.id, "built")
+        with pytest.raises(VersionConflict, match="already exists with other settings"):
+            await store.begin_version("docs", "v1", SPACE, {"chunking": "fixed/128/0"})
+
+
+async def test_text_search_and_hostile_input(pg_dsn: str) -> None:
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        record = await build(store, "docs", "v1", ROWS_V1)
+        hits = await store.text_search(record, "pods", 5)
+        assert [h.document_id for h in hits] == ["b.md"]
+        # Operators, quotes and SQL in a query are just words to websearch_to_tsquery.
+        assert await store.text_search(record, "'); DROP TABLE ragops.kb_versions; --", 5) == []
+        assert await store.text_search(record, '"unbalanced -(', 5) == []
+
+
+@pytest.mark.parametrize(
+    "kb",
+    ['docs"; DROP TABLE ragops.kb_versions; --', "Robert'); DROP TABLE students;--", "ünïcødé-知识库", "x" * 300],
+)
+async def test_hostile_knowledge_base_names_are_only_ever_identifiers(pg_dsn: str, kb: str) -> None:
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        record = await build(store, kb, "v1; DELETE FROM ragops.kb_activation", ROWS_V1)
+        await store.activate(kb, record.version)
+        assert (await store.activation(kb)).active == record.version
+        assert len(record.chunk_table) <= 63
+        assert [h.document_id for h in await store.text_search(record, "charts", 5)] == ["c.md"]
+        tables = await (
+            await store.connection.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ragops'"
+            )
+        ).fetchone()
+        assert tables == (6,)  # four meta tables + chunks + members: nothing dropped, nothing stray
+
+
+async def test_activation_refuses_what_cannot_serve(pg_dsn: str) -> None:
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        with pytest.raises(ActivationRefused, match="has no version 'v9'"):
+            await store.activate("docs", "v9")
+        await build(store, "docs", "ungated", ROWS_V1, gate=None)
+        with pytest.raises(ActivationRefused, match="has not been evaluated"):
+            await store.activate("docs", "ungated")
+        await build(store, "docs", "bad", ROWS_V1, gate=False)
+        with pytest.raises(ActivationRefused, match=r"failed its gate \(recallAtK=0.1<0.8\)"):
+            await store.activate("docs", "bad")
+        building = await store.begin_version("docs", "half", SPACE, SETTINGS)
+        with pytest.raises(ActivationRefused, match="is building, not built"):
+            await store.activate("docs", building.version, force=True)
+        await build(store, "docs", "good", ROWS_V1)
+        await store.activate("docs", "good")
+        wide = EmbeddingSpace(provider="hashing", model="hashing-v1", dimensions=16)
+        record = await store.begin_version("docs", "wide", wide, SETTINGS)
+        wide_row = ChunkRow("a.md", "/src/a.md", 0, (), "wide", "d", 1, {}, np.full(16, 0.25, dtype=np.float32))
+        ids = await store.insert_chunks(record, [wide_row])
+        record = await store.complete_version(record, ids.values(), [], {})
+        await store.record_gate(record, {}, True)
+        with pytest.raises(
+            ActivationRefused, match="uses 16-dimension embeddings but the active version 'good' uses 8"
+        ):
+            await store.activate("docs", "wide")
+        assert (await store.activation("docs")).active == "good"
+        await store.activate("docs", "bad", force=True)
+        assert (await store.activation("docs")).active == "bad"
+
+
+async def test_activate_rollback_and_notification(pg_dsn: str) -> None:
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        for version in ("v1", "v2"):
+            await build(store, "docs", version, ROWS_V1)
+        listener = await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True)
+        await listener.execute(f"LISTEN {ACTIVATION_CHANNEL}")
+        await store.activate("docs", "v1")
+        await store.activate("docs", "v2", reason="promote")
+        assert (await store.activation("docs")).previous == "v1"
+        rolled = await store.rollback("docs", reason="p95 breach")
+        assert (rolled.active, rolled.previous) == ("v1", "v2")
+        notes = []
+        async with asyncio.timeout(5):
+            async for note in listener.notifies():
+                notes.append(json.loads(note.payload))
+                if len(notes) == 3:
+                    break
+        await listener.close()
+        assert [(n["version"], n["action"]) for n in notes] == [
+            ("v1", "activate"),
+            ("v2", "activate"),
+            ("v1", "rollback"),
+        ]
+        history = await store.history("docs")
+        assert [(h["action"], h["from_version"], h["to_version"], h["reason"]) for h in history] == [
+            ("rollback", "v2", "v1", "p95 breach"),
+            ("activate", "v1", "v2", "promote"),
+            ("activate", None, "v1", ""),
+        ]
+
+
+async def test_gc_keeps_active_previous_and_newest_and_deletes_rows(pg_dsn: str) -> None:
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        for number in range(1, 6):
+            rows = [*ROWS_V1[:2], row("c.md", 0, f"helm edition {number}", 10 + number)]
+            await build(store, "docs", f"v{number}", rows)
+        await store.activate("docs", "v1")
+        await store.activate("docs", "v2")
+        dropped = await store.gc("docs", keep=1)
+        assert sorted(dropped) == ["v3", "v4"]
+        assert sorted(v.version for v in await store.list_versions("docs")) == ["v1", "v2", "v5"]
+        with pytest.raises(StoreError, match="is active"):
+            await store.drop_version("docs", "v2")
+        with pytest.raises(StoreError, match="rollback target"):
+            await store.drop_version("docs", "v1")
+        table = chunk_table_name("docs", SPACE)
+        texts = await (await store.connection.execute(f'SELECT text FROM ragops."{table}" ORDER BY text')).fetchall()
+        # v3's and v4's own chunks are gone; shared ones stay.
+        assert [t for (t,) in texts] == [
+            "helm edition 1",
+            "helm edition 2",
+            "helm edition 5",
+            "kubernetes runs pods",
+            "postgres stores vectors",
+        ]
+
+
+@pytest.fixture
+def empty_extension_dir() -> Iterator[Path]:
+    # Outside pytest's 0700 temp tree: the server runs as a system user of its own.
+    empty = Path(tempfile.mkdtemp(prefix="ragops-no-extensions-"))
+    (empty / "extension").mkdir()
+    for path in (empty, empty / "extension"):
+        path.chmod(0o755)
+    yield empty
+    shutil.rmtree(empty, ignore_errors=True)
+
+
+async def test_missing_pgvector_is_a_clear_error(pg_dsn: str, empty_extension_dir: Path) -> None:
+    # PostgreSQL 18 looks for extensions only where extension_control_path says: an empty
+    # directory makes this database a real server without pgvector for every connection.
+    empty = empty_extension_dir
+    dbname = psycopg.conninfo.conninfo_to_dict(pg_dsn)["dbname"]
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} SET extension_control_path = {}").format(
+                sql.Identifier(str(dbname)), sql.Literal(str(empty))
+            )
+        )
+    with pytest.raises(PgvectorMissing, match="the pgvector extension is not installed on this PostgreSQL server"):
+        await KnowledgeStore.connect(pg_dsn)
+
+
+async def test_unreachable_database_is_a_clear_error() -> None:
+    with pytest.raises(StoreError, match="cannot connect to PostgreSQL"):
+        await KnowledgeStore.connect("postgresql://nobody:secret@127.0.0.1:1/none?connect_timeout=2")
