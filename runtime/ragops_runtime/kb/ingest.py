@@ -1,0 +1,538 @@
+"""Turn the sources of a knowledge-base build (files, directories, globs, URLs) into `Document`s.
+
+This module reads and extracts text: it decides which files are documents, what their stable ids are
+and what text they hold. It must not chunk, embed or store anything, and it reports every file it
+passes over (`IngestResult.skipped`) rather than dropping it silently, so a build can show what it left
+out. Problems that would make the knowledge base wrong rather than smaller (a missing source, a
+duplicate id, a malformed JSONL record, an HTTP error) raise `IngestError`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import glob
+import json
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+from urllib.parse import urlsplit
+
+import httpx
+from bs4 import BeautifulSoup
+from bs4.element import NavigableString, PreformattedString, Tag
+
+from ragops_runtime.kb.documents import Document, DocumentFormat, MetadataValue
+
+DEFAULT_MAX_DOCUMENT_BYTES = 10 * 1024 * 1024
+HTTP_TIMEOUT_SECONDS = 30.0
+
+FORMATS_BY_EXTENSION: Mapping[str, DocumentFormat] = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".text": "text",
+    ".rst": "text",
+    ".html": "html",
+    ".htm": "html",
+    ".jsonl": "jsonl",
+}
+FORMATS_BY_MEDIA_TYPE: Mapping[str, DocumentFormat] = {
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "text/markdown": "markdown",
+    "text/x-markdown": "markdown",
+    "text/plain": "text",
+    "application/jsonl": "jsonl",
+    "application/x-ndjson": "jsonl",
+    "application/x-jsonlines": "jsonl",
+}
+
+_SkipReporter = Callable[[str, str], None]
+
+_BINARY_SNIFF_BYTES = 8192
+_GLOB_MAGIC = re.compile(r"[*?[]")
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_JSONL_KEYS = frozenset({"id", "text", "metadata", "title"})
+
+_MARKDOWN_H1 = re.compile(r"^ {0,3}#[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_FENCE_CLOSE = re.compile(r"^ {0,3}(`{3,}|~{3,})[ \t]*$")
+
+_HTML_DROPPED = ("script", "style", "nav", "head", "noscript", "template")
+_HTML_HEADING_LEVELS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
+_HTML_BLOCKS = frozenset(
+    {
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "body",
+        "caption",
+        "dd",
+        "details",
+        "div",
+        "dl",
+        "dt",
+        "fieldset",
+        "figcaption",
+        "figure",
+        "footer",
+        "form",
+        "header",
+        "hr",
+        "html",
+        "main",
+        "ol",
+        "p",
+        "section",
+        "summary",
+        "table",
+        "tbody",
+        "tfoot",
+        "thead",
+        "tr",
+        "ul",
+    }
+)
+
+
+class IngestError(Exception):
+    """A problem that stops the build; the message names the source or document at fault."""
+
+
+@dataclass(frozen=True)
+class SkippedSource:
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    documents: list[Document]
+    skipped: list[SkippedSource]
+
+
+def load_documents(
+    sources: Sequence[str],
+    *,
+    strict: bool = False,
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+    http_client: httpx.Client | None = None,
+) -> IngestResult:
+    """Load every document named by `sources`, sorted by id.
+
+    A source is an http(s) URL, a file, a directory (walked recursively; entries named `..*`, the
+    internals of a Kubernetes ConfigMap mount, are ignored and symlinks are followed) or a glob
+    (`**` recursive). Files that cannot be documents are reported in `skipped`, or raise with
+    `strict=True`. `http_client` is used for URLs and left open; without one a client is created
+    and closed here.
+    """
+    if isinstance(sources, str):
+        raise TypeError("sources must be a sequence of strings, not a single string")
+    if max_document_bytes < 1:
+        raise ValueError(f"max_document_bytes must be at least 1, got {max_document_bytes}")
+    if not sources:
+        raise IngestError("no sources given")
+    with _Loader(strict=strict, max_bytes=max_document_bytes, http_client=http_client) as loader:
+        origins: dict[str, str] = {}
+        documents: list[Document] = []
+        for source in sources:
+            for document in loader.load(source):
+                first = origins.get(document.id)
+                if first is not None:
+                    raise IngestError(
+                        f"duplicate document id {document.id!r} from sources {first} and {document.source}"
+                    )
+                origins[document.id] = document.source
+                documents.append(document)
+        skipped = list(loader.skipped)
+    if not documents:
+        raise IngestError(f"sources {', '.join(sources)} yielded no documents")
+    return IngestResult(documents=sorted(documents, key=lambda document: document.id), skipped=skipped)
+
+
+class _Unreadable(Exception):
+    """Raised inside this module when a file or response cannot be a document; becomes a skip."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Loader:
+    strict: bool
+    max_bytes: int
+    http_client: httpx.Client | None
+    skipped: list[SkippedSource] = field(default_factory=list)
+    _owned_client: httpx.Client | None = field(default=None, init=False)
+
+    def __enter__(self) -> _Loader:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self._owned_client is not None:
+            self._owned_client.close()
+
+    def load(self, source: str) -> list[Document]:
+        if _URL_SCHEME.match(source):
+            return self._load_url(source)
+        path = Path(source)
+        if path.is_dir():
+            return self._load_many(source, _walk_directory(path, self._skip))
+        if path.exists():
+            return self._load_named_file(path)
+        if _GLOB_MAGIC.search(source):
+            return self._load_many(source, _expand_glob(source))
+        raise IngestError(f"source {source} does not exist")
+
+    def _skip(self, source: str, reason: str) -> None:
+        if self.strict:
+            raise IngestError(f"{source}: {reason}")
+        self.skipped.append(SkippedSource(source=source, reason=reason))
+
+    def _load_many(self, source: str, files: list[tuple[Path, str]]) -> list[Document]:
+        documents: list[Document] = []
+        for path, document_id in files:
+            document_format = FORMATS_BY_EXTENSION.get(path.suffix.lower())
+            if document_format is None:
+                self._skip(str(path), _unsupported_extension(path))
+                continue
+            documents.extend(self._load_file(path, document_id, document_format))
+        if not documents:
+            raise IngestError(f"source {source} yielded no documents")
+        return documents
+
+    def _load_named_file(self, path: Path) -> list[Document]:
+        if not path.is_file():
+            raise IngestError(f"source {path} is not a regular file")
+        document_format = FORMATS_BY_EXTENSION.get(path.suffix.lower())
+        if document_format is None:
+            supported = ", ".join(FORMATS_BY_EXTENSION)
+            raise IngestError(f"source {path}: {_unsupported_extension(path)} (supported: {supported})")
+        return self._load_file(path, path.name, document_format)
+
+    def _load_file(self, path: Path, document_id: str, document_format: DocumentFormat) -> list[Document]:
+        try:
+            text = _read_text_file(path, self.max_bytes)
+        except _Unreadable as unreadable:
+            self._skip(str(path), unreadable.reason)
+            return []
+        return self._documents(text, document_id, str(path), document_format)
+
+    def _documents(self, text: str, document_id: str, source: str, document_format: DocumentFormat) -> list[Document]:
+        if not text.strip():
+            self._skip(source, "empty")
+            return []
+        if document_format == "jsonl":
+            return self._jsonl_documents(text, source)
+        title: str | None
+        if document_format == "html":
+            text, title = _html_to_text(text)
+            if not text.strip():
+                self._skip(source, "empty")
+                return []
+        elif document_format == "markdown":
+            title = _markdown_title(text)
+        else:
+            title = None
+        return [Document(id=document_id, source=source, text=text, format=document_format, title=title)]
+
+    def _jsonl_documents(self, text: str, source: str) -> list[Document]:
+        documents: list[Document] = []
+        lines_by_id: dict[str, int] = {}
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            document = _jsonl_record(line, source, number)
+            first = lines_by_id.get(document.id)
+            if first is not None:
+                raise IngestError(
+                    f"{source} line {number}: duplicate document id {document.id!r} (first on line {first})"
+                )
+            lines_by_id[document.id] = number
+            if not document.text.strip():
+                self._skip(f"{source}:{number}", "empty")
+                continue
+            documents.append(document)
+        return documents
+
+    def _load_url(self, url: str) -> list[Document]:
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+            raise IngestError(f"source {url}: unsupported URL (only http and https URLs are fetched)")
+        try:
+            body, media_type, charset = self._fetch(url)
+        except _Unreadable as unreadable:
+            self._skip(url, unreadable.reason)
+            return []
+        document_format = FORMATS_BY_MEDIA_TYPE.get(media_type)
+        by_extension = FORMATS_BY_EXTENSION.get(PurePosixPath(parts.path).suffix.lower())
+        # Servers label most text they do not recognise text/plain (raw Markdown from a Git host,
+        # for one), so a known extension says more than that generic type does.
+        if by_extension is not None and document_format in (None, "text"):
+            document_format = by_extension
+        if document_format is None:
+            raise IngestError(f"source {url}: unsupported content type {media_type or '(none)'}")
+        try:
+            text = _decode(body, charset)
+        except _Unreadable as unreadable:
+            self._skip(url, unreadable.reason)
+            return []
+        return self._documents(text, url, url, document_format)
+
+    def _fetch(self, url: str) -> tuple[bytes, str, str | None]:
+        client = self.http_client if self.http_client is not None else self._own_client()
+        try:
+            with client.stream("GET", url) as response:
+                if not response.is_success:
+                    raise IngestError(f"fetching {url} failed: HTTP {response.status_code} {response.reason_phrase}")
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > self.max_bytes:
+                    raise _Unreadable(f"larger than {self.max_bytes} bytes")
+                body = bytearray()
+                for piece in response.iter_bytes():
+                    body.extend(piece)
+                    if len(body) > self.max_bytes:
+                        raise _Unreadable(f"larger than {self.max_bytes} bytes")
+                media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                return bytes(body), media_type, response.charset_encoding
+        except httpx.HTTPError as error:
+            raise IngestError(f"fetching {url} failed: {type(error).__name__}: {error}") from error
+
+    def _own_client(self) -> httpx.Client:
+        if self._owned_client is None:
+            self._owned_client = httpx.Client(timeout=HTTP_TIMEOUT_SECONDS, follow_redirects=True)
+        return self._owned_client
+
+
+def _unsupported_extension(path: Path) -> str:
+    return f"unsupported extension {path.suffix.lower() or '(none)'}"
+
+
+def _walk_directory(root: Path, skip: _SkipReporter) -> list[tuple[Path, str]]:
+    """Every file under `root` with its id, the path relative to `root` in POSIX form."""
+    found: list[tuple[Path, str]] = []
+
+    def visit(directory: Path, relative: PurePosixPath, ancestors: frozenset[str]) -> None:
+        try:
+            with os.scandir(directory) as scan:
+                entries = sorted(scan, key=lambda entry: entry.name)
+        except OSError as error:
+            skip(str(directory), f"unreadable directory: {error.strerror or error}")
+            return
+        for entry in entries:
+            # Kubernetes mounts a ConfigMap as `..data` -> `..<timestamp>/` plus one symlink per key
+            # into it; reading the `..` entries too would load every key twice.
+            if entry.name.startswith(".."):
+                continue
+            path = directory / entry.name
+            if entry.is_dir():
+                real = os.path.realpath(path)
+                if real in ancestors:
+                    skip(str(path), "symlink loop")
+                    continue
+                visit(path, relative / entry.name, ancestors | {real})
+            elif entry.is_file():
+                found.append((path, str(relative / entry.name)))
+            elif entry.is_symlink():
+                skip(str(path), "broken symlink")
+            else:
+                skip(str(path), "not a regular file")
+
+    visit(root, PurePosixPath(), frozenset({os.path.realpath(root)}))
+    return found
+
+
+def _expand_glob(pattern: str) -> list[tuple[Path, str]]:
+    """Files matching `pattern`, each with its path relative to the pattern's fixed leading directory."""
+    base = Path(*_leading_literal_parts(Path(pattern).parts))
+    found: list[tuple[Path, str]] = []
+    for match in sorted(glob.glob(pattern, recursive=True)):
+        path = Path(match)
+        if not path.is_file():
+            continue
+        relative = path.relative_to(base)
+        if any(part.startswith("..") for part in relative.parts):
+            continue
+        found.append((path, relative.as_posix()))
+    return found
+
+
+def _leading_literal_parts(parts: tuple[str, ...]) -> list[str]:
+    literal: list[str] = []
+    for part in parts[:-1]:
+        if _GLOB_MAGIC.search(part):
+            break
+        literal.append(part)
+    return literal
+
+
+def _read_text_file(path: Path, max_bytes: int) -> str:
+    try:
+        # stat first: a file far over the limit is never opened, let alone read.
+        if path.stat().st_size > max_bytes:
+            raise _Unreadable(f"larger than {max_bytes} bytes")
+        with path.open("rb") as file:
+            data = file.read(max_bytes + 1)
+    except OSError as error:
+        raise _Unreadable(f"unreadable: {error.strerror or error}") from error
+    if len(data) > max_bytes:  # it grew after the stat
+        raise _Unreadable(f"larger than {max_bytes} bytes")
+    return _decode(data, None)
+
+
+def _decode(data: bytes, charset: str | None) -> str:
+    if b"\x00" in data[:_BINARY_SNIFF_BYTES]:
+        raise _Unreadable("binary file")
+    try:
+        codec = codecs.lookup(charset or "utf-8").name
+    except LookupError as error:
+        raise _Unreadable(f"unknown charset {charset}") from error
+    try:
+        text = data.decode(codec)
+    except UnicodeDecodeError as error:
+        raise _Unreadable("not UTF-8 text" if codec == "utf-8" else f"not valid {charset} text") from error
+    # Universal newlines, as text-mode open() would give, so a checkout with CRLF line endings has
+    # the same digest and the same chunks as one with LF; a BOM is an encoding detail, not text.
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _jsonl_record(line: str, source: str, number: int) -> Document:
+    where = f"{source} line {number}"
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise IngestError(f"{where}: invalid JSON: {error.msg} (column {error.colno})") from error
+    if not isinstance(record, dict):
+        raise IngestError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    unknown = sorted(set(record) - _JSONL_KEYS)
+    if unknown:
+        # A misspelt "metadata" or "title" would otherwise vanish without a trace.
+        raise IngestError(f"{where}: unknown keys {', '.join(unknown)} (allowed: id, text, metadata, title)")
+    document_id = record.get("id")
+    if not isinstance(document_id, str) or not document_id.strip():
+        raise IngestError(f"{where}: 'id' must be a non-empty string")
+    text = record.get("text")
+    if not isinstance(text, str):
+        raise IngestError(f"{where}: 'text' must be a string")
+    title = record.get("title")
+    if title is not None and not isinstance(title, str):
+        raise IngestError(f"{where}: 'title' must be a string")
+    metadata = record.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise IngestError(f"{where}: 'metadata' must be an object")
+    checked: dict[str, MetadataValue] = {}
+    for key, value in metadata.items():
+        if not isinstance(value, str | int | float | bool) and value is not None:
+            raise IngestError(f"{where}: metadata {key!r} must be a string, number, boolean or null")
+        checked[key] = value
+    return Document(id=document_id, source=source, text=text, format="jsonl", title=title, metadata=checked)
+
+
+def _markdown_title(text: str) -> str | None:
+    """The first level-1 ATX heading outside fenced code, where a `# comment` is not a heading."""
+    fence: str | None = None
+    for line in text.split("\n"):
+        if fence is not None:
+            closing = _FENCE_CLOSE.match(line)
+            if closing and closing.group(1)[0] == fence[0] and len(closing.group(1)) >= len(fence):
+                fence = None
+            continue
+        opening = _FENCE_OPEN.match(line)
+        if opening:
+            fence = opening.group(1)
+            continue
+        heading = _MARKDOWN_H1.match(line)
+        if heading and heading.group(1).strip():
+            return heading.group(1).strip()
+    return None
+
+
+def _html_to_text(html: str) -> tuple[str, str | None]:
+    """Readable text of an HTML page, headings as Markdown `#` lines, and its title."""
+    soup = BeautifulSoup(html, "html.parser")
+    title = _collapse(soup.title.get_text(" ")) if soup.title else ""
+    if not title:
+        first_h1 = soup.find("h1")
+        title = _collapse(first_h1.get_text(" ")) if isinstance(first_h1, Tag) else ""
+    for tag in soup.find_all(_HTML_DROPPED):
+        if isinstance(tag, Tag):
+            tag.decompose()
+    writer = _HtmlTextWriter()
+    writer.walk(soup)
+    writer.flush()
+    return "\n\n".join(writer.blocks), title or None
+
+
+def _collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+class _HtmlTextWriter:
+    """Walks the parsed page, gathering inline text and closing a block at every block element."""
+
+    def __init__(self) -> None:
+        self.blocks: list[str] = []
+        self._inline: list[str] = []
+        self._prefix = ""
+
+    def flush(self) -> None:
+        lines = (_collapse(line) for line in "".join(self._inline).split("\n"))
+        text = "\n".join(line for line in lines if line)
+        if text:
+            self.blocks.append(self._prefix + text)
+            self._prefix = ""
+        self._inline.clear()
+
+    def walk(self, node: Tag) -> None:
+        for child in node.children:
+            if isinstance(child, Tag):
+                self._element(child)
+            elif isinstance(child, NavigableString) and not isinstance(child, PreformattedString):
+                # PreformattedString covers comments, doctypes and processing instructions. Source
+                # line breaks are layout, not text: only <br> breaks a line.
+                self._inline.append(re.sub(r"\s+", " ", str(child)))
+
+    def _element(self, tag: Tag) -> None:
+        name = tag.name
+        if name in _HTML_HEADING_LEVELS:
+            self.flush()
+            heading = _collapse(tag.get_text(" "))
+            if heading:
+                self.blocks.append("#" * _HTML_HEADING_LEVELS[name] + " " + heading)
+        elif name == "pre":
+            self.flush()
+            code = tag.get_text().strip("\n")
+            if code.strip():
+                # Fenced, so the chunker does not read a `# comment` in the code as a heading.
+                self.blocks.append(f"```\n{code}\n```")
+        elif name == "br":
+            self._inline.append("\n")
+        elif name == "li":
+            self.flush()
+            self._prefix = _list_marker(tag)
+            self.walk(tag)
+            self.flush()
+        elif name in ("td", "th"):
+            if tag.find_previous_sibling(("td", "th")) is not None:
+                self._inline.append(" | ")
+            self.walk(tag)
+        elif name in _HTML_BLOCKS:
+            self.flush()
+            self.walk(tag)
+            self.flush()
+        else:
+            self.walk(tag)
+
+
+def _list_marker(item: Tag) -> str:
+    parent = item.parent
+    if parent is not None and parent.name == "ol":
+        return f"{len(item.find_previous_siblings('li')) + 1}. "
+    return "- "
