@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from ragops_runtime.cli import kb
+
 from . import crdgen
 
 
@@ -41,3 +43,6 @@ def crds(output_dir: Path, check: bool, to_stdout: bool) -> None:
         return
     for path in crdgen.write_crds(output_dir):
         click.echo(f"wrote {path}")
+
+
+main.add_command(kb)

@@ -8,6 +8,7 @@ directory), so a knowledge base built by `ragops kb build --embedded` is what
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,10 @@ def start_embedded(directory: Path | None = None) -> PostgresServer:
 
     pgdata = (directory or data_dir()) / "pgdata"
     pgdata.mkdir(parents=True, exist_ok=True)
-    return get_server(pgdata, cleanup_mode="stop")
+    with warnings.catch_warnings():
+        # pgserver asks platformdirs for a runtime dir it never uses; the warning is noise on every command.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        return get_server(pgdata, cleanup_mode="stop")
 
 
 def embedded_dsn(directory: Path | None = None) -> str:

@@ -526,10 +526,10 @@ class KnowledgeStore:
             record = await self.get_version(kb, version)
             current = await self.activation(kb)
             current_record = await self.get_version(kb, current.active) if current.active else None
-            _check_activation(kb, version, record, current_record, force=force)
-            assert record is not None
             if current.active == version:
                 return current
+            _check_activation(kb, version, record, current_record, force=force)
+            assert record is not None
             await self._conn.execute(
                 """INSERT INTO ragops.kb_activation AS a (kb, active_version_id, previous_version_id, updated_at)
                    VALUES (%s, %s, NULL, now())

@@ -1,0 +1,320 @@
+"""Builds one knowledge-base version: ingest, chunk, embed only what is new, store, index, complete.
+
+The version is registered first (so a re-run of a finished build returns at once), new chunks
+are embedded and stored in committed groups (so an interrupted build resumes where it stopped,
+embedding nothing twice), and it becomes `built` only in the final transaction of the store.
+Reuse works at two levels: a chunk identical to one of an earlier version is shared as is; a
+chunk whose text was embedded before in the same embedding space reuses that embedding.
+
+This module orchestrates; SQL lives in the store, HTTP in the embedders, parsing in ingest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from ..embedding import Embedder, EmbeddingError, embed_all, make_embedder
+from ..store import ChunkRow, DocumentRow, EmbeddingSpace, KnowledgeStore, VersionRecord
+from ..store.knowledge import chunk_key
+from .chunking import chunk_document
+from .documents import Chunk, Document, sha256_hex
+from .ingest import IngestError, SkippedSource, load_documents
+
+_KEY_BATCH = 10_000
+"""Keys per lookup query: bounded so a 100k-chunk build never sends one giant array."""
+
+
+class BuildError(Exception):
+    """The build cannot complete; the message names the cause. The version is left unbuilt."""
+
+
+@dataclass(frozen=True)
+class ChunkingSettings:
+    strategy: Literal["recursive", "fixed"] = "recursive"
+    size: int = 512
+    overlap: int = 64
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    provider: str = "hashing"
+    model: str = "hashing-v1"
+    dimensions: int = 384
+    endpoint: str | None = None
+    batch_size: int = 64
+    concurrency: int = 4
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    distance: Literal["cosine", "l2", "innerProduct"] = "cosine"
+    m: int = 16
+    ef_construction: int = 64
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    knowledge_base: str
+    version: str
+    sources: tuple[str, ...]
+    chunking: ChunkingSettings = ChunkingSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    index: IndexSettings = IndexSettings()
+    strict: bool = False
+
+    @property
+    def space(self) -> EmbeddingSpace:
+        return EmbeddingSpace(
+            provider=self.embedding.provider,
+            model=self.embedding.model,
+            dimensions=self.embedding.dimensions,
+            distance=self.index.distance,
+            m=self.index.m,
+            ef_construction=self.index.ef_construction,
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """What defines the version's content, recorded with it; never includes credentials."""
+        return {
+            "sources": list(self.sources),
+            "chunking": {
+                "strategy": self.chunking.strategy,
+                "size": self.chunking.size,
+                "overlap": self.chunking.overlap,
+            },
+            "embedding": {"endpoint": self.embedding.endpoint, "batchSize": self.embedding.batch_size},
+        }
+
+
+class BuildProgress(Protocol):
+    def stage(self, name: str, total: int | None = None) -> None: ...
+    def advance(self, amount: int) -> None: ...
+    def log(self, message: str) -> None: ...
+
+
+class SilentProgress:
+    def stage(self, name: str, total: int | None = None) -> None:
+        pass
+
+    def advance(self, amount: int) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    record: VersionRecord
+    manifest: dict[str, Any]
+    already_built: bool
+    skipped: tuple[SkippedSource, ...] = ()
+    embedding_requests: int = 0
+    embedded_chunks: int = 0
+
+
+@dataclass
+class _Plan:
+    """What one build must do, computed before any embedding."""
+
+    documents: list[Document]
+    chunks: list[tuple[Document, Chunk, str]]  # (document, chunk, chunk key)
+    known: dict[str, int] = field(default_factory=dict)
+
+
+async def build_version(
+    store: KnowledgeStore,
+    request: BuildRequest,
+    *,
+    api_key: str | None = None,
+    embedder: Embedder | None = None,
+    progress: BuildProgress | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> BuildReport:
+    """Builds `request` into `store`; idempotent, resumable, and never leaves a half version built."""
+    progress = progress or SilentProgress()
+    started = clock()
+    record = await store.begin_version(request.knowledge_base, request.version, request.space, request.settings())
+    if record.status == "built" and record.manifest is not None:
+        progress.log(f"{request.knowledge_base}/{request.version} is already built; nothing to do")
+        return BuildReport(record=record, manifest=record.manifest, already_built=True)
+
+    owned_embedder = embedder is None
+    if embedder is None:
+        embedder = make_embedder(
+            request.embedding.provider,
+            model=request.embedding.model,
+            dimensions=request.embedding.dimensions,
+            endpoint=request.embedding.endpoint,
+            api_key=api_key,
+        )
+    try:
+        skipped, plan = await _plan(store, record, request, progress)
+        requests, embedded, ids = await _store_new_chunks(store, record, request, plan, embedder, progress)
+    except (BuildError, EmbeddingError, IngestError) as error:
+        await store.fail_version(record, str(error))
+        raise BuildError(str(error)) from error
+    finally:
+        if owned_embedder:
+            await embedder.aclose()
+
+    progress.stage("indexing")
+    await store.ensure_indexes(record)
+    chunk_counts: dict[str, int] = {}
+    for document, _, _ in plan.chunks:
+        chunk_counts[document.id] = chunk_counts.get(document.id, 0) + 1
+    documents = [DocumentRow(d.id, d.source, d.title, d.digest, chunk_counts.get(d.id, 0)) for d in plan.documents]
+    manifest = build_manifest(
+        request,
+        plan.documents,
+        chunks=len(plan.chunks),
+        embedded_chunks=embedded,
+        embedding_requests=requests,
+        skipped=skipped,
+        seconds=clock() - started,
+        created_at=datetime.now(UTC),
+    )
+    record = await store.complete_version(record, ids.values(), documents, manifest)
+    progress.log(
+        f"built {request.knowledge_base}/{request.version}: "
+        f"{len(plan.documents)} documents, {len(plan.chunks)} chunks, "
+        f"{manifest['reusedEmbeddings']} embeddings reused, {requests} embedding requests, "
+        f"{manifest['buildSeconds']:.1f}s"
+    )
+    return BuildReport(
+        record=record,
+        manifest=manifest,
+        already_built=False,
+        skipped=tuple(skipped),
+        embedding_requests=requests,
+        embedded_chunks=embedded,
+    )
+
+
+async def _plan(
+    store: KnowledgeStore, record: VersionRecord, request: BuildRequest, progress: BuildProgress
+) -> tuple[list[SkippedSource], _Plan]:
+    progress.stage("reading sources")
+    result = await asyncio.to_thread(load_documents, list(request.sources), strict=request.strict)
+    for skip in result.skipped:
+        progress.log(f"skipped {skip.source}: {skip.reason}")
+    progress.stage("chunking", len(result.documents))
+    plan = _Plan(documents=result.documents, chunks=[])
+    for document in result.documents:
+        for chunk in chunk_document(
+            document,
+            strategy=request.chunking.strategy,
+            size=request.chunking.size,
+            overlap=request.chunking.overlap,
+        ):
+            key = chunk_key(chunk.document_id, chunk.position, chunk.heading_path, chunk.text, dict(document.metadata))
+            plan.chunks.append((document, chunk, key))
+        progress.advance(1)
+    if not plan.chunks:
+        raise BuildError("the sources yielded no text to index")
+    keys = [key for _, _, key in plan.chunks]
+    for start in range(0, len(keys), _KEY_BATCH):
+        plan.known.update(await store.known_chunks(record, keys[start : start + _KEY_BATCH]))
+    return list(result.skipped), plan
+
+
+async def _store_new_chunks(
+    store: KnowledgeStore,
+    record: VersionRecord,
+    request: BuildRequest,
+    plan: _Plan,
+    embedder: Embedder,
+    progress: BuildProgress,
+) -> tuple[int, int, dict[str, int]]:
+    """Embeds and stores the chunks not stored yet, in committed groups.
+
+    Returns (embedding requests, chunks whose embedding was computed now, chunk key -> id).
+    """
+    ids = dict(plan.known)
+    pending: dict[str, tuple[Document, Chunk]] = {}
+    for document, chunk, key in plan.chunks:
+        if key not in ids:
+            pending.setdefault(key, (document, chunk))
+    digests = sorted({chunk.digest for _, chunk in pending.values()})
+    cache: dict[str, np.ndarray] = {}
+    for start in range(0, len(digests), _KEY_BATCH):
+        cache.update(await store.cached_embeddings(record, digests[start : start + _KEY_BATCH]))
+
+    progress.stage("embedding", len(pending))
+    group_size = max(request.embedding.batch_size * request.embedding.concurrency * 4, 256)
+    items = list(pending.items())
+    requests = fresh_chunks = 0
+    for start in range(0, len(items), group_size):
+        group = items[start : start + group_size]
+        fresh = [chunk for _, (_, chunk) in group if chunk.digest not in cache]
+        fresh_chunks += len(fresh)
+        texts = sorted({chunk.text for chunk in fresh})
+        if texts:
+            vectors, stats = await embed_all(
+                embedder, texts, batch_size=request.embedding.batch_size, concurrency=request.embedding.concurrency
+            )
+            requests += stats.requests
+            for text, vector in zip(texts, vectors, strict=True):
+                cache[sha256_hex(text)] = np.asarray(vector, dtype=np.float32)
+        rows = [
+            ChunkRow(
+                document_id=chunk.document_id,
+                source=document.source,
+                position=chunk.position,
+                heading_path=chunk.heading_path,
+                text=chunk.text,
+                text_digest=chunk.digest,
+                token_count=chunk.token_count,
+                metadata=dict(document.metadata),
+                embedding=cache[chunk.digest],
+            )
+            for _, (document, chunk) in group
+        ]
+        ids.update(await store.insert_chunks(record, rows))
+        progress.advance(len(group))
+    return requests, fresh_chunks, ids
+
+
+def build_manifest(
+    request: BuildRequest,
+    documents: Sequence[Document],
+    *,
+    chunks: int,
+    embedded_chunks: int,
+    embedding_requests: int,
+    skipped: Sequence[SkippedSource],
+    seconds: float,
+    created_at: datetime,
+) -> dict[str, Any]:
+    """The version manifest: what was built, from what, and what it cost. Keys follow the CRD status."""
+    sources_digest = hashlib.sha256(
+        "\n".join(f"{d.id}\x1f{d.digest}" for d in sorted(documents, key=lambda d: d.id)).encode()
+    ).hexdigest()
+    space = request.space
+    return {
+        "knowledgeBase": request.knowledge_base,
+        "version": request.version,
+        "embeddingProvider": space.provider,
+        "embeddingModel": space.model,
+        "dimensions": space.dimensions,
+        "chunking": f"{request.chunking.strategy}/{request.chunking.size}/{request.chunking.overlap}",
+        "index": f"hnsw/m={space.m}/ef={space.ef_construction}/{space.distance}",
+        "sources": list(request.sources),
+        "sourcesDigest": sources_digest,
+        "documents": len(documents),
+        "chunks": chunks,
+        "reusedEmbeddings": chunks - embedded_chunks,
+        "embeddedChunks": embedded_chunks,
+        "embeddingRequests": embedding_requests,
+        "skipped": [{"source": s.source, "reason": s.reason} for s in skipped],
+        "buildSeconds": round(seconds, 3),
+        "createdAt": created_at.isoformat(),
+    }

@@ -1,0 +1,91 @@
+"""The golden-set gate of a built version: retrieve every case on the serving path, score, record.
+
+Retrieval goes through `retrieval.hybrid.retrieve`, the same function the runtime answers with,
+so the gate measures what users will get. The verdict is written to the store, where activation
+checks it. Metrics and the verdict itself are computed by the pure `evaluation` module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ..embedding import Embedder, make_embedder
+from ..retrieval.hybrid import retrieve
+from ..store import KnowledgeStore, VersionRecord
+from .evaluation import EvaluationReport, GoldenCase, Thresholds, evaluate, load_golden_set, unknown_relevant_ids
+
+
+class GateError(Exception):
+    """The evaluation cannot run (version not built, golden set inconsistent with the version)."""
+
+
+def candidates_for(k: int) -> int:
+    """Chunks retrieved per case: several chunks of one document count once, so fetch more than k."""
+    return max(20, 4 * k)
+
+
+async def evaluate_version(
+    store: KnowledgeStore,
+    knowledge_base: str,
+    version: str,
+    golden_path: Path,
+    *,
+    k: int,
+    thresholds: Thresholds,
+    hybrid: bool = True,
+    api_key: str | None = None,
+    embedder: Embedder | None = None,
+) -> EvaluationReport:
+    """Scores `version` on the golden set, records the verdict in the store and returns the report."""
+    record = await store.get_version(knowledge_base, version)
+    if record is None:
+        raise GateError(f"knowledge base {knowledge_base!r} has no version {version!r}")
+    if record.status != "built":
+        raise GateError(f"version {version!r} is {record.status}, not built: build it before evaluating")
+    cases = await _cases_in_document_ids(store, record, load_golden_set(golden_path))
+
+    owned = embedder is None
+    if embedder is None:
+        embedder = make_embedder(
+            record.space.provider,
+            model=record.space.model,
+            dimensions=record.space.dimensions,
+            endpoint=(record.settings.get("embedding") or {}).get("endpoint"),
+            api_key=api_key,
+        )
+    try:
+        vectors = await embedder.embed_batch([case.query for case in cases])
+        retrieved: dict[str, list[str]] = {}
+        for case, vector in zip(cases, vectors, strict=True):
+            hits = await retrieve(
+                store, record, np.asarray(vector, dtype=np.float32), case.query, top_k=candidates_for(k), hybrid=hybrid
+            )
+            retrieved[case.id] = [hit.document_id for hit in hits]
+    finally:
+        if owned:
+            await embedder.aclose()
+
+    report = evaluate(cases, retrieved, k=k, thresholds=thresholds)
+    await store.record_gate(record, {**report.to_json(), "hybrid": hybrid}, report.passed)
+    return report
+
+
+async def _cases_in_document_ids(
+    store: KnowledgeStore, record: VersionRecord, cases: list[GoldenCase]
+) -> list[GoldenCase]:
+    """Golden cases may name documents by id or by source path; retrieval returns ids."""
+    sources = await store.source_of_documents(record)
+    alias = {document_id: document_id for document_id in sources}
+    for document_id, source in sources.items():
+        alias.setdefault(source, document_id)
+    unknown = unknown_relevant_ids(cases, alias.keys())
+    if unknown:
+        details = "; ".join(
+            f"case {case_id!r} names unknown document(s) {', '.join(map(repr, ids))}"
+            for case_id, ids in sorted(unknown.items())
+        )
+        raise GateError(f"the golden set does not match version {record.version!r}: {details}")
+    return [replace(case, relevant=tuple(dict.fromkeys(alias[r] for r in case.relevant))) for case in cases]
