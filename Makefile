@@ -23,8 +23,9 @@ $(VENV)/.installed: $(UV) pyproject.toml uv.lock
 
 install: $(VENV)/.installed ## a .venv with the project and its dev dependencies
 
-tools: ## pinned etcd, Kubernetes, kwok, helm and kubeconform, built from Go modules into .tools/bin
+tools: ## pinned etcd, Kubernetes, kwok, helm, kubeconform (from Go modules) and promtool (Debian)
 	bash tools/build.sh
+	bash tools/system-packages.sh
 
 lint: install
 	$(BIN)/ruff check .
