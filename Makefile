@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: install tools lint typecheck crds test test-fast demo clean
+.PHONY: install tools lint typecheck crds test test-fast demo bench clean
 
 $(UV):
 	$(PYTHON) -m venv .tools/uv
@@ -47,6 +47,9 @@ test-fast: install lint typecheck ## the suite without the control plane
 
 demo: install tools ## the API on a local control plane: CRDs, examples, and what the apiserver refuses
 	$(BIN)/python -m tests.support.api_demo
+
+bench: install ## benchmarks; results in bench/results/*.json
+	$(BIN)/python bench/kb_incremental.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -14,7 +14,7 @@ import glob
 import json
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -218,6 +218,14 @@ class _Loader:
         return self._load_file(path, path.name, document_format)
 
     def _load_file(self, path: Path, document_id: str, document_format: DocumentFormat) -> list[Document]:
+        if document_format == "jsonl":
+            # A JSONL export holds many documents: the size limit applies to each record, and the
+            # file is streamed rather than read whole, however large it is.
+            try:
+                return self._jsonl_documents(_jsonl_lines(path), str(path))
+            except _Unreadable as unreadable:
+                self._skip(str(path), unreadable.reason)
+                return []
         try:
             text = _read_text_file(path, self.max_bytes)
         except _Unreadable as unreadable:
@@ -230,7 +238,7 @@ class _Loader:
             self._skip(source, "empty")
             return []
         if document_format == "jsonl":
-            return self._jsonl_documents(text, source)
+            return self._jsonl_documents(enumerate(text.split("\n"), start=1), source)
         title: str | None
         if document_format == "html":
             text, title = _html_to_text(text)
@@ -243,11 +251,14 @@ class _Loader:
             title = None
         return [Document(id=document_id, source=source, text=text, format=document_format, title=title)]
 
-    def _jsonl_documents(self, text: str, source: str) -> list[Document]:
+    def _jsonl_documents(self, lines: Iterable[tuple[int, str]], source: str) -> list[Document]:
         documents: list[Document] = []
         lines_by_id: dict[str, int] = {}
-        for number, line in enumerate(text.split("\n"), start=1):
+        for number, line in lines:
             if not line.strip():
+                continue
+            if len(line.encode("utf-8")) > self.max_bytes:
+                self._skip(f"{source}:{number}", f"larger than {self.max_bytes} bytes")
                 continue
             document = _jsonl_record(line, source, number)
             first = lines_by_id.get(document.id)
@@ -385,6 +396,19 @@ def _read_text_file(path: Path, max_bytes: int) -> str:
     if len(data) > max_bytes:  # it grew after the stat
         raise _Unreadable(f"larger than {max_bytes} bytes")
     return _decode(data, None)
+
+
+def _jsonl_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a JSONL file, streamed; decoding rules as for whole files."""
+    try:
+        with path.open("rb") as file:
+            if b"\x00" in file.read(_BINARY_SNIFF_BYTES):
+                raise _Unreadable("binary file")
+            file.seek(0)
+            for number, raw in enumerate(file, start=1):
+                yield number, _decode(raw, None).rstrip("\n")
+    except OSError as error:
+        raise _Unreadable(f"unreadable: {error.strerror or error}") from error
 
 
 def _decode(data: bytes, charset: str | None) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -44,10 +45,14 @@ async def retrieve(
     *,
     top_k: int,
     hybrid: bool,
+    metadata: dict[str, Any] | None = None,
 ) -> list[RetrievedChunk]:
-    """The top_k chunks of `record` for a query: vector search, fused with full-text when hybrid."""
-    vector_hits = await store.vector_search(record, query_vector.astype(np.float32), top_k)
+    """The top_k chunks of `record` for a query: vector search, fused with full-text when hybrid.
+
+    `metadata` keeps only chunks whose document metadata contains every given key and value.
+    """
+    vector_hits = await store.vector_search(record, query_vector.astype(np.float32), top_k, metadata=metadata)
     if not hybrid:
         return vector_hits
-    text_hits = await store.text_search(record, query_text, top_k)
+    text_hits = await store.text_search(record, query_text, top_k, metadata=metadata)
     return reciprocal_rank_fusion([vector_hits, text_hits], top_k)

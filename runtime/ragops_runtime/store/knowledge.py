@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from pgvector.psycopg import register_vector_async
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from .identifiers import derived_identifier, sanitized_name
 
@@ -222,16 +223,19 @@ def chunk_table_name(kb: str, space: EmbeddingSpace) -> str:
 class KnowledgeStore:
     """Knowledge-base storage over one async psycopg connection."""
 
-    def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
+    def __init__(self, connection: psycopg.AsyncConnection[Any], *, index_build_memory: str = "512MB") -> None:
         self._conn = connection
+        # pgvector builds an HNSW graph several times faster when it fits in maintenance_work_mem;
+        # it is set per index build only, never for the server.
+        self._index_build_memory = index_build_memory
 
     @classmethod
-    async def connect(cls, dsn: str) -> KnowledgeStore:
+    async def connect(cls, dsn: str, *, index_build_memory: str = "512MB") -> KnowledgeStore:
         try:
             connection = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
         except psycopg.OperationalError as error:
             raise StoreError(f"cannot connect to PostgreSQL: {_first_line(error)}") from None
-        store = cls(connection)
+        store = cls(connection, index_build_memory=index_build_memory)
         try:
             await store.ensure_schema()
         except BaseException:
@@ -339,18 +343,22 @@ class KnowledgeStore:
         space = record.space
         chunks = derived_identifier(record.kb, space.key, suffix="_chunks")
         opclass, _ = _DISTANCE_SQL[space.distance]
-        await self._conn.execute(
-            sql.SQL(
-                "CREATE INDEX IF NOT EXISTS {name} ON {chunks} USING hnsw (embedding {opclass}) "
-                "WITH (m = {m}, ef_construction = {ef})"
-            ).format(
-                name=sql.Identifier(sanitized_name(record.kb, space.key, suffix="_hnsw")),
-                chunks=chunks,
-                opclass=sql.SQL(opclass),
-                m=sql.Literal(space.m),
-                ef=sql.Literal(space.ef_construction),
+        async with self._conn.transaction():
+            await self._conn.execute(
+                sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(self._index_build_memory))
             )
-        )
+            await self._conn.execute(
+                sql.SQL(
+                    "CREATE INDEX IF NOT EXISTS {name} ON {chunks} USING hnsw (embedding {opclass}) "
+                    "WITH (m = {m}, ef_construction = {ef})"
+                ).format(
+                    name=sql.Identifier(sanitized_name(record.kb, space.key, suffix="_hnsw")),
+                    chunks=chunks,
+                    opclass=sql.SQL(opclass),
+                    m=sql.Literal(space.m),
+                    ef=sql.Literal(space.ef_construction),
+                )
+            )
         await self._conn.execute(
             sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {chunks} USING gin (tsv)").format(
                 name=sql.Identifier(sanitized_name(record.kb, space.key, suffix="_fts")), chunks=chunks
@@ -415,7 +423,7 @@ class KnowledgeStore:
                             row.text,
                             row.text_digest,
                             row.token_count,
-                            json.dumps(row.metadata),
+                            Jsonb(row.metadata),
                             row.embedding,
                         )
                     )
@@ -613,7 +621,9 @@ class KnowledgeStore:
 
     # ---- retrieval ---------------------------------------------------------------------------
 
-    async def vector_search(self, record: VersionRecord, query: Vector, k: int) -> list[RetrievedChunk]:
+    async def vector_search(
+        self, record: VersionRecord, query: Vector, k: int, *, metadata: dict[str, Any] | None = None
+    ) -> list[RetrievedChunk]:
         space = record.space
         chunks = derived_identifier(record.kb, space.key, suffix="_chunks")
         members = derived_identifier(record.kb, space.key, suffix="_members")
@@ -627,6 +637,7 @@ class KnowledgeStore:
                           {distance} AS distance
                    FROM {chunks} c
                    WHERE EXISTS (SELECT 1 FROM {members} m WHERE m.version_id = %(v)s AND m.chunk_id = c.id)
+                     AND c.metadata @> %(meta)s
                    ORDER BY {distance}
                    LIMIT %(k)s)
                SELECT * FROM candidates ORDER BY distance, id"""
@@ -634,7 +645,9 @@ class KnowledgeStore:
         async with self._conn.transaction():
             await self._conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             await self._conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, 2 * k))))
-            cursor = await self._conn.execute(query_sql, {"q": query, "v": record.id, "k": k})
+            cursor = await self._conn.execute(
+                query_sql, {"q": query, "v": record.id, "k": k, "meta": Jsonb(metadata or {})}
+            )
             rows = await cursor.fetchall()
         return [
             RetrievedChunk(
@@ -650,7 +663,9 @@ class KnowledgeStore:
             for row in rows
         ]
 
-    async def text_search(self, record: VersionRecord, query: str, k: int) -> list[RetrievedChunk]:
+    async def text_search(
+        self, record: VersionRecord, query: str, k: int, *, metadata: dict[str, Any] | None = None
+    ) -> list[RetrievedChunk]:
         chunks = derived_identifier(record.kb, record.space.key, suffix="_chunks")
         members = derived_identifier(record.kb, record.space.key, suffix="_members")
         # websearch_to_tsquery never fails on user input (quotes, operators, stray symbols).
@@ -660,10 +675,13 @@ class KnowledgeStore:
                FROM {chunks} c, websearch_to_tsquery({config}, %(text)s) q
                WHERE c.tsv @@ q
                  AND EXISTS (SELECT 1 FROM {members} m WHERE m.version_id = %(v)s AND m.chunk_id = c.id)
+                 AND c.metadata @> %(meta)s
                ORDER BY rank DESC, c.id
                LIMIT %(k)s"""
         ).format(chunks=chunks, members=members, config=sql.Literal(_TEXT_SEARCH_CONFIG))
-        cursor = await self._conn.execute(query_sql, {"text": query, "v": record.id, "k": k})
+        cursor = await self._conn.execute(
+            query_sql, {"text": query, "v": record.id, "k": k, "meta": Jsonb(metadata or {})}
+        )
         return [
             RetrievedChunk(
                 chunk_id=row[0],

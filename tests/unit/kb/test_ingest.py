@@ -589,3 +589,17 @@ def test_only_http_urls_are_fetched() -> None:
 def test_local_files_and_urls_mix(server: StaticServer, tmp_path: Path) -> None:
     docs = make_tree(tmp_path / "docs", {"local.md": "Local."})
     assert ids([str(docs), server.url("/notes")]) == [server.url("/notes"), "local.md"]  # sorted by id
+
+
+def test_jsonl_size_limit_applies_per_record_not_per_file(tmp_path: Path) -> None:
+    # An export of many records is routinely larger than any one document may be.
+    records = [{"id": f"r{n}", "text": "x" * 400} for n in range(10)]
+    records.append({"id": "huge", "text": "y" * 5000})
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    assert path.stat().st_size > 4096
+    result = load_documents([str(path)], max_document_bytes=1024)
+    assert [d.id for d in result.documents] == [f"r{n}" for n in range(10)]
+    assert result.skipped == [SkippedSource(source=f"{path}:11", reason="larger than 1024 bytes")]
+    with pytest.raises(IngestError, match="larger than 1024 bytes"):
+        load_documents([str(path)], max_document_bytes=1024, strict=True)
