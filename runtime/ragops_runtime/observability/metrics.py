@@ -1,0 +1,207 @@
+"""The runtime's Prometheus metrics: one registry per app, every series labelled with its deployment.
+
+`RuntimeMetrics` owns the collectors and turns domain events (a query answered, a cache hit, a
+rollout's version switch) into samples; `render` produces the body of GET /metrics. Each instance
+has its own `CollectorRegistry` because tests build many apps in one process and the global
+registry refuses a second collector of the same name.
+
+The `namespace`, `deployment` and `pod` labels are on every series, so the SLO rules that judge a
+rollout can tell RagDeployments apart without relabelling in the scrape config.
+
+Label values must come from closed sets chosen by the code (modes, statuses, reasons), never from
+a request: every distinct value is a new time series. Stages, token directions and cost services
+are checked here; this module must not log, read the clock or serve HTTP.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+IDENTITY_LABELS = ("namespace", "deployment", "pod")
+STAGES = ("embed", "retrieve", "rerank", "generate")
+TOKEN_DIRECTIONS = ("input", "output")
+COST_SERVICES = ("generation", "embedding", "rerank")
+
+QUERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
+"""From a cache hit (a few ms) to a slow generation (tens of seconds); +Inf catches the rest."""
+
+STAGE_BUCKETS = QUERY_BUCKETS
+"""Stages share the query buckets, so a stage's share of the whole can be read bucket by bucket."""
+
+FEEDBACK_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+@dataclass(frozen=True)
+class DeploymentIdentity:
+    """Which RagDeployment and pod the samples come from; constant labels on every series."""
+
+    namespace: str
+    deployment: str
+    pod: str
+
+    def values(self) -> tuple[str, str, str]:
+        return (self.namespace, self.deployment, self.pod)
+
+
+class RuntimeMetrics:
+    """The collectors of one runtime, registered in `registry` (a fresh one unless given)."""
+
+    def __init__(self, identity: DeploymentIdentity, registry: CollectorRegistry | None = None) -> None:
+        self.identity = identity
+        self.registry = registry if registry is not None else CollectorRegistry()
+        ids = identity.values()
+        labels = list(IDENTITY_LABELS)
+
+        self._queries = Counter(
+            "ragops_queries_total",
+            "Queries answered by the runtime, by retrieval mode and outcome.",
+            [*labels, "mode", "status"],
+            registry=self.registry,
+        )
+        self._query_duration = Histogram(
+            "ragops_query_duration_seconds",
+            "Time from receiving a query to sending its answer, in seconds.",
+            labels,
+            buckets=QUERY_BUCKETS,
+            registry=self.registry,
+        ).labels(*ids)
+        stage_duration = Histogram(
+            "ragops_stage_duration_seconds",
+            "Time spent in one stage of answering a query (embed, retrieve, rerank, generate), in seconds.",
+            [*labels, "stage"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self._stage_duration = {stage: stage_duration.labels(*ids, stage) for stage in STAGES}
+        self._cache_hits = Counter(
+            "ragops_cache_hits_total",
+            "Queries answered from the answer cache.",
+            labels,
+            registry=self.registry,
+        ).labels(*ids)
+        self._cache_misses = Counter(
+            "ragops_cache_misses_total",
+            "Queries looked up in the answer cache and not found there.",
+            labels,
+            registry=self.registry,
+        ).labels(*ids)
+        tokens = Counter(
+            "ragops_llm_tokens_total",
+            "Tokens sent to (input) and received from (output) the generation model.",
+            [*labels, "direction"],
+            registry=self.registry,
+        )
+        self._tokens = {direction: tokens.labels(*ids, direction) for direction in TOKEN_DIRECTIONS}
+        cost = Counter(
+            "ragops_cost_usd_total",
+            "Estimated spend on paid model APIs, in US dollars, by service.",
+            [*labels, "service"],
+            registry=self.registry,
+        )
+        self._cost = {service: cost.labels(*ids, service) for service in COST_SERVICES}
+        self._feedback = Histogram(
+            "ragops_feedback_score",
+            "Scores users gave to answers, from 0 (useless) to 1 (perfect).",
+            labels,
+            buckets=FEEDBACK_BUCKETS,
+            registry=self.registry,
+        ).labels(*ids)
+        self._retrieval_empty = Counter(
+            "ragops_retrieval_empty_total",
+            "Queries for which retrieval found no chunk at all.",
+            labels,
+            registry=self.registry,
+        ).labels(*ids)
+        self._rate_limited = Counter(
+            "ragops_rate_limited_total",
+            "Requests refused because their client exceeded its rate limit.",
+            labels,
+            registry=self.registry,
+        ).labels(*ids)
+        self._saturated = Counter(
+            "ragops_saturated_total",
+            "Requests refused because every concurrency slot was in use.",
+            labels,
+            registry=self.registry,
+        ).labels(*ids)
+        self._degraded = Counter(
+            "ragops_degraded_total",
+            "Answers served with a degraded pipeline, by the reason a stage was skipped or replaced.",
+            [*labels, "reason"],
+            registry=self.registry,
+        )
+        # An Info holds one label set per child: setting a new version replaces the old series, so
+        # exactly one version of each knowledge base reads 1. Exposed as ragops_active_knowledge_base_info,
+        # not "..._kb_info": promtool's lint reads "kb" as kilobytes and rejects the name.
+        self._active_kb = Info(
+            "ragops_active_knowledge_base",
+            "The knowledge-base version this runtime serves; the series with value 1 names it.",
+            [*labels, "knowledge_base"],
+            registry=self.registry,
+        )
+        self._ids = ids
+
+    def observe_query(self, *, mode: str, status: str, seconds: float, stages: Mapping[str, float]) -> None:
+        """One answered query: its outcome, its total duration and the duration of each stage it ran."""
+        unknown = sorted(set(stages) - set(STAGES))
+        if unknown:
+            # Checked before anything is recorded, so a bad call leaves no partial sample behind.
+            raise ValueError(f"unknown stages {unknown}; expected some of {list(STAGES)}")
+        self._queries.labels(*self._ids, mode, status).inc()
+        self._query_duration.observe(seconds)
+        for stage, stage_seconds in stages.items():
+            self._stage_duration[stage].observe(stage_seconds)
+
+    def cache_hit(self) -> None:
+        self._cache_hits.inc()
+
+    def cache_miss(self) -> None:
+        self._cache_misses.inc()
+
+    def tokens(self, *, input_tokens: int, output_tokens: int) -> None:
+        if input_tokens < 0 or output_tokens < 0:
+            raise ValueError(f"token counts must not be negative, got {input_tokens} and {output_tokens}")
+        self._tokens["input"].inc(input_tokens)
+        self._tokens["output"].inc(output_tokens)
+
+    def cost(self, *, service: str, usd: float) -> None:
+        if service not in self._cost:
+            raise ValueError(f"unknown cost service {service!r}; expected one of {list(COST_SERVICES)}")
+        if not math.isfinite(usd) or usd < 0:
+            raise ValueError(f"cost must be a finite amount not below 0, got {usd}")
+        self._cost[service].inc(usd)
+
+    def feedback(self, score: float) -> None:
+        # The API validates the feedback body; this guards the histogram's 0..1 buckets against a caller bug.
+        if not 0.0 <= score <= 1.0:
+            raise ValueError(f"feedback score must be between 0 and 1, got {score}")
+        self._feedback.observe(score)
+
+    def retrieval_empty(self) -> None:
+        self._retrieval_empty.inc()
+
+    def rate_limited(self) -> None:
+        self._rate_limited.inc()
+
+    def saturated(self) -> None:
+        self._saturated.inc()
+
+    def degraded(self, reason: str) -> None:
+        self._degraded.labels(*self._ids, reason).inc()
+
+    def set_active_version(self, knowledge_base: str, version: str) -> None:
+        """Marks `version` as the one served for `knowledge_base`; the previous version's series disappears."""
+        self._active_kb.labels(*self._ids, knowledge_base).info({"version": version})
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition body and its content type, for GET /metrics.
+
+        Prometheus text format 0.0.4: every Prometheus server reads it, and our names need none of the
+        UTF-8 escaping that the newer formats negotiate.
+        """
+        return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
