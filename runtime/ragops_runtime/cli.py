@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -366,3 +367,74 @@ def gc(knowledge_base: str, dsn: str | None, embedded: bool, keep: int) -> None:
 
     dropped = _run(_resolve_dsn(dsn, embedded), work)
     click.echo(f"{knowledge_base}: dropped {', '.join(dropped) if dropped else 'nothing'}")
+
+
+@click.command()
+@click.option(
+    "--embedded",
+    is_flag=True,
+    default=None,
+    help="Serve from the embedded PostgreSQL in $RAGOPS_DATA_DIR; builds the sample KB when empty.",
+)
+@click.option("--host", default=None, help="Listen address (default $RAGOPS_HOST or 0.0.0.0).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Listen port (default $RAGOPS_PORT or 8080).")
+def serve(embedded: bool | None, host: str | None, port: int | None) -> None:
+    """Serve the RAG runtime: POST /v1/query, /v1/feedback, /readyz, /metrics. Settings come from RAGOPS_* vars."""
+    import uvicorn
+    from pydantic import ValidationError
+
+    from .app import configure_logging, create_app
+    from .settings import RuntimeSettings
+
+    overrides: dict[str, Any] = {
+        key: value for key, value in {"embedded": embedded, "host": host, "port": port}.items() if value is not None
+    }
+    try:
+        settings = RuntimeSettings(**overrides)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
+        raise click.UsageError(f"invalid runtime settings: {problems}") from None
+    if settings.embedded:
+        from .store.embedded import embedded_dsn
+
+        dsn = embedded_dsn()
+        _bootstrap_sample(dsn, settings.knowledge_base)
+    else:
+        assert settings.dsn is not None
+        dsn = settings.dsn.get_secret_value()
+    configure_logging()
+    # uvicorn drains requests on SIGTERM/SIGINT, then re-raises the signal to the handler it found.
+    # Exiting normally from that handler runs atexit, which stops the embedded PostgreSQL; the
+    # default handler would kill the process and leave the server running.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: sys.exit(0))
+    uvicorn.run(
+        create_app(settings, dsn=dsn), host=settings.host, port=settings.port, log_config=None, access_log=False
+    )
+
+
+def _bootstrap_sample(dsn: str, knowledge_base: str) -> None:
+    """On an empty embedded store, build, gate and activate the bundled sample knowledge base."""
+    from . import sample
+    from .kb.build import BuildRequest, build_version
+    from .kb.evaluation import Thresholds
+    from .kb.gate import evaluate_version
+
+    async def work(store: KnowledgeStore) -> None:
+        if (await store.activation(knowledge_base)).active is not None or knowledge_base != "sample":
+            return
+        click.echo("empty store: building and gating the bundled sample knowledge base", err=True)
+        await build_version(store, BuildRequest(knowledge_base, "sample-v1", (str(sample.CORPUS_DIR),)))
+        report = await evaluate_version(
+            store,
+            knowledge_base,
+            "sample-v1",
+            sample.GOLDEN_SET,
+            k=sample.GATE_K,
+            thresholds=Thresholds(**sample.GATE_THRESHOLDS),
+        )
+        if not report.passed:
+            raise click.ClickException(f"the sample failed its gate: {', '.join(report.failed_metrics)}")
+        await store.activate(knowledge_base, "sample-v1", reason="bundled sample")
+
+    _run(dsn, work)

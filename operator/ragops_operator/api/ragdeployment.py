@@ -160,7 +160,7 @@ class GenerationSpec(ApiModel):
         default="none",
         description="anthropic generates cited answers; none answers with the retrieved chunks only.",
     )
-    model: str = Field(default="claude-sonnet-4-5", min_length=1, max_length=256, description="Anthropic model name.")
+    model: str = Field(default="claude-sonnet-4-6", min_length=1, max_length=256, description="Anthropic model name.")
     max_tokens: int = Field(default=500, ge=1, le=8192, description="Most output tokens per answer.")
     api_key_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret key holding the Anthropic API key."

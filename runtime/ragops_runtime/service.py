@@ -1,0 +1,417 @@
+"""The query pipeline: limits, cache, embed, retrieve, rerank, generate, log, in that order.
+
+Each stage has a budget and a fallback: a failing reranker keeps the retrieval order, a failing
+generator answers retrieval-only; both mark the answer `degraded` with the reason, and degraded
+answers are never cached. What cannot be answered at all (no active version, database down,
+retrieval over budget) raises `ServiceUnavailable`, which the HTTP layer turns into a 503.
+This module decides; the HTTP layer only translates (see app.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from .embedding import Embedder, EmbeddingError, make_embedder
+from .generation.anthropic import AnthropicGenerator, Generation, GenerationUnavailable
+from .generation.pricing import Price, cost_usd
+from .observability.metrics import RuntimeMetrics
+from .protection.cache import AnswerCache, make_key, normalize_query
+from .protection.limits import ConcurrencyLimiter, TokenBucketLimiter
+from .retrieval.hybrid import retrieve
+from .retrieval.reranker import HttpReranker, RerankUnavailable
+from .store import KnowledgeStore, RetrievedChunk, VersionRecord
+from .store.answers import AnswerRecord, log_answer
+
+Mode = Literal["generated", "retrieval_only", "cached"]
+Scalar = str | int | float | bool
+
+
+class ServiceUnavailable(Exception):
+    """The query cannot be answered now; `code` is machine-readable, the message says why."""
+
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limit exceeded; retry after {retry_after:.1f}s")
+        self.retry_after = retry_after
+
+
+class QueryTooLong(Exception):
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(f"query is {length} characters; the limit is {limit}")
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class Question:
+    query: str
+    client_id: str
+    top_k: int | None = None
+    filters: Mapping[str, Scalar] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Answer:
+    query_id: uuid.UUID
+    knowledge_base: str
+    kb_version: str
+    answer: str | None
+    mode: Mode
+    degraded_reason: str | None
+    chunks: tuple[RetrievedChunk, ...]
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    timings_ms: Mapping[str, float]
+
+    @property
+    def degraded(self) -> bool:
+        return self.degraded_reason is not None
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """What retrieval produced for one question: the input of generation, streamed or not."""
+
+    query_id: uuid.UUID
+    record: VersionRecord
+    chunks: tuple[RetrievedChunk, ...]
+    degraded_reason: str | None
+    timings_ms: dict[str, float]
+    started: float
+    cache_key: Any
+
+
+class QueryEmbeddings:
+    """Query vectors per embedding space, with an LRU: popular questions repeat."""
+
+    def __init__(self, *, api_key: str | None, cache_size: int) -> None:
+        self._api_key = api_key
+        self._cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._embedders: dict[str, Embedder] = {}
+
+    def embedder_for(self, record: VersionRecord) -> Embedder:
+        space = record.space
+        if space.key not in self._embedders:
+            endpoint = (record.settings.get("embedding") or {}).get("endpoint")
+            self._embedders[space.key] = make_embedder(
+                space.provider, model=space.model, dimensions=space.dimensions, endpoint=endpoint, api_key=self._api_key
+            )
+        return self._embedders[space.key]
+
+    async def embed(self, record: VersionRecord, text: str) -> np.ndarray:
+        key = (record.space.key, text)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
+        vectors = await self.embedder_for(record).embed_batch([text])
+        vector = np.asarray(vectors[0], dtype=np.float32)
+        if self._cache_size:
+            self._cache[key] = vector
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return vector
+
+    async def aclose(self) -> None:
+        for embedder in self._embedders.values():
+            await embedder.aclose()
+
+
+@dataclass
+class QueryService:
+    """Answers questions about the active version of one knowledge base."""
+
+    knowledge_base: str
+    deployment: str
+    pool: AsyncConnectionPool[Any]
+    metrics: RuntimeMetrics
+    limiter: TokenBucketLimiter
+    concurrency: ConcurrencyLimiter
+    cache: AnswerCache[Answer]
+    embeddings: QueryEmbeddings
+    generator: AnthropicGenerator | None
+    reranker: HttpReranker | None
+    prices: Mapping[str, Price]
+    top_k: int
+    rerank_top_k: int
+    hybrid: bool
+    max_query_chars: int
+    retrieval_timeout_seconds: float
+    database_timeout_seconds: float
+    active: Any  # ActiveVersionWatcher; typed loosely to keep this module free of the watcher's task logic
+    clock: Any = time.monotonic
+
+    # ---- admission --------------------------------------------------------------------------
+
+    def admit(self, question: Question) -> None:
+        """Cheap checks before any work: length, then the client's rate."""
+        if len(question.query) > self.max_query_chars:
+            raise QueryTooLong(len(question.query), self.max_query_chars)
+        decision = self.limiter.check(question.client_id, self.clock())
+        if not decision.allowed:
+            self.metrics.rate_limited()
+            raise RateLimited(decision.retry_after_seconds)
+
+    # ---- the pipeline -----------------------------------------------------------------------
+
+    async def answer(self, question: Question) -> Answer:
+        self.admit(question)
+        if not self.concurrency.try_acquire():
+            self.metrics.saturated()
+            raise ServiceUnavailable("saturated", "too many queries in flight; retry shortly", retry_after=1)
+        try:
+            retrieved_or_cached = await self._retrieve(question)
+            if isinstance(retrieved_or_cached, Answer):
+                return retrieved_or_cached
+            retrieved = retrieved_or_cached
+            generation, degraded = await self._generate(question, retrieved)
+            return await self._finish(question, retrieved, generation, degraded)
+        finally:
+            self.concurrency.release()
+
+    async def stream(self, question: Question) -> AsyncIterator[tuple[str, Any]]:
+        """Events: ("retrieval", Retrieved | Answer), ("delta", str)..., ("done", Answer)."""
+        self.admit(question)
+        if not self.concurrency.try_acquire():
+            self.metrics.saturated()
+            raise ServiceUnavailable("saturated", "too many queries in flight; retry shortly", retry_after=1)
+        try:
+            retrieved_or_cached = await self._retrieve(question)
+        except BaseException:
+            self.concurrency.release()
+            raise
+        return self._stream_events(question, retrieved_or_cached)
+
+    async def _stream_events(self, question: Question, retrieved: Retrieved | Answer) -> AsyncIterator[tuple[str, Any]]:
+        try:
+            yield "retrieval", retrieved
+            if isinstance(retrieved, Answer):
+                if retrieved.answer:
+                    yield "delta", retrieved.answer
+                yield "done", retrieved
+                return
+            generation: Generation | None = None
+            degraded = retrieved.degraded_reason
+            if self.generator is not None and retrieved.chunks:
+                started = self.clock()
+                try:
+                    # aclosing: a client that hangs up mid-answer also closes the upstream stream.
+                    async with contextlib.aclosing(self.generator.stream(question.query, retrieved.chunks)) as events:
+                        async for event in events:
+                            if isinstance(event, Generation):
+                                generation = event
+                            else:
+                                yield "delta", event
+                except GenerationUnavailable as error:
+                    degraded = _join(degraded, f"generation {error.reason}: {error.detail}")
+                    self.metrics.degraded(f"generation_{error.reason}")
+                retrieved.timings_ms["generate"] = (self.clock() - started) * 1000
+            yield "done", await self._finish(question, retrieved, generation, degraded)
+        finally:
+            self.concurrency.release()
+
+    async def _retrieve(self, question: Question) -> Retrieved | Answer:
+        started = self.clock()
+        record = self.active.current
+        if record is None:
+            raise ServiceUnavailable("no_active_version", self.active.problem or "no active knowledge-base version")
+        top_k = question.top_k or self.top_k
+        params = {
+            "topK": top_k,
+            "filters": dict(question.filters),
+            "hybrid": self.hybrid,
+            "rerankTopK": self.rerank_top_k,
+            "generator": self.generator is not None,
+        }
+        key = make_key(record.version, question.query, params)
+        hit = self.cache.get(key, self.clock())
+        if hit is not None:
+            self.metrics.cache_hit()
+            answer = replace(
+                hit, query_id=uuid.uuid4(), mode="cached", timings_ms={"total": (self.clock() - started) * 1000}
+            )
+            self.metrics.observe_query(mode="cached", status="ok", seconds=self.clock() - started, stages={})
+            return answer
+        self.metrics.cache_miss()
+
+        timings: dict[str, float] = {}
+        try:
+            async with asyncio.timeout(self.retrieval_timeout_seconds):
+                stage = self.clock()
+                vector = await self.embeddings.embed(record, normalize_query(question.query))
+                timings["embed"] = (self.clock() - stage) * 1000
+                stage = self.clock()
+                async with self.pool.connection(timeout=self.database_timeout_seconds) as connection:
+                    store = KnowledgeStore(connection)
+                    chunks = await retrieve(
+                        store,
+                        record,
+                        vector,
+                        question.query,
+                        top_k=top_k,
+                        hybrid=self.hybrid,
+                        metadata=dict(question.filters) or None,
+                    )
+                timings["retrieve"] = (self.clock() - stage) * 1000
+        except TimeoutError:
+            self._failed(started)
+            raise ServiceUnavailable(
+                "retrieval_timeout",
+                f"retrieval took longer than {self.retrieval_timeout_seconds * 1000:.0f} ms",
+                retry_after=1,
+            ) from None
+        except (PoolTimeout, psycopg.OperationalError) as error:
+            self._failed(started)
+            raise ServiceUnavailable(
+                "database_unavailable", f"the database is unavailable: {_first_line(error)}", retry_after=2
+            ) from None
+        except EmbeddingError as error:
+            self._failed(started)
+            raise ServiceUnavailable(
+                "embedding_unavailable", f"query embedding failed: {error}", retry_after=2
+            ) from None
+
+        degraded: str | None = None
+        if not chunks:
+            self.metrics.retrieval_empty()
+        if self.reranker is not None and chunks:
+            stage = self.clock()
+            try:
+                chunks = await self.reranker.rerank(question.query, chunks, self.rerank_top_k)
+            except RerankUnavailable as error:
+                degraded = f"reranker {error.reason}: kept the retrieval order"
+                self.metrics.degraded(f"rerank_{error.reason}")
+            timings["rerank"] = (self.clock() - stage) * 1000
+        return Retrieved(
+            query_id=uuid.uuid4(),
+            record=record,
+            chunks=tuple(chunks[: self.rerank_top_k]),
+            degraded_reason=degraded,
+            timings_ms=timings,
+            started=started,
+            cache_key=key,
+        )
+
+    async def _generate(self, question: Question, retrieved: Retrieved) -> tuple[Generation | None, str | None]:
+        degraded = retrieved.degraded_reason
+        if self.generator is None or not retrieved.chunks:
+            return None, degraded
+        stage = self.clock()
+        try:
+            generation = await self.generator.generate(question.query, retrieved.chunks)
+        except GenerationUnavailable as error:
+            self.metrics.degraded(f"generation_{error.reason}")
+            return None, _join(degraded, f"generation {error.reason}: {error.detail}")
+        finally:
+            retrieved.timings_ms["generate"] = (self.clock() - stage) * 1000
+        return generation, degraded
+
+    async def _finish(
+        self, question: Question, retrieved: Retrieved, generation: Generation | None, degraded: str | None
+    ) -> Answer:
+        input_tokens = generation.usage.input_tokens if generation else 0
+        output_tokens = generation.usage.output_tokens if generation else 0
+        cost = cost_usd(generation.model, input_tokens, output_tokens, self.prices) if generation else 0.0
+        total = (self.clock() - retrieved.started) * 1000
+        answer = Answer(
+            query_id=retrieved.query_id,
+            knowledge_base=self.knowledge_base,
+            kb_version=retrieved.record.version,
+            answer=generation.text if generation else None,
+            mode="generated" if generation else "retrieval_only",
+            degraded_reason=degraded,
+            chunks=retrieved.chunks,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost,
+            timings_ms={**retrieved.timings_ms, "total": total},
+        )
+        if generation:
+            self.metrics.tokens(input_tokens=input_tokens, output_tokens=output_tokens)
+            if cost is not None:
+                self.metrics.cost(service="generation", usd=cost)
+        self.metrics.observe_query(
+            mode=answer.mode,
+            status="degraded" if answer.degraded else "ok",
+            seconds=total / 1000,
+            stages={stage: ms / 1000 for stage, ms in retrieved.timings_ms.items()},
+        )
+        if not answer.degraded:
+            self.cache.put(retrieved.cache_key, answer, self.clock())
+        await self._log(question, answer)
+        return answer
+
+    async def _log(self, question: Question, answer: Answer) -> None:
+        """Best effort: an answer already computed is returned even if the log write fails."""
+        try:
+            async with self.pool.connection(timeout=self.database_timeout_seconds) as connection:
+                await log_answer(
+                    connection,
+                    AnswerRecord(
+                        query_id=answer.query_id,
+                        kb=self.knowledge_base,
+                        version=answer.kb_version,
+                        deployment=self.deployment,
+                        query_digest=hashlib.sha256(normalize_query(question.query).encode()).hexdigest(),
+                        document_ids=[chunk.document_id for chunk in answer.chunks],
+                        mode=answer.mode,
+                        degraded_reason=answer.degraded_reason,
+                        latency_ms=answer.timings_ms["total"],
+                        input_tokens=answer.input_tokens,
+                        output_tokens=answer.output_tokens,
+                        cost_usd=answer.cost_usd,
+                    ),
+                )
+        except (PoolTimeout, psycopg.Error):
+            self.metrics.degraded("answer_log_unavailable")
+
+    def _failed(self, started: float) -> None:
+        self.metrics.observe_query(mode="none", status="error", seconds=self.clock() - started, stages={})
+
+    async def on_switch(self, previous: VersionRecord | None, current: VersionRecord) -> None:
+        """Called by the watcher: forget the old version's answers, publish the new version."""
+        if previous is not None:
+            self.cache.drop_version(previous.version)
+        self.metrics.set_active_version(self.knowledge_base, current.version)
+
+
+def _join(first: str | None, second: str) -> str:
+    return f"{first}; {second}" if first else second
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def passages(chunks: Sequence[RetrievedChunk]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": chunk.chunk_id,
+            "documentId": chunk.document_id,
+            "source": chunk.source,
+            "headingPath": list(chunk.heading_path),
+            "score": chunk.score,
+            "text": chunk.text,
+        }
+        for chunk in chunks
+    ]

@@ -1,0 +1,96 @@
+"""The runtime's settings: the contract between the operator, which renders them, and the pods.
+
+Every field is read from a `RAGOPS_`-prefixed environment variable (the operator renders a
+ConfigMap for plain values and secretKeyRef env vars for credentials). Loaded once at start-up
+by `ragops serve` and passed down; nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RuntimeSettings(BaseSettings):
+    """Settings of one runtime process. Field names map to RAGOPS_<UPPER_SNAKE> variables."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGOPS_", extra="ignore", frozen=True, populate_by_name=True)
+
+    # ---- where and what -----------------------------------------------------------------------
+    dsn: SecretStr | None = Field(
+        default=None, description="libpq DSN of PostgreSQL with pgvector; secret, never logged."
+    )
+    embedded: bool = Field(default=False, description="Use the embedded PostgreSQL in RAGOPS_DATA_DIR instead.")
+    knowledge_base: str = Field(default="sample", min_length=1, description="Knowledge base served.")
+    namespace: str = Field(default="default", description="Kubernetes namespace, a label on every metric.")
+    deployment: str = Field(default="local", description="RagDeployment name, a label on every metric.")
+    pod: str = Field(
+        default_factory=socket.gethostname,
+        validation_alias=AliasChoices("RAGOPS_POD", "POD_NAME", "HOSTNAME"),
+        description="Pod name, a label on every metric.",
+    )
+    host: str = Field(default="0.0.0.0", description="Listen address.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Listen port.")
+
+    # ---- retrieval ----------------------------------------------------------------------------
+    top_k: int = Field(default=20, ge=1, le=200, description="Candidates retrieved per query.")
+    rerank_top_k: int = Field(default=5, ge=1, le=50, description="Chunks kept for generation.")
+    hybrid: bool = Field(default=True, description="Fuse vector and full-text search.")
+    reranker_provider: Literal["none", "http"] = Field(default="none", description="Second-stage reranker.")
+    reranker_endpoint: str | None = Field(default=None, description="Full URL of the /rerank endpoint.")
+    reranker_model: str | None = Field(default=None, description="Reranker model name, if needed.")
+    reranker_timeout_ms: int = Field(default=1000, ge=10, le=60_000, description="Reranker time budget.")
+    embedding_api_key: SecretStr | None = Field(
+        default=None, description="Key for an OpenAI-compatible embedding endpoint (query embeddings)."
+    )
+    query_embedding_cache_size: int = Field(default=4096, ge=0, le=1_000_000, description="LRU of query vectors.")
+
+    # ---- generation ---------------------------------------------------------------------------
+    generation_provider: Literal["anthropic", "none"] = Field(
+        default="anthropic", description="anthropic, or none for retrieval-only answers."
+    )
+    generation_model: str = Field(default="claude-sonnet-4-6", description="Anthropic model id.")
+    generation_max_tokens: int = Field(default=500, ge=1, le=8192, description="Most output tokens.")
+    generation_timeout_seconds: float = Field(default=30, gt=0, le=300, description="Generation time budget.")
+    anthropic_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RAGOPS_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+        description="Anthropic API key; without one the runtime answers retrieval-only, by design.",
+    )
+    anthropic_base_url: str | None = Field(default=None, description="Anthropic API base URL (a proxy or gateway).")
+    price_table: str | None = Field(
+        default=None, description='JSON {"model-prefix": {"input": usd_per_mtok, "output": usd_per_mtok}}.'
+    )
+
+    # ---- protection ---------------------------------------------------------------------------
+    requests_per_minute_per_client: int = Field(default=100, ge=1, le=1_000_000, description="Rate per client.")
+    max_query_chars: int = Field(default=2000, ge=1, le=100_000, description="Longer queries get 422.")
+    retrieval_timeout_ms: int = Field(default=2000, ge=10, le=60_000, description="Retrieval time budget.")
+    max_concurrent_requests: int = Field(default=64, ge=1, le=10_000, description="In-flight queries; more get 503.")
+    database_timeout_seconds: float = Field(default=2.0, gt=0, le=60, description="Wait for a pooled connection.")
+    pool_size: int = Field(default=10, ge=1, le=200, description="Database connections per replica.")
+
+    # ---- cache, log, version switch -----------------------------------------------------------
+    cache_ttl_seconds: int = Field(default=600, ge=0, le=604_800, description="Answer cache TTL; 0 disables.")
+    cache_max_entries: int = Field(default=10_000, ge=0, le=10_000_000, description="Answer cache size bound.")
+    answer_log_retention_days: int = Field(default=30, ge=1, le=3650, description="Answer log retention.")
+    version_poll_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="Fallback check of the activation pointer besides LISTEN/NOTIFY."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RuntimeSettings:
+        if self.rerank_top_k > self.top_k:
+            raise ValueError("RAGOPS_RERANK_TOP_K must not exceed RAGOPS_TOP_K")
+        if self.reranker_provider == "http" and not self.reranker_endpoint:
+            raise ValueError("RAGOPS_RERANKER_PROVIDER=http needs RAGOPS_RERANKER_ENDPOINT")
+        if self.embedded == (self.dsn is not None):
+            raise ValueError("set exactly one of RAGOPS_DSN and RAGOPS_EMBEDDED=true")
+        return self
+
+    @property
+    def generation_enabled(self) -> bool:
+        return self.generation_provider == "anthropic" and self.anthropic_api_key is not None
