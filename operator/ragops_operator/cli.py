@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ragops_runtime.cli import kb
+from ragops_runtime.cli import kb, serve
 
 from . import crdgen
 
@@ -46,3 +46,4 @@ def crds(output_dir: Path, check: bool, to_stdout: bool) -> None:
 
 
 main.add_command(kb)
+main.add_command(serve)
