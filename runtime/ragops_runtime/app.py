@@ -8,6 +8,7 @@ Retry-After when a dependency is down, never a 500 for a known failure.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import json
@@ -286,14 +287,16 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
         app.state.service = service
         app.state.watcher = watcher
         app.state.pool = pool
-        try:
-            async with pool.connection(timeout=settings.database_timeout_seconds) as connection:
-                await purge_answers(connection, timedelta(days=settings.answer_log_retention_days))
-        except (PoolTimeout, psycopg.Error):
-            log.warning("answer log retention skipped: database unavailable at start-up")
+        retention = asyncio.create_task(
+            _enforce_retention(
+                pool, timedelta(days=settings.answer_log_retention_days), settings.database_timeout_seconds
+            ),
+            name="ragops-answer-log-retention",
+        )
         try:
             yield
         finally:
+            retention.cancel()
             await watcher.stop()
             await embeddings.aclose()
             if generator is not None:
@@ -343,6 +346,22 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
     app.include_router(_query_router(query_request_model(settings.max_query_chars)))
     app.include_router(_operations_router())
     return app
+
+
+RETENTION_INTERVAL_SECONDS = 3600
+
+
+async def _enforce_retention(pool: AsyncConnectionPool[Any], keep: timedelta, wait_seconds: float) -> None:
+    """Deletes answer-log rows older than `keep`, at start-up and then hourly, for as long as the app runs."""
+    while True:
+        try:
+            async with pool.connection(timeout=wait_seconds) as connection:
+                deleted = await purge_answers(connection, keep)
+            if deleted:
+                log.info("answer log retention", extra={"status": deleted})
+        except (PoolTimeout, psycopg.Error):
+            log.warning("answer log retention skipped: database unavailable")
+        await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
 
 
 def get_service(request: Request) -> QueryService:

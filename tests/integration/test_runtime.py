@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ragops_runtime import sample
 from ragops_runtime.app import create_app
-from ragops_runtime.kb.build import BuildRequest, build_version
+from ragops_runtime.kb.build import BuildRequest, EmbeddingSettings, build_version
 from ragops_runtime.kb.evaluation import Thresholds
 from ragops_runtime.kb.gate import evaluate_version
 from ragops_runtime.settings import RuntimeSettings
@@ -385,3 +385,61 @@ def test_metrics_pass_promtool_and_carry_the_deployment_identity(published: str)
     assert value("ragops_active_knowledge_base_info", knowledge_base="sample", version="v1") == 1
     assert value("ragops_llm_tokens_total", direction="input") == body["usage"]["inputTokens"]
     assert all(dict(labels).keys() >= identity.keys() for (_, labels) in samples)
+
+
+def test_reranker_reorders_and_a_failing_one_keeps_the_retrieval_order(published: str) -> None:
+    from tests.support.rerank_server import Reply as RerankReply
+    from tests.support.rerank_server import running_rerank_server
+
+    with (
+        running_rerank_server() as reranker,
+        runtime(
+            published,
+            reranker_provider="http",
+            reranker_endpoint=f"{reranker.url}/rerank",
+            reranker_timeout_ms=500,
+            cache_ttl_seconds=0,
+        ) as client,
+    ):
+        ranked = ask(client, "charge the battery in winter").json()
+        assert not ranked["degraded"] and "rerank" in ranked["timingsMs"]
+        sent = reranker.requests[-1].body
+        assert sent["query"] == "charge the battery in winter" and len(sent["documents"]) == 20
+        scores = [c["score"] for c in ranked["citations"]]
+        assert scores == sorted(scores, reverse=True) and len(scores) == 5
+
+        reranker.script(RerankReply.server_error(503))
+        fallback = ask(client, "charge the battery in winter").json()
+        assert fallback["degraded"] and fallback["degradedReason"].startswith("reranker http_status")
+        assert len(fallback["citations"]) == 5
+
+
+def test_queries_are_embedded_by_the_versions_openai_compatible_endpoint(pg_dsn: str, tmp_path: Path) -> None:
+    from tests.support.openai_embeddings import Reply as EmbeddingReply
+    from tests.support.openai_embeddings import running_openai_embeddings_server
+
+    with running_openai_embeddings_server(32) as embeddings:
+
+        async def build() -> None:
+            async with await KnowledgeStore.connect(pg_dsn) as store:
+                request = BuildRequest(
+                    "sample",
+                    "semantic",
+                    (str(sample.CORPUS_DIR),),
+                    embedding=EmbeddingSettings(provider="openai", model="emb", dimensions=32, endpoint=embeddings.url),
+                )
+                await build_version(store, request, api_key="sk-test")
+                await store.activate("sample", "semantic", force=True)
+
+        asyncio.run(build())
+        with runtime(pg_dsn, embedding_api_key="sk-test", retrieval_timeout_ms=300) as client:
+            before = len(embeddings.requests)
+            assert ask(client, "frame warranty").status_code == 200
+            assert ask(client, "frame warranty", topK=10).status_code == 200  # the query vector is cached
+            assert [r.inputs for r in embeddings.requests[before:]] == [["frame warranty"]]
+            assert embeddings.requests[-1].headers["authorization"] == "Bearer sk-test"
+
+            embeddings.script(EmbeddingReply.slow(2.0))
+            slow = ask(client, "tyre pressure")
+            assert slow.status_code == 503 and slow.json()["error"]["code"] == "retrieval_timeout"
+            assert "retrieval took longer than 300 ms" in slow.json()["error"]["message"]
