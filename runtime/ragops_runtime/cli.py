@@ -229,6 +229,18 @@ def build(
 @click.option("--min-mrr", type=click.FloatRange(0, 1), default=0.5, show_default=True)
 @click.option("--min-ndcg", type=click.FloatRange(0, 1), default=0.6, show_default=True)
 @click.option("--hybrid/--vector-only", default=True, show_default=True, help="Evaluate the retrieval path served.")
+@click.option(
+    "--check-answers",
+    is_flag=True,
+    help="Also generate answers with Anthropic ($ANTHROPIC_API_KEY) and check answerContains phrases.",
+)
+@click.option(
+    "--min-answer-pass-rate",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Minimum share of answer checks passed (with --check-answers).",
+)
+@click.option("--generation-model", default="claude-sonnet-4-6", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print metrics, verdict and every case's ranking as JSON.")
 def eval_(
     knowledge_base: str,
@@ -242,25 +254,53 @@ def eval_(
     min_mrr: float,
     min_ndcg: float,
     hybrid: bool,
+    check_answers: bool,
+    min_answer_pass_rate: float | None,
+    generation_model: str,
     as_json: bool,
 ) -> None:
     """Run the golden-set gate on a built version; exit 1 when it fails a threshold."""
     from .kb.evaluation import Thresholds
     from .kb.gate import evaluate_version
 
-    thresholds = Thresholds(precision_at_k=min_precision, recall_at_k=min_recall, mrr=min_mrr, ndcg_at_k=min_ndcg)
+    thresholds = Thresholds(
+        precision_at_k=min_precision,
+        recall_at_k=min_recall,
+        mrr=min_mrr,
+        ndcg_at_k=min_ndcg,
+        answer_pass_rate=min_answer_pass_rate,
+    )
+    anthropic_key = os.environ.get("RAGOPS_ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_API_KEY")
+    if check_answers and not anthropic_key:
+        raise click.UsageError("--check-answers needs $ANTHROPIC_API_KEY (or $RAGOPS_ANTHROPIC_API_KEY)")
 
     async def work(store: KnowledgeStore) -> dict[str, object]:
-        report = await evaluate_version(
-            store,
-            knowledge_base,
-            version,
-            golden,
-            k=k,
-            thresholds=thresholds,
-            hybrid=hybrid,
-            api_key=os.environ.get(API_KEY_ENV),
-        )
+        from .generation.anthropic import AnthropicGenerator
+
+        generator = None
+        if check_answers and anthropic_key:
+            generator = AnthropicGenerator(
+                api_key=anthropic_key,
+                model=generation_model,
+                max_tokens=500,
+                timeout_seconds=60,
+                base_url=os.environ.get("RAGOPS_ANTHROPIC_BASE_URL"),
+            )
+        try:
+            report = await evaluate_version(
+                store,
+                knowledge_base,
+                version,
+                golden,
+                k=k,
+                thresholds=thresholds,
+                hybrid=hybrid,
+                api_key=os.environ.get(API_KEY_ENV),
+                generator=generator,
+            )
+        finally:
+            if generator is not None:
+                await generator.aclose()
         return report.to_json()
 
     result = _run(_resolve_dsn(dsn, embedded), work)

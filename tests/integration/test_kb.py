@@ -370,3 +370,73 @@ def test_cli_reports_bad_input_clearly(pg_dsn: str, tmp_path: Path) -> None:
     unreachable = _cli("list", "--dsn", "postgresql://u:hunter2@127.0.0.1:1/x?connect_timeout=2", "--kb", "docs")
     assert unreachable.returncode == 1 and "cannot connect to PostgreSQL" in unreachable.stderr
     assert "hunter2" not in unreachable.stderr
+
+
+def test_eval_checks_generated_answers_when_asked(pg_dsn: str, tmp_path: Path) -> None:
+    from ragops_runtime import sample
+    from tests.support.anthropic_messages import DEFAULT_API_KEY, Reply, running_anthropic_server
+
+    built = _cli("build", "--dsn", pg_dsn, "--kb", "sample", "--version", "v1", "--source", str(sample.CORPUS_DIR))
+    assert built.returncode == 0, built.stderr
+    gate = ["--k", "3", "--min-precision", "0.3", "--min-recall", "0.7", "--min-mrr", "0.6", "--min-ndcg", "0.6"]
+    with running_anthropic_server() as fake:
+        env = {**os.environ, "ANTHROPIC_API_KEY": DEFAULT_API_KEY, "RAGOPS_ANTHROPIC_BASE_URL": fake.url}
+        cases = yaml.safe_load(sample.GOLDEN_SET.read_text())["cases"]
+        fake.script(*[Reply.answer("Per [1]: " + "; ".join(case["answerContains"])) for case in cases])
+        result = _cli(
+            "eval",
+            "--dsn",
+            pg_dsn,
+            "--kb",
+            "sample",
+            "--version",
+            "v1",
+            "--golden",
+            str(sample.GOLDEN_SET),
+            *gate,
+            "--check-answers",
+            "--min-answer-pass-rate",
+            "0.0",
+            "--json",
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        checked = [case for case in report["cases"] if "answerPassed" in case]
+        assert len(checked) == 30 == len([r for r in fake.requests if not r.streaming])
+        assert report["metrics"]["answerPassRate"] == 1.0 and all(case["answerPassed"] for case in checked)
+        first = fake.requests[0].user_text
+        assert cases[0]["query"] in first and "[1] (source:" in first  # the question and numbered context
+
+        fake.script(*[Reply.server_error(500)] * 30)
+        failing = _cli(
+            "eval",
+            "--dsn",
+            pg_dsn,
+            "--kb",
+            "sample",
+            "--version",
+            "v1",
+            "--golden",
+            str(sample.GOLDEN_SET),
+            *gate,
+            "--check-answers",
+            "--min-answer-pass-rate",
+            "0.5",
+            env=env,
+        )
+        assert failing.returncode == 1 and "answerPassRate=0.000<0.500" in failing.stdout
+    no_key = _cli(
+        "eval",
+        "--dsn",
+        pg_dsn,
+        "--kb",
+        "sample",
+        "--version",
+        "v1",
+        "--golden",
+        str(sample.GOLDEN_SET),
+        "--check-answers",
+        env={k: v for k, v in os.environ.items() if "ANTHROPIC" not in k},
+    )
+    assert no_key.returncode == 2 and "needs $ANTHROPIC_API_KEY" in no_key.stderr

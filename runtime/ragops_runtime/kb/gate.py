@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..embedding import Embedder, make_embedder
+from ..generation.anthropic import AnthropicGenerator, GenerationUnavailable
 from ..retrieval.hybrid import retrieve
 from ..store import KnowledgeStore, VersionRecord
 from .evaluation import EvaluationReport, GoldenCase, Thresholds, evaluate, load_golden_set, unknown_relevant_ids
@@ -38,8 +39,15 @@ async def evaluate_version(
     hybrid: bool = True,
     api_key: str | None = None,
     embedder: Embedder | None = None,
+    generator: AnthropicGenerator | None = None,
+    context_passages: int = 5,
 ) -> EvaluationReport:
-    """Scores `version` on the golden set, records the verdict in the store and returns the report."""
+    """Scores `version` on the golden set, records the verdict in the store and returns the report.
+
+    With a `generator`, every case that has answerContains is also answered from its top
+    `context_passages` passages, as the runtime would, and the expected phrases are checked; a
+    generation failure counts as a failed check (the report cannot vouch for that answer).
+    """
     record = await store.get_version(knowledge_base, version)
     if record is None:
         raise GateError(f"knowledge base {knowledge_base!r} has no version {version!r}")
@@ -59,16 +67,22 @@ async def evaluate_version(
     try:
         vectors = await embedder.embed_batch([case.query for case in cases])
         retrieved: dict[str, list[str]] = {}
+        answers: dict[str, str] = {}
         for case, vector in zip(cases, vectors, strict=True):
             hits = await retrieve(
                 store, record, np.asarray(vector, dtype=np.float32), case.query, top_k=candidates_for(k), hybrid=hybrid
             )
             retrieved[case.id] = [hit.document_id for hit in hits]
+            if generator is not None and case.answer_contains:
+                try:
+                    answers[case.id] = (await generator.generate(case.query, hits[:context_passages])).text
+                except GenerationUnavailable:
+                    answers[case.id] = ""
     finally:
         if owned:
             await embedder.aclose()
 
-    report = evaluate(cases, retrieved, k=k, thresholds=thresholds)
+    report = evaluate(cases, retrieved, k=k, thresholds=thresholds, answers=answers if generator else None)
     await store.record_gate(record, {**report.to_json(), "hybrid": hybrid}, report.passed)
     return report
 
