@@ -649,19 +649,7 @@ class KnowledgeStore:
                 query_sql, {"q": query, "v": record.id, "k": k, "meta": Jsonb(metadata or {})}
             )
             rows = await cursor.fetchall()
-        return [
-            RetrievedChunk(
-                chunk_id=row[0],
-                document_id=row[1],
-                source=row[2],
-                position=row[3],
-                heading_path=tuple(row[4]),
-                text=row[5],
-                metadata=row[6],
-                score=_similarity(space.distance, float(row[7])),
-            )
-            for row in rows
-        ]
+        return [_retrieved(row, _similarity(space.distance, float(row[7]))) for row in rows]
 
     async def text_search(
         self, record: VersionRecord, query: str, k: int, *, metadata: dict[str, Any] | None = None
@@ -682,19 +670,21 @@ class KnowledgeStore:
         cursor = await self._conn.execute(
             query_sql, {"text": query, "v": record.id, "k": k, "meta": Jsonb(metadata or {})}
         )
-        return [
-            RetrievedChunk(
-                chunk_id=row[0],
-                document_id=row[1],
-                source=row[2],
-                position=row[3],
-                heading_path=tuple(row[4]),
-                text=row[5],
-                metadata=row[6],
-                score=float(row[7]),
-            )
-            for row in await cursor.fetchall()
-        ]
+        return [_retrieved(row, float(row[7])) for row in await cursor.fetchall()]
+
+
+def _retrieved(row: Sequence[Any], score: float) -> RetrievedChunk:
+    """A search row (id, document_id, source, position, heading_path, text, metadata, ...) as a chunk."""
+    return RetrievedChunk(
+        chunk_id=row[0],
+        document_id=row[1],
+        source=row[2],
+        position=row[3],
+        heading_path=tuple(row[4]),
+        text=row[5],
+        metadata=row[6],
+        score=score,
+    )
 
 
 def _check_activation(
