@@ -1,0 +1,269 @@
+"""Plans a RagDeployment's promotions and rollbacks: which revision to serve, and what status says.
+
+A revision is the pair (knowledge-base version, runtime template hash). A new one is promoted
+only when its KnowledgeBaseVersion is Ready with its gate passed; it then bakes, and becomes
+known-good when the bake completes without breaching the SLOs. A rollback returns to the last
+known-good revision and marks the bad one RolledBack, which is never promoted again until the
+spec asks for a different version or template: no rollback loops. Pure: the caller observes
+(the version, the pointer, the Deployment, the SLO verdict), plans, then applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from ..api.common import Condition, ConditionStatus
+from ..api.conditions import RagDeploymentCondition as C
+from ..api.conditions import RagDeploymentPhase as Phase
+from ..api.conditions import Reason
+from .knowledgebaseversion import Event
+from .status import set_condition
+
+HISTORY_LIMIT = 20
+
+
+class VersionReadiness(StrEnum):
+    MISSING = "Missing"
+    PENDING = "Pending"
+    READY = "Ready"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class DesiredVersion:
+    name: str
+    readiness: VersionReadiness
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Revision:
+    revision: int
+    kb_version: str
+    runtime_hash: str
+    promoted_at: datetime
+    outcome: Literal["Baking", "KnownGood", "Superseded", "RolledBack"]
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "kbVersion": self.kb_version,
+            "runtimeHash": self.runtime_hash,
+            "promotedAt": self.promoted_at.isoformat(),
+            "outcome": self.outcome,
+        }
+
+
+@dataclass(frozen=True)
+class RolloutObservation:
+    generation: int
+    desired: DesiredVersion
+    runtime_hash: str
+    """Hash of the runtime template the current spec renders."""
+    history: tuple[Revision, ...]
+    ready_replicas: int
+    desired_replicas: int
+    bake_complete: bool
+    """The SLO watch says the baking revision has baked (see reconcile.slo.bake_complete)."""
+    rollback: RollbackRequest | None = None
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    """The SLO watch decided to roll back; `message` carries the measured values."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    serve: Revision | None
+    """The revision whose version the pointer must name and whose template the Deployment must run."""
+    history: tuple[Revision, ...]
+    status: dict[str, Any]
+    events: tuple[Event, ...] = field(default_factory=tuple)
+
+
+def current_revision(history: Sequence[Revision]) -> Revision | None:
+    """The revision being served: the newest one baking or known-good.
+
+    Known-good revisions keep that outcome when newer ones are promoted: they are the rollback
+    targets. Only a revision replaced while still baking becomes Superseded.
+    """
+    live = [r for r in history if r.outcome in ("Baking", "KnownGood")]
+    return live[-1] if live else None
+
+
+def _rollback_target(history: Sequence[Revision], current: Revision) -> Revision | None:
+    """The newest known-good revision other than the one being rolled back."""
+    good = [r for r in history if r.outcome == "KnownGood" and r.revision != current.revision]
+    return good[-1] if good else None
+
+
+def last_known_good(history: Sequence[Revision]) -> Revision | None:
+    good = [r for r in history if r.outcome == "KnownGood"]
+    return good[-1] if good else None
+
+
+def plan_rollout(
+    observed: RolloutObservation, conditions: Sequence[Condition], previous_phase: str | None, now: datetime
+) -> RolloutPlan:
+    history = list(observed.history)
+    events: list[Event] = []
+    current = current_revision(history)
+    desired = observed.desired
+
+    def replace_outcome(target: Revision, outcome: Literal["KnownGood", "Superseded", "RolledBack"]) -> None:
+        history[history.index(target)] = Revision(
+            target.revision, target.kb_version, target.runtime_hash, target.promoted_at, outcome
+        )
+
+    rolled_back = False
+    if observed.rollback is not None and current is not None:
+        target = _rollback_target(history, current)
+        if target is not None:
+            replace_outcome(current, "RolledBack")
+            events.append(
+                Event(
+                    "Warning",
+                    Reason.ROLLED_BACK,
+                    f"rolled back {current.kb_version} to {target.kb_version}: {observed.rollback.message}",
+                )
+            )
+            current, rolled_back = target, True
+
+    blocked = any(
+        r.outcome == "RolledBack" and r.kb_version == desired.name and r.runtime_hash == observed.runtime_hash
+        for r in history
+    )
+    wants_new = current is None or (current.kb_version, current.runtime_hash) != (desired.name, observed.runtime_hash)
+    promoted = False
+    if wants_new and not blocked and desired.readiness is VersionReadiness.READY and not rolled_back:
+        if current is not None and current.outcome == "Baking":
+            replace_outcome(current, "Superseded")  # replaced before it proved itself: never a rollback target
+        number = max((r.revision for r in history), default=0) + 1
+        current = Revision(number, desired.name, observed.runtime_hash, now, "Baking")
+        history.append(current)
+        promoted = True
+        events.append(
+            Event(
+                "Normal",
+                Reason.PROMOTED,
+                f"revision {number}: serving {desired.name} (runtime {observed.runtime_hash})",
+            )
+        )
+    elif current is not None and current.outcome == "Baking" and observed.bake_complete and not rolled_back:
+        replace_outcome(current, "KnownGood")
+        current = next(r for r in history if r.revision == current.revision)
+        events.append(Event("Normal", "BakeCompleted", f"{current.kb_version} is now the last known-good version"))
+
+    trimmed = tuple(history[-HISTORY_LIMIT:])
+    status = _status(observed, conditions, trimmed, current, blocked and wants_new, rolled_back, promoted, now)
+    phase = status["phase"]
+    if phase != previous_phase and not events:
+        events.append(
+            Event("Warning" if phase in (Phase.DEGRADED, Phase.FAILED) else "Normal", phase, f"phase {phase}")
+        )
+    return RolloutPlan(serve=current, history=trimmed, status=status, events=tuple(events))
+
+
+def _status(
+    observed: RolloutObservation,
+    conditions: Sequence[Condition],
+    history: Sequence[Revision],
+    current: Revision | None,
+    blocked: bool,
+    rolled_back: bool,
+    promoted: bool,
+    now: datetime,
+) -> dict[str, Any]:
+    generation = observed.generation
+    desired = observed.desired
+    result = list(conditions)
+
+    def mark(type: str, status: ConditionStatus, reason: str, message: str) -> None:
+        nonlocal result
+        result = set_condition(
+            result, type=type, status=status, reason=reason, message=message, observed_generation=generation, now=now
+        )
+
+    available = observed.ready_replicas > 0 and current is not None
+    mark(
+        C.AVAILABLE,
+        "True" if available else "False",
+        Reason.REPLICAS_READY if available else Reason.REPLICAS_UNAVAILABLE,
+        f"{observed.ready_replicas}/{observed.desired_replicas} runtime replicas ready"
+        + ("" if current is not None else "; no version promoted yet"),
+    )
+
+    degraded_reason: str | None = None
+    degraded_message = ""
+    if blocked:
+        degraded_reason = Reason.ROLLED_BACK
+        degraded_message = (
+            f"{desired.name} was rolled back after breaching its SLOs; change "
+            "spec.knowledgeBase.version or the runtime to try again"
+        )
+    elif desired.readiness is VersionReadiness.FAILED:
+        degraded_reason = Reason.VERSION_FAILED_GATE
+        degraded_message = f"{desired.name} is not promoted: {desired.message}"
+    elif available and observed.ready_replicas < observed.desired_replicas:
+        degraded_reason = Reason.REPLICAS_UNAVAILABLE
+        degraded_message = f"{observed.ready_replicas}/{observed.desired_replicas} runtime replicas ready"
+
+    if degraded_reason:
+        mark(C.DEGRADED, "True", degraded_reason, degraded_message)
+    else:
+        mark(C.DEGRADED, "False", Reason.REPLICAS_READY, "serving as desired")
+
+    if rolled_back:
+        mark(
+            C.ROLLED_BACK,
+            "True",
+            Reason.ROLLED_BACK,
+            next((e for e in [observed.rollback.message] if e), "rolled back") if observed.rollback else "rolled back",
+        )
+    elif promoted:
+        mark(C.ROLLED_BACK, "False", Reason.PROMOTED, f"serving {desired.name}")
+    elif not any(c.type == C.ROLLED_BACK for c in result):
+        mark(C.ROLLED_BACK, "False", Reason.PENDING, "no rollback")
+
+    waiting = desired.readiness in (VersionReadiness.MISSING, VersionReadiness.PENDING)
+    baking = current is not None and current.outcome == "Baking"
+    if waiting and not blocked and (current is None or current.kb_version != desired.name):
+        reason = (
+            Reason.WAITING_FOR_VERSION if desired.readiness is VersionReadiness.MISSING else Reason.VERSION_NOT_READY
+        )
+        mark(C.PROGRESSING, "True", reason, desired.message or f"waiting for {desired.name}")
+    elif current is not None and baking:
+        mark(C.PROGRESSING, "True", Reason.BAKING, f"revision {current.revision} ({current.kb_version}) is baking")
+    elif observed.ready_replicas < observed.desired_replicas:
+        mark(C.PROGRESSING, "True", Reason.ROLLING_OUT, "runtime pods are rolling out")
+    else:
+        mark(C.PROGRESSING, "False", Reason.REPLICAS_READY, "rollout complete")
+
+    if current is None:
+        phase = Phase.FAILED if desired.readiness is VersionReadiness.FAILED else Phase.PENDING
+    elif degraded_reason:
+        phase = Phase.DEGRADED
+    elif baking:
+        phase = Phase.BAKING
+    elif observed.ready_replicas < observed.desired_replicas:
+        phase = Phase.PROGRESSING
+    else:
+        phase = Phase.HEALTHY
+
+    good = last_known_good(history)
+    return {
+        "observedGeneration": generation,
+        "phase": phase.value,
+        "activeVersion": current.kb_version if current else None,
+        "lastKnownGoodVersion": good.kb_version if good else None,
+        "runtimeRevision": current.runtime_hash if current else None,
+        "conditions": [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in result],
+        "history": [r.to_status() for r in history],
+    }

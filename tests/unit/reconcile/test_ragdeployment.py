@@ -1,0 +1,131 @@
+"""The rollout planner walked through a deployment's life: promote, bake, refuse, roll back, never loop."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ragops_operator.api import RagDeploymentStatus
+from ragops_operator.api.common import Condition
+from ragops_operator.reconcile.ragdeployment import (
+    HISTORY_LIMIT,
+    DesiredVersion,
+    Revision,
+    RollbackRequest,
+    RolloutObservation,
+    RolloutPlan,
+    VersionReadiness,
+    plan_rollout,
+)
+
+T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+READY, PENDING, FAILED = VersionReadiness.READY, VersionReadiness.PENDING, VersionReadiness.FAILED
+
+
+def observe(
+    version: str, readiness: VersionReadiness, history: tuple[Revision, ...] = (), **changes: Any
+) -> RolloutObservation:
+    base = RolloutObservation(
+        generation=1,
+        desired=DesiredVersion(version, readiness, f"{version} is {readiness.value}"),
+        runtime_hash="aaa",
+        history=history,
+        ready_replicas=2,
+        desired_replicas=2,
+        bake_complete=False,
+    )
+    return replace(base, **changes)
+
+
+def step(observed: RolloutObservation, previous: RolloutPlan | None = None, minutes: int = 0) -> RolloutPlan:
+    conditions = [Condition.model_validate(c) for c in previous.status["conditions"]] if previous else []
+    plan = plan_rollout(
+        observed, conditions, previous.status["phase"] if previous else None, T0 + timedelta(minutes=minutes)
+    )
+    RagDeploymentStatus.model_validate(plan.status)  # every status written is valid for the CRD
+    return plan
+
+
+def condition(plan: RolloutPlan, type: str) -> dict[str, Any]:
+    return next(c for c in plan.status["conditions"] if c["type"] == type)
+
+
+def test_a_deployment_s_life_without_loops() -> None:
+    waiting = step(observe("v1", PENDING))
+    assert waiting.serve is None and waiting.status["phase"] == "Pending"
+    assert condition(waiting, "Progressing")["reason"] == "VersionNotReady"
+
+    promoted = step(observe("v1", READY), waiting, 1)
+    assert promoted.serve is not None and promoted.serve.kb_version == "v1" and promoted.serve.outcome == "Baking"
+    assert promoted.status["phase"] == "Baking" and promoted.events[0].reason == "Promoted"
+
+    baked = step(observe("v1", READY, promoted.history, bake_complete=True), promoted, 11)
+    assert baked.status["lastKnownGoodVersion"] == "v1" and baked.status["phase"] == "Healthy"
+    assert baked.events[0].reason == "BakeCompleted"
+
+    refused = step(observe("v2", FAILED, baked.history), baked, 12)
+    assert refused.serve is not None and refused.serve.kb_version == "v1"
+    assert refused.status["phase"] == "Degraded"
+    assert condition(refused, "Degraded")["reason"] == "VersionFailedGate"
+    assert condition(refused, "Degraded")["message"] == "v2 is not promoted: v2 is Failed"
+
+    v3 = step(observe("v3", READY, refused.history), refused, 13)
+    assert v3.serve is not None and (v3.serve.revision, v3.serve.kb_version) == (2, "v3")
+
+    rolled = step(observe("v3", READY, v3.history, rollback=RollbackRequest("p95LatencyMs=1830>1000")), v3, 15)
+    assert rolled.serve is not None and rolled.serve.kb_version == "v1"
+    assert [r.outcome for r in rolled.history] == ["KnownGood", "RolledBack"]
+    assert condition(rolled, "RolledBack")["status"] == "True"
+    assert condition(rolled, "RolledBack")["message"] == "p95LatencyMs=1830>1000"
+    assert rolled.events[0].type == "Warning" and "rolled back v3 to v1" in rolled.events[0].message
+
+    # The spec still asks for v3: it is not promoted again, and says why.
+    held = step(observe("v3", READY, rolled.history), rolled, 16)
+    assert held.serve is not None and held.serve.kb_version == "v1" and len(held.history) == 2
+    assert condition(held, "Degraded")["reason"] == "RolledBack"
+    assert "change spec.knowledgeBase.version or the runtime" in condition(held, "Degraded")["message"]
+    assert condition(held, "RolledBack")["status"] == "True"
+
+    # A new runtime template with v3 is a new revision: it may be tried.
+    retried = step(observe("v3", READY, held.history, runtime_hash="bbb"), held, 20)
+    assert retried.serve is not None and (retried.serve.kb_version, retried.serve.runtime_hash) == ("v3", "bbb")
+    assert condition(retried, "RolledBack")["status"] == "False"
+
+
+def test_a_breach_after_bake_returns_to_the_previous_known_good_revision() -> None:
+    history = (
+        Revision(1, "v1", "aaa", T0, "KnownGood"),
+        Revision(2, "v2", "aaa", T0 + timedelta(hours=1), "KnownGood"),
+    )
+    plan = step(observe("v2", READY, history, rollback=RollbackRequest("errorRate=0.2>0.01")))
+    assert plan.serve is not None and plan.serve.kb_version == "v1"
+    assert plan.status["lastKnownGoodVersion"] == "v1"
+
+
+def test_no_rollback_without_a_known_good_revision() -> None:
+    history = (Revision(1, "v1", "aaa", T0, "Baking"),)
+    plan = step(observe("v1", READY, history, rollback=RollbackRequest("p95LatencyMs=2000>1000")))
+    assert plan.serve is not None and plan.serve.outcome == "Baking"
+    assert all(event.reason != "RolledBack" for event in plan.events)
+
+
+def test_a_new_promotion_supersedes_a_revision_still_baking() -> None:
+    history = (Revision(1, "v1", "aaa", T0, "KnownGood"), Revision(2, "v2", "aaa", T0, "Baking"))
+    plan = step(observe("v3", READY, history))
+    assert [r.outcome for r in plan.history] == ["KnownGood", "Superseded", "Baking"]
+
+
+def test_unavailable_replicas_degrade_and_progress() -> None:
+    history = (Revision(1, "v1", "aaa", T0, "KnownGood"),)
+    plan = step(observe("v1", READY, history, ready_replicas=1))
+    assert plan.status["phase"] == "Degraded" and condition(plan, "Available")["status"] == "True"
+    assert condition(plan, "Degraded")["message"] == "1/2 runtime replicas ready"
+    none = step(observe("v1", READY, history, ready_replicas=0))
+    assert condition(none, "Available")["status"] == "False"
+
+
+def test_history_is_bounded() -> None:
+    history = tuple(Revision(n, f"v{n}", "aaa", T0, "KnownGood") for n in range(1, HISTORY_LIMIT + 1))
+    plan = step(observe("v99", READY, history))
+    assert len(plan.history) == HISTORY_LIMIT and plan.history[-1].kb_version == "v99"
