@@ -1,0 +1,204 @@
+"""The runtime's objects: the settings contract with the runtime, autoscaling, and the template hash."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import pytest
+from pydantic import TypeAdapter
+
+from ragops_operator.builders import (
+    CONFIG_HASH_ANNOTATION,
+    RUNTIME_HASH_ANNOTATION,
+    Manifest,
+    build_config_map,
+    build_deployment,
+    build_horizontal_pod_autoscaler,
+    build_runtime_children,
+    runtime_settings_env,
+    runtime_template_hash,
+)
+
+from .scenarios import RAGD_EXAMPLES, SETTINGS_BY_ENV, is_secret, runtime_context
+
+AUTOSCALING = {"runtime": {"autoscaling": {"minReplicas": 2, "maxReplicas": 6}}}
+NO_AUTOSCALING = {"runtime": {"autoscaling": None}}
+
+
+def runtime_container(ctx_patch: dict[str, Any] | None = None, example: str = "ragdeployment.yaml") -> Manifest:
+    ctx = runtime_context(example, ctx_patch)
+    container: Manifest = build_deployment(ctx, runtime_template_hash(ctx))["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+@pytest.mark.parametrize("example", RAGD_EXAMPLES)
+def test_every_rendered_env_var_is_a_runtime_setting(example: str) -> None:
+    ctx = runtime_context(example, {"retrieval": {"reranker": {"provider": "http", "endpoint": "http://tei/rerank"}}})
+    config = build_config_map(ctx)["data"]
+    container = runtime_container(example=example)
+    rendered = set(config) | {entry["name"] for entry in container["env"]}
+    unknown = rendered - set(SETTINGS_BY_ENV)
+    assert not unknown, f"not RuntimeSettings fields or aliases: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("example", RAGD_EXAMPLES)
+def test_every_plain_setting_has_a_value_its_field_accepts(example: str) -> None:
+    ctx = runtime_context(example, {"retrieval": {"reranker": {"provider": "http", "endpoint": "http://tei/rerank"}}})
+    for env, value in runtime_settings_env(ctx).items():
+        _, field = SETTINGS_BY_ENV[env]
+        assert not is_secret(field), f"{env} is a credential and must come from a Secret"
+        # The field's type with its constraints (ge, le, Literal ...), validated as pydantic-settings
+        # would validate the environment string, without instantiating the settings class.
+        annotation: Any = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+        adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+        adapter.validate_python(value)
+
+
+def test_credentials_are_secret_refs_and_secret_settings_come_only_from_secrets() -> None:
+    for entry in runtime_container()["env"]:
+        _, field = SETTINGS_BY_ENV[entry["name"]]
+        source = entry["valueFrom"]
+        assert "value" not in entry
+        assert ("secretKeyRef" in source) is is_secret(field), entry["name"]
+
+
+def test_the_settings_mapping() -> None:
+    ctx = runtime_context(
+        patch={
+            "retrieval": {
+                "topK": 30,
+                "rerankTopK": 7,
+                "hybrid": False,
+                "reranker": {"provider": "http", "endpoint": "http://tei/rerank", "model": "bge", "timeoutMs": 250},
+            },
+            "generation": {"maxTokens": 800, "timeoutSeconds": 12, "model": "claude-haiku-4-5"},
+            "limits": {"maxConcurrentRequests": 16, "retrievalTimeoutMs": 900},
+            "cache": {"ttlSeconds": 0, "maxEntries": 5},
+        },
+        name="search",
+    )
+    assert runtime_settings_env(ctx) == {
+        "RAGOPS_KNOWLEDGE_BASE": "docs",
+        "RAGOPS_NAMESPACE": "docs-team",
+        "RAGOPS_DEPLOYMENT": "search",
+        "RAGOPS_PORT": "8080",
+        "RAGOPS_TOP_K": "30",
+        "RAGOPS_RERANK_TOP_K": "7",
+        "RAGOPS_HYBRID": "false",
+        "RAGOPS_RERANKER_PROVIDER": "http",
+        "RAGOPS_RERANKER_ENDPOINT": "http://tei/rerank",
+        "RAGOPS_RERANKER_MODEL": "bge",
+        "RAGOPS_RERANKER_TIMEOUT_MS": "250",
+        "RAGOPS_GENERATION_PROVIDER": "anthropic",
+        "RAGOPS_GENERATION_MODEL": "claude-haiku-4-5",
+        "RAGOPS_GENERATION_MAX_TOKENS": "800",
+        "RAGOPS_GENERATION_TIMEOUT_SECONDS": "12",
+        "RAGOPS_REQUESTS_PER_MINUTE_PER_CLIENT": "100",
+        "RAGOPS_MAX_QUERY_CHARS": "2000",
+        "RAGOPS_RETRIEVAL_TIMEOUT_MS": "900",
+        "RAGOPS_MAX_CONCURRENT_REQUESTS": "16",
+        "RAGOPS_CACHE_TTL_SECONDS": "0",
+        "RAGOPS_CACHE_MAX_ENTRIES": "5",
+    }
+
+
+def test_unset_optional_settings_are_omitted_not_rendered_empty() -> None:
+    settings = runtime_settings_env(runtime_context("ragdeployment-retrieval-only.yaml"))
+    assert "RAGOPS_RERANKER_ENDPOINT" not in settings and "RAGOPS_RERANKER_MODEL" not in settings
+    assert settings["RAGOPS_GENERATION_PROVIDER"] == "none"  # the runtime's own default is anthropic
+
+
+def test_pod_name_comes_from_the_downward_api_and_settings_from_the_config_map() -> None:
+    container = runtime_container()
+    assert {"name": "RAGOPS_POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+    assert container["envFrom"] == [{"configMapRef": {"name": "docs-runtime"}}]
+
+
+def test_anthropic_key_is_passed_only_when_referenced() -> None:
+    with_key = {entry["name"] for entry in runtime_container()["env"]}
+    without_key = {entry["name"] for entry in runtime_container(example="ragdeployment-retrieval-only.yaml")["env"]}
+    assert with_key == {"RAGOPS_POD", "RAGOPS_DSN", "RAGOPS_ANTHROPIC_API_KEY"}
+    assert without_key == {"RAGOPS_POD", "RAGOPS_DSN"}
+
+
+@pytest.mark.parametrize(
+    ("patch", "has_hpa"),
+    [(AUTOSCALING, True), (NO_AUTOSCALING, False), ({"runtime": {"replicas": 0}}, True)],
+    ids=["autoscaling", "fixed", "example-autoscaling-replicas-0"],
+)
+def test_an_hpa_exists_only_with_autoscaling_and_then_owns_replicas(patch: dict[str, Any], has_hpa: bool) -> None:
+    ctx = runtime_context(patch=patch)
+    children = build_runtime_children(ctx)
+    hpa = build_horizontal_pod_autoscaler(ctx)
+    deployment = next(child for child in children if child["kind"] == "Deployment")
+    assert (hpa is not None) is has_hpa
+    assert any(child["kind"] == "HorizontalPodAutoscaler" for child in children) is has_hpa
+    assert ("replicas" in deployment["spec"]) is not has_hpa
+    if hpa is None:
+        assert deployment["spec"]["replicas"] == ctx.spec.runtime.replicas
+    else:
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "docs-runtime"}
+        assert hpa["spec"]["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
+
+
+def test_children_come_in_apply_order() -> None:
+    kinds = [child["kind"] for child in build_runtime_children(runtime_context())]
+    assert kinds == [
+        "ServiceAccount",
+        "ConfigMap",
+        "NetworkPolicy",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "ServiceMonitor",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "patch", "extra", "changes"),
+    [
+        ("image", {}, {"image": "registry.example.com/ragops/ragops:0.2.0"}, True),
+        ("cpu request", {"runtime": {"resources": {"requests": {"cpu": "500m"}}}}, {}, True),
+        ("memory limit", {"runtime": {"resources": {"limits": {"memory": "2Gi"}}}}, {}, True),
+        ("topK setting", {"retrieval": {"topK": 40}}, {}, True),
+        ("generation model", {"generation": {"model": "claude-haiku-4-5"}}, {}, True),
+        ("cache ttl", {"cache": {"ttlSeconds": 60}}, {}, True),
+        ("api key secret", {"generation": {"apiKeySecretRef": {"name": "anthropic-2", "key": "api-key"}}}, {}, True),
+        ("store secret", {}, {"store_patch": {"dsnSecretRef": {"name": "pg-2", "key": "dsn"}}}, True),
+        ("replicas", {"runtime": {"replicas": 5}}, {}, False),
+        ("autoscaling bounds", {"runtime": {"autoscaling": {"maxReplicas": 12}}}, {}, False),
+        ("autoscaling removed", NO_AUTOSCALING, {}, False),
+        ("kb version promoted", {"knowledgeBase": {"version": "docs-v2"}}, {}, False),
+        ("slo and rollout", {"slo": {"p95LatencyMs": 500}, "rollout": {"bakeTime": "1m"}}, {}, False),
+    ],
+)
+def test_template_hash_changes_exactly_when_pods_must_change(
+    change: str, patch: dict[str, Any], extra: dict[str, Any], changes: bool
+) -> None:
+    before = runtime_template_hash(runtime_context())
+    after = runtime_template_hash(runtime_context(patch=patch, **extra))
+    assert (before != after) is changes, change
+    assert len(after) == 12 and int(after, 16) >= 0
+
+
+def test_the_pod_template_is_annotated_with_both_hashes() -> None:
+    ctx = runtime_context()
+    children = build_runtime_children(ctx)
+    deployment = next(child for child in children if child["kind"] == "Deployment")
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[RUNTIME_HASH_ANNOTATION] == runtime_template_hash(ctx)
+    changed = runtime_context(patch={"cache": {"maxEntries": 1}})
+    other = build_deployment(changed, runtime_template_hash(changed))["spec"]["template"]["metadata"]["annotations"]
+    assert other[CONFIG_HASH_ANNOTATION] != annotations[CONFIG_HASH_ANNOTATION]
+    assert annotations["prometheus.io/scrape"] == "true"
+
+
+def test_the_runtime_container_serves_on_8080_with_probes() -> None:
+    container = runtime_container()
+    assert container["name"] == "runtime" and container["command"] == ["ragops", "serve"]
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert "startupProbe" in container
+    assert container["resources"] == {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
