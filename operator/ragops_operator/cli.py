@@ -45,5 +45,35 @@ def crds(output_dir: Path, check: bool, to_stdout: bool) -> None:
         click.echo(f"wrote {path}")
 
 
+@main.group("operator")
+def operator_group() -> None:
+    """The Kubernetes operator that reconciles KnowledgeBaseVersions and RagDeployments."""
+
+
+@operator_group.command("run")
+@click.option(
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Watch only these namespaces (repeat); default: $RAGOPS_OPERATOR_NAMESPACES or the whole cluster.",
+)
+@click.option("--standalone", is_flag=True, help="No peering: for a single replica or tests.")
+@click.option(
+    "--liveness",
+    default="http://0.0.0.0:8081/healthz",
+    show_default=True,
+    help="Liveness endpoint for the operator pod's probe.",
+)
+def operator_run(namespaces: tuple[str, ...], standalone: bool, liveness: str) -> None:
+    """Run the operator until stopped (peering elects one active replica among several)."""
+    import kopf
+
+    from . import handlers  # noqa: F401 - importing registers the handlers
+    from .settings import OperatorSettings
+
+    watched = list(namespaces) or OperatorSettings().namespace_list
+    kopf.run(clusterwide=not watched, namespaces=watched, standalone=standalone, liveness_endpoint=liveness)
+
+
 main.add_command(kb)
 main.add_command(serve)

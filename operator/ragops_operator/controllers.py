@@ -1,0 +1,356 @@
+"""One reconcile pass per resource: observe (kube, store, Prometheus), plan (pure), apply, write status.
+
+The handlers call these; everything that decides lives in `reconcile/`, everything that builds
+manifests in `builders/`, every Kubernetes call in `kube.py`, every SQL in the runtime's store.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ragops_runtime.store import KnowledgeStore, StoreError
+
+from .api import KnowledgeBaseVersionSpec, RagDeploymentSpec, parse_duration
+from .api.common import GROUP, VERSION, Condition, ConditionStatus
+from .api.conditions import KnowledgeBaseVersionCondition, RagDeploymentCondition, Reason
+from .api.knowledgebaseversion import StoreSpec
+from .api.ragdeployment import SloMeasurement
+from .builders import (
+    RuntimeContext,
+    VersionContext,
+    build_build_job,
+    build_eval_job,
+    build_runtime_children,
+    child_name,
+    runtime_template_hash,
+)
+from .kube import Kube
+from .prometheus import PrometheusClient
+from .reconcile.knowledgebaseversion import (
+    Action,
+    Event,
+    JobState,
+    ObservedJob,
+    StoredVersion,
+    VersionObservation,
+    plan_knowledge_base_version,
+)
+from .reconcile.ragdeployment import (
+    DesiredVersion,
+    Revision,
+    RollbackRequest,
+    RolloutObservation,
+    VersionReadiness,
+    current_revision,
+    last_known_good,
+    plan_rollout,
+)
+from .reconcile.slo import advance, bake_complete, decide_rollback, judge, state_from_measurement, to_measurement
+from .reconcile.status import set_condition
+from .settings import OperatorSettings
+
+log = logging.getLogger("ragops.operator")
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: dict[str, Any]
+    events: tuple[Event, ...]
+
+
+def _conditions(body: dict[str, Any]) -> list[Condition]:
+    return [Condition.model_validate(c) for c in (body.get("status") or {}).get("conditions") or []]
+
+
+def invalid_spec(body: dict[str, Any], error: ValidationError, ready_type: str, now: datetime) -> Outcome:
+    """Ready=False, reason InvalidSpec, naming the fields; the apiserver's schema normally prevents this."""
+    fields = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+    generation = int(body["metadata"].get("generation", 1))
+    conditions = set_condition(
+        _conditions(body),
+        type=ready_type,
+        status="False",
+        reason=Reason.INVALID_SPEC,
+        message=fields,
+        observed_generation=generation,
+        now=now,
+    )
+    status = {
+        "observedGeneration": generation,
+        "phase": "Failed",
+        "conditions": [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions],
+    }
+    return Outcome(status, (Event("Warning", Reason.INVALID_SPEC, fields),))
+
+
+# ---- KnowledgeBaseVersion ---------------------------------------------------------------------------
+
+
+def _job_state(job: dict[str, Any] | None) -> ObservedJob:
+    if job is None:
+        return ObservedJob(JobState.MISSING)
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return ObservedJob(JobState.SUCCEEDED)
+        if condition.get("type") in ("Failed", "FailureTarget"):
+            return ObservedJob(JobState.FAILED, condition.get("message") or condition.get("reason") or "")
+    return ObservedJob(JobState.RUNNING)
+
+
+async def store_dsn(kube: Kube, namespace: str, store: StoreSpec) -> str | None:
+    ref = store.dsn_secret_ref
+    return await kube.secret_value(namespace, ref.name, ref.key)
+
+
+async def reconcile_version(kube: Kube, config: OperatorSettings, body: dict[str, Any], now: datetime) -> Outcome:
+    meta = body["metadata"]
+    name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation", 1))
+    try:
+        spec = KnowledgeBaseVersionSpec.model_validate(body["spec"])
+    except ValidationError as error:
+        return invalid_spec(body, error, KnowledgeBaseVersionCondition.READY, now)
+
+    build = await kube.get("batch/v1", "Job", namespace, child_name(name, "build"))
+    evaluation = await kube.get("batch/v1", "Job", namespace, child_name(name, "eval"))
+    stored: StoredVersion | None = None
+    dsn = await store_dsn(kube, namespace, spec.store)
+    if dsn is not None:
+        try:
+            async with await KnowledgeStore.connect(dsn) as store:
+                record = await store.get_version(spec.knowledge_base, name)
+        except StoreError as error:
+            log.warning("store unreachable for %s/%s: %s", namespace, name, error)
+            raise
+        if record is not None:
+            stored = StoredVersion(record.status, record.manifest, record.gate, record.gate_passed, record.error)
+
+    observed = VersionObservation(generation, _job_state(build), _job_state(evaluation), stored)
+    plan = plan_knowledge_base_version(observed, _conditions(body), (body.get("status") or {}).get("phase"), now)
+    context = VersionContext(name=name, namespace=namespace, uid=meta["uid"], spec=spec, image=config.runtime_image)
+    for action in plan.actions:
+        if dsn is None:
+            break  # the Jobs could not reach the store either; the status below says why
+        await kube.apply(build_build_job(context) if action is Action.CREATE_BUILD_JOB else build_eval_job(context))
+    status = plan.status
+    if dsn is None:
+        ref = spec.store.dsn_secret_ref
+        status["conditions"] = [
+            c.model_dump(mode="json", by_alias=True, exclude_none=True)
+            for c in set_condition(
+                [Condition.model_validate(c) for c in status["conditions"]],
+                type=KnowledgeBaseVersionCondition.READY,
+                status="False",
+                reason=Reason.PENDING,
+                message=f"waiting for Secret {ref.name} (key {ref.key}) with the store's DSN",
+                observed_generation=generation,
+                now=now,
+            )
+        ]
+    return Outcome(status, plan.events)
+
+
+async def versions_in_use(kube: Kube, namespace: str, version: str) -> list[str]:
+    """RagDeployments that serve `version` or would roll back to it."""
+    users = []
+    for deployment in await kube.list(API_VERSION, "RagDeployment", namespace):
+        status = deployment.get("status") or {}
+        if version in (status.get("activeVersion"), status.get("lastKnownGoodVersion")):
+            users.append(deployment["metadata"]["name"])
+    return users
+
+
+async def drop_version(kube: Kube, body: dict[str, Any]) -> None:
+    spec = KnowledgeBaseVersionSpec.model_validate(body["spec"])
+    dsn = await store_dsn(kube, body["metadata"]["namespace"], spec.store)
+    if dsn is None:
+        return  # nothing reachable to clean; the store was never written through this object
+    async with await KnowledgeStore.connect(dsn) as store:
+        await store.drop_version(spec.knowledge_base, body["metadata"]["name"])
+
+
+# ---- RagDeployment ----------------------------------------------------------------------------------
+
+
+def _readiness(
+    version: dict[str, Any] | None, name: str, knowledge_base: str
+) -> tuple[DesiredVersion, StoreSpec | None]:
+    if version is None:
+        return DesiredVersion(name, VersionReadiness.MISSING, f"KnowledgeBaseVersion {name} not found"), None
+    spec = KnowledgeBaseVersionSpec.model_validate(version["spec"])
+    if spec.knowledge_base != knowledge_base:
+        return DesiredVersion(
+            name, VersionReadiness.FAILED, f"{name} is a version of {spec.knowledge_base!r}, not {knowledge_base!r}"
+        ), spec.store
+    status = version.get("status") or {}
+    ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    if status.get("phase") == "Ready":
+        return DesiredVersion(name, VersionReadiness.READY), spec.store
+    if status.get("phase") == "Failed":
+        return DesiredVersion(name, VersionReadiness.FAILED, ready.get("message", "failed")), spec.store
+    return DesiredVersion(name, VersionReadiness.PENDING, f"{name} is {status.get('phase') or 'Pending'}"), spec.store
+
+
+def _history(status: dict[str, Any]) -> tuple[Revision, ...]:
+    return tuple(
+        Revision(r["revision"], r["kbVersion"], r["runtimeHash"], datetime.fromisoformat(r["promotedAt"]), r["outcome"])
+        for r in status.get("history") or []
+    )
+
+
+async def reconcile_rollout(
+    kube: Kube, config: OperatorSettings, body: dict[str, Any], now: datetime, *, check_slo: bool
+) -> Outcome:
+    meta = body["metadata"]
+    name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation", 1))
+    try:
+        spec = RagDeploymentSpec.model_validate(body["spec"])
+    except ValidationError as error:
+        return invalid_spec(body, error, RagDeploymentCondition.AVAILABLE, now)
+    status = body.get("status") or {}
+    history = _history(status)
+
+    desired_object = await kube.get(API_VERSION, "KnowledgeBaseVersion", namespace, spec.knowledge_base.version)
+    desired, store = _readiness(desired_object, spec.knowledge_base.version, spec.knowledge_base.name)
+    serving = current_revision(history)
+    if store is None and serving is not None:
+        served = await kube.get(API_VERSION, "KnowledgeBaseVersion", namespace, serving.kb_version)
+        if served is not None:
+            store = KnowledgeBaseVersionSpec.model_validate(served["spec"]).store
+
+    context = RuntimeContext(
+        name=name,
+        namespace=namespace,
+        uid=meta["uid"],
+        spec=spec,
+        store=store or _placeholder_store(),
+        image=spec.runtime.image or config.runtime_image,
+    )
+    template_hash = runtime_template_hash(context)
+
+    measured = SloMeasurement.model_validate(status["slo"]) if status.get("slo") else None
+    watch = state_from_measurement(measured)
+    rollback: RollbackRequest | None = None
+    slo_status: dict[str, Any] | None = None
+    baking = serving is not None and serving.outcome == "Baking"
+    if check_slo and serving is not None and spec.monitoring.prometheus_url:
+        async with PrometheusClient(
+            spec.monitoring.prometheus_url, timeout_seconds=config.prometheus_timeout_seconds
+        ) as prometheus:
+            sample = await prometheus.sample(namespace, name, spec.slo.window)
+        check = judge(sample, spec.slo)
+        watch = advance(watch, check)
+        slo_status = to_measurement(watch, sample, checked_at=now).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+        # After one automatic rollback the operator holds: it never walks further back on its own.
+        in_rollback = any(
+            c.type == RagDeploymentCondition.ROLLED_BACK and c.status == "True" for c in _conditions(body)
+        )
+        decision = decide_rollback(
+            watch,
+            spec.slo,
+            spec.rollout,
+            baking=baking,
+            has_known_good=last_known_good(history) is not None,
+            current_revision_rolled_back=in_rollback,
+        )
+        if decision.roll_back:
+            rollback = RollbackRequest(f"{decision.message}")
+
+    deployment = await kube.get("apps/v1", "Deployment", namespace, child_name(name, "runtime"))
+    deployment_status = (deployment or {}).get("status") or {}
+    observed = RolloutObservation(
+        generation=generation,
+        desired=desired,
+        runtime_hash=template_hash,
+        history=history,
+        ready_replicas=int(deployment_status.get("readyReplicas") or 0),
+        desired_replicas=int(((deployment or {}).get("spec") or {}).get("replicas") or spec.runtime.replicas),
+        bake_complete=serving is not None
+        and bake_complete(serving.promoted_at, parse_duration(spec.rollout.bake_time), now, watch),
+        rollback=rollback,
+    )
+    plan = plan_rollout(observed, _conditions(body), status.get("phase"), now)
+
+    if store is not None:
+        if plan.serve is not None:
+            await _point_at(
+                kube,
+                namespace,
+                store,
+                spec.knowledge_base.name,
+                plan.serve.kb_version,
+                reason=f"RagDeployment {namespace}/{name}",
+            )
+        # The runtime exists as soon as its store is known; its pods are ready once a version is active.
+        await _apply_runtime(kube, context, spec)
+
+    result = dict(plan.status)
+    if serving is not None and plan.serve is not None and plan.serve.revision != serving.revision:
+        # A different revision is served now: its SLO watch starts from zero.
+        slo_status = (
+            {**(slo_status or status.get("slo") or {}), "consecutiveBreaches": 0}
+            if (slo_status or status.get("slo"))
+            else None
+        )
+    result["replicas"] = int(deployment_status.get("replicas") or 0)
+    result["readyReplicas"] = observed.ready_replicas
+    if slo_status is not None:
+        result["slo"] = slo_status
+        result["conditions"] = _slo_condition(result["conditions"], slo_status, watch, generation, now)
+    return Outcome(result, plan.events)
+
+
+async def _point_at(
+    kube: Kube, namespace: str, store: StoreSpec, knowledge_base: str, version: str, *, reason: str
+) -> None:
+    """Moves the store's activation pointer to `version` if it points elsewhere (idempotent)."""
+    dsn = await store_dsn(kube, namespace, store)
+    if dsn is None:
+        return
+    async with await KnowledgeStore.connect(dsn) as knowledge:
+        if (await knowledge.activation(knowledge_base)).active != version:
+            await knowledge.activate(knowledge_base, version, reason=reason)
+
+
+async def _apply_runtime(kube: Kube, context: RuntimeContext, spec: RagDeploymentSpec) -> None:
+    for manifest in build_runtime_children(context):
+        if manifest["kind"] == "ServiceMonitor" and not await kube.has_resource(
+            manifest["apiVersion"], "ServiceMonitor", context.namespace
+        ):
+            continue
+        await kube.apply(manifest)
+
+
+def _slo_condition(
+    conditions: list[dict[str, Any]], slo: dict[str, Any], watch: Any, generation: int, now: datetime
+) -> list[dict[str, Any]]:
+    verdict = slo["verdict"]
+    status: ConditionStatus = "True" if verdict == "Met" else "False" if verdict == "Breached" else "Unknown"
+    reason = str(watch.last_check.reason) if watch.last_check else Reason.SLO_INCONCLUSIVE
+    message = watch.last_check.message if watch.last_check else ""
+    updated = set_condition(
+        [Condition.model_validate(c) for c in conditions],
+        type=RagDeploymentCondition.SLO_HEALTHY,
+        status=status,
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+        now=now,
+    )
+    return [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in updated]
+
+
+def _placeholder_store() -> StoreSpec:
+    """Used only to render (not apply) a template before any version exists: the hash ignores it."""
+    from .api.common import SecretKeyRef
+
+    return StoreSpec(dsn_secret_ref=SecretKeyRef(name="unset", key="dsn"))

@@ -1,0 +1,117 @@
+"""The only module that calls the Kubernetes API (lightkube), with 404 and 409 mapped in one place.
+
+Children are applied server-side with one field manager and force, so every pass converges drift
+made by hand instead of creating once and forgetting. Status is written through the status
+subresource only, so the user's spec is never touched (no perpetual diff for GitOps tools).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+from lightkube import ApiError, AsyncClient, codecs
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.types import PatchType
+
+from .api.common import GROUP, VERSION
+from .api.kinds import KINDS
+
+FIELD_MANAGER = "ragops-operator"
+
+for _kind in KINDS:
+    create_namespaced_resource(GROUP, VERSION, _kind.kind, _kind.plural)
+# Prometheus Operator's kind: applied only when its CRD exists in the cluster.
+create_namespaced_resource("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors")
+
+
+class Kube:
+    """Async Kubernetes access for the operator's handlers."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    @classmethod
+    def from_environment(cls) -> Kube:
+        """In-cluster config in a pod, otherwise $KUBECONFIG or ~/.kube/config."""
+        return cls(AsyncClient(field_manager=FIELD_MANAGER))
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def apply(self, manifest: Mapping[str, Any]) -> None:
+        resource = codecs.from_dict(dict(manifest))
+        await self._client.apply(resource, field_manager=FIELD_MANAGER, force=True)
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        resource_type = _resource_type(api_version, kind)
+        try:
+            found = await self._client.get(resource_type, name, namespace=namespace)
+        except ApiError as error:
+            if error.status.code == 404:
+                return None
+            raise
+        return _to_dict(found)
+
+    async def list(
+        self, api_version: str, kind: str, namespace: str, labels: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        resource_type = _resource_type(api_version, kind)
+        selector: dict[str, Any] | None = dict(labels) if labels else None
+        return [_to_dict(item) async for item in self._client.list(resource_type, namespace=namespace, labels=selector)]
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        try:
+            await self._client.delete(_resource_type(api_version, kind), name, namespace=namespace)
+        except ApiError as error:
+            if error.status.code != 404:
+                raise
+
+    async def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge-patches the status subresource of one of our custom resources."""
+        resource_type = _resource_type(f"{GROUP}/{VERSION}", kind)
+        await self._client.patch(
+            resource_type.Status,
+            name,
+            {"status": dict(status)},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        secret = await self.get("v1", "Secret", namespace, name)
+        if secret is None:
+            return None
+        encoded = (secret.get("data") or {}).get(key)
+        return base64.b64decode(encoded).decode() if encoded is not None else None
+
+    async def has_resource(self, api_version: str, kind: str, namespace: str) -> bool:
+        """Whether the API serves `kind` (e.g. ServiceMonitor only where Prometheus Operator is installed)."""
+        try:
+            async for _ in self._client.list(_resource_type(api_version, kind), namespace=namespace, chunk_size=1):
+                break
+        except Exception as error:
+            if _status_code(error) == 404:
+                return False
+            raise
+        return True
+
+
+def _status_code(error: BaseException) -> int | None:
+    """The HTTP status of a failed call: an ApiError, or the HTTP library's error when the apiserver
+    answers 404 for a whole API group it does not serve (no Status body to parse)."""
+    if isinstance(error, ApiError):
+        return int(error.status.code) if error.status.code is not None else None
+    response = getattr(error, "response", None)
+    code = getattr(response, "status_code", None)
+    return int(code) if code is not None else None
+
+
+def _resource_type(api_version: str, kind: str) -> Any:
+    return codecs.resource_registry.load(api_version, kind)
+
+
+def _to_dict(resource: Any) -> dict[str, Any]:
+    data = resource.to_dict() if hasattr(resource, "to_dict") else dict(resource)
+    return dict(data)
