@@ -13,22 +13,21 @@ The default answer is deterministic: it quotes the first words of passage [1] of
 cites [1] (`answer_for`), or says the context has no answer when there is no passage [1]; input
 tokens are about a quarter of the prompt's characters. `script(...)` queues replies (429 with
 Retry-After, 5xx, 529 overloaded, slow, malformed, streams that stall, break or fail mid-way) that
-the next authorized requests receive in arrival order; `script()` clears the queue.
+the next authorized requests receive in arrival order; `script()` clears the queue. The server,
+the recording and the queue are `http_double`'s, shared with the other doubles; the protocol is here.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
 import uuid
-from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
+from typing import Any
+
+from tests.support import http_double
 
 DEFAULT_API_KEY = "sk-ant-test-0123456789abcdef"
 ANSWER_WORDS = 8
@@ -128,15 +127,8 @@ class Reply:
         return cls(error_after=deltas, error_type=error_type, message=message)
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
+class RecordedRequest(http_double.RecordedRequest):
     """A request as the server saw it; header names lower-cased, `body` None when not JSON."""
-
-    number: int
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: Any
 
     @property
     def system(self) -> str:
@@ -159,40 +151,17 @@ class RecordedRequest:
         return isinstance(self.body, dict) and self.body.get("stream") is True
 
 
-class FakeAnthropic:
+class FakeAnthropic(http_double.HttpDouble[Reply, RecordedRequest]):
     """The server's state and controls; build it with `running_anthropic_server`."""
 
     def __init__(self, api_key: str) -> None:
+        super().__init__("fake-anthropic", _Handler, Reply, RecordedRequest)
         self.api_key = api_key
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._script: deque[Reply] = deque()
-        self._requests: list[RecordedRequest] = []
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        # A short poll interval: shutdown() waits up to one interval, and every test stops a server.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.01,), name="fake-anthropic", daemon=True
-        )
 
     @property
     def url(self) -> str:
         """The base URL for the SDK (`base_url=`); the SDK appends /v1/messages."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    def script(self, *replies: Reply) -> None:
-        """Set the replies of the next authorized requests, in arrival order, replacing any still queued.
-
-        `script()` with no replies clears the queue: every request succeeds at once again.
-        """
-        with self._lock:
-            self._script = deque(replies)
+        return self._origin
 
     @staticmethod
     def answer_for(prompt: str) -> str:
@@ -203,44 +172,41 @@ class FakeAnthropic:
         words = " ".join(match.group(1).split()[:ANSWER_WORDS])
         return f'According to the context, "{words}" [1].'
 
-    def start(self) -> None:
-        self._thread.start()
+    def _admit(self, request: RecordedRequest) -> Reply:
+        """A refusal (bad key, headers or body) comes before the script, which only authorized requests use."""
+        refusal = self._refusal(request)
+        return refusal if refusal is not None else super()._admit(request)
 
-    def stop(self) -> None:
-        # Wake handlers sleeping on a delay or a stall first, so closing (which joins them) is prompt.
-        self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def _begin(self, path: str, headers: Mapping[str, str], body: Any) -> tuple[RecordedRequest, Reply | None]:
-        """Record the request; return its scripted reply, or None when it is refused before any script applies."""
-        with self._lock:
-            request = RecordedRequest(len(self._requests), "POST", path, headers, body)
-            self._requests.append(request)
-            if self._refusal(request) is not None:
-                return request, None
-            return request, self._script.popleft() if self._script else Reply()
-
-    def _refusal(self, request: RecordedRequest) -> tuple[int, str, str] | None:
+    def _refusal(self, request: RecordedRequest) -> Reply | None:
         if self.api_key not in (request.headers.get("x-api-key"), _bearer(request.headers.get("authorization"))):
-            return 401, "authentication_error", "invalid x-api-key"
+            return Reply.error(401, "invalid x-api-key", "authentication_error")
         if not request.headers.get("anthropic-version"):
-            return 400, "invalid_request_error", "anthropic-version: header is required"
+            return Reply.error(400, "anthropic-version: header is required", "invalid_request_error")
         if request.path.rstrip("/") != "/v1/messages":
-            return 404, "not_found_error", f"Not found: {request.path}"
+            return Reply.error(404, f"Not found: {request.path}", "not_found_error")
         body = request.body
         if not isinstance(body, dict):
-            return 400, "invalid_request_error", "request body must be a JSON object"
+            return Reply.error(400, "request body must be a JSON object", "invalid_request_error")
         if not isinstance(body.get("model"), str) or not body["model"]:
-            return 400, "invalid_request_error", "model: Field required"
+            return Reply.error(400, "model: Field required", "invalid_request_error")
         max_tokens = body.get("max_tokens")
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            return 400, "invalid_request_error", "max_tokens: Field required"
+            return Reply.error(400, "max_tokens: Field required", "invalid_request_error")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            return 400, "invalid_request_error", "messages: at least one message is required"
+            return Reply.error(400, "messages: at least one message is required", "invalid_request_error")
         return None
+
+    def _answer(self, out: http_double.DoubleHandler, request: RecordedRequest, reply: Reply) -> None:
+        if reply.body is not None:
+            _send(out, reply.status, reply.body, reply.headers, reply.content_type)
+        elif reply.status != 200:
+            error_type = reply.error_type or _ERROR_TYPES.get(reply.status, "api_error")
+            _send(out, reply.status, _error_body(error_type, reply.message), reply.headers)
+        elif request.streaming:
+            self._stream(out, request, reply)
+        else:
+            _send(out, 200, self._message_body(request, reply), reply.headers)
 
     def _message(self, request: RecordedRequest, reply: Reply) -> tuple[str, int, int, str]:
         """(text, input tokens, output tokens, stop reason) for a successful reply."""
@@ -254,57 +220,8 @@ class FakeAnthropic:
         input_tokens = max(1, len(request.system + request.user_text) // 4)
         return text, input_tokens, max(1, len(text) // 4), stop_reason
 
-
-class _Server(ThreadingHTTPServer):
-    fake: FakeAnthropic
-    # Join handler threads on close, so no request outlives the test that made it.
-    daemon_threads = False
-    block_on_close = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gave up (timeout, closed stream) is part of what the tests exercise.
-        return None
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "fake-anthropic/1"
-    # HTTP/1.1 for chunked streams, as the real API sends them; every reply closes its connection,
-    # so no idle keep-alive connection holds up server_close().
-    protocol_version = "HTTP/1.1"
-    # A connection that never sends a request must not hold up server_close() forever.
-    timeout = 10
-
-    def do_POST(self) -> None:
-        fake = cast(_Server, self.server).fake
-        self.close_connection = True
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        try:
-            body: Any = json.loads(raw)
-        except ValueError:
-            body = None
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        request, reply = fake._begin(self.path, headers, body)
-        try:
-            if reply is None:
-                status, error_type, message = fake._refusal(request) or (500, "api_error", "refused")
-                self._send(status, _error_body(error_type, message))
-                return
-            if reply.delay:
-                fake._stopping.wait(reply.delay)
-            if reply.body is not None:
-                self._send(reply.status, reply.body, reply.headers, reply.content_type)
-            elif reply.status != 200:
-                error_type = reply.error_type or _ERROR_TYPES.get(reply.status, "api_error")
-                self._send(reply.status, _error_body(error_type, reply.message), reply.headers)
-            elif request.streaming:
-                self._stream(fake, request, reply)
-            else:
-                self._send(200, self._message_body(fake, request, reply), reply.headers)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def _message_body(self, fake: FakeAnthropic, request: RecordedRequest, reply: Reply) -> bytes:
-        text, input_tokens, output_tokens, stop_reason = fake._message(request, reply)
+    def _message_body(self, request: RecordedRequest, reply: Reply) -> bytes:
+        text, input_tokens, output_tokens, stop_reason = self._message(request, reply)
         if reply.cut_off:
             return b'{"id": "msg_cut", "type": "message", "role": "assistant", "content": [{"type": "te'
         content: list[dict[str, Any]] = [{"type": "text", "text": text}]
@@ -322,20 +239,20 @@ class _Handler(BaseHTTPRequestHandler):
         }
         return json.dumps(message).encode()
 
-    def _stream(self, fake: FakeAnthropic, request: RecordedRequest, reply: Reply) -> None:
-        text, input_tokens, output_tokens, stop_reason = fake._message(request, reply)
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Connection", "close")
-        self.send_header("request-id", f"req_{uuid.uuid4().hex[:24]}")
+    def _stream(self, out: http_double.DoubleHandler, request: RecordedRequest, reply: Reply) -> None:
+        text, input_tokens, output_tokens, stop_reason = self._message(request, reply)
+        out.send_response(200)
+        out.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        out.send_header("Cache-Control", "no-cache")
+        out.send_header("Transfer-Encoding", "chunked")
+        out.send_header("Connection", "close")
+        out.send_header("request-id", f"req_{uuid.uuid4().hex[:24]}")
         for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
+            out.send_header(name, value)
+        out.end_headers()
         if reply.cut_off:
-            self._chunk(b'event: message_start\ndata: {"type": "message_start", "message": {"id": \n\n')
-            self._end_chunks()
+            _chunk(out, b'event: message_start\ndata: {"type": "message_start", "message": {"id": \n\n')
+            _end_chunks(out)
             return
         message = {
             "id": f"msg_{uuid.uuid4().hex[:24]}",
@@ -347,62 +264,64 @@ class _Handler(BaseHTTPRequestHandler):
             "stop_sequence": None,
             "usage": {"input_tokens": input_tokens, "output_tokens": 1},
         }
-        self._event("message_start", {"message": message})
+        _event(out, "message_start", {"message": message})
         block: dict[str, Any] = {"type": "text", "text": ""}
         if reply.without_text:
             block = {"type": "tool_use", "id": "toolu_01", "name": "lookup", "input": {}}
-        self._event("content_block_start", {"index": 0, "content_block": block})
-        self._event("ping", {})
+        _event(out, "content_block_start", {"index": 0, "content_block": block})
+        _event(out, "ping", {})
         for number, piece in enumerate(_deltas(text) if not reply.without_text else []):
             if number == reply.stall_after:
-                fake._stopping.wait(_STALL_SECONDS)
+                self._stopping.wait(_STALL_SECONDS)
                 return
             if number == reply.drop_after:
                 # No terminating chunk: the client sees the body end in the middle, as on a cut connection.
                 return
             if number == reply.error_after:
                 error = {"type": "error", "error": {"type": reply.error_type, "message": reply.message}}
-                self._chunk(f"event: error\ndata: {json.dumps(error)}\n\n".encode())
-                self._end_chunks()
+                _chunk(out, f"event: error\ndata: {json.dumps(error)}\n\n".encode())
+                _end_chunks(out)
                 return
-            self._event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
-        self._event("content_block_stop", {"index": 0})
-        self._event(
+            _event(out, "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
+        _event(out, "content_block_stop", {"index": 0})
+        _event(
+            out,
             "message_delta",
             {"delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": {"output_tokens": output_tokens}},
         )
-        self._event("message_stop", {})
-        self._end_chunks()
+        _event(out, "message_stop", {})
+        _end_chunks(out)
 
-    def _event(self, kind: str, data: dict[str, Any]) -> None:
-        self._chunk(f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode())
 
-    def _chunk(self, data: bytes) -> None:
-        # The handler's wfile is unbuffered, so each event leaves at once, as the SDK expects of a live stream.
-        self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
+class _Handler(http_double.DoubleHandler):
+    server_version = "fake-anthropic/1"
+    # HTTP/1.1 for chunked streams, as the real API sends them; every reply still closes its connection.
+    protocol_version = "HTTP/1.1"
 
-    def _end_chunks(self) -> None:
-        self.wfile.write(b"0\r\n\r\n")
 
-    def _send(
-        self,
-        status: int,
-        payload: bytes,
-        headers: Mapping[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Connection", "close")
-        self.send_header("request-id", f"req_{uuid.uuid4().hex[:24]}")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
+def _send(
+    out: http_double.DoubleHandler,
+    status: int,
+    payload: bytes,
+    headers: Mapping[str, str],
+    content_type: str = "application/json",
+) -> None:
+    """A whole reply, with the headers the real API sends on every one ahead of the scripted ones."""
+    own = [("Connection", "close"), ("request-id", f"req_{uuid.uuid4().hex[:24]}")]
+    out.send_body(status, payload, [*own, *headers.items()], content_type)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
+
+def _event(out: http_double.DoubleHandler, kind: str, data: dict[str, Any]) -> None:
+    _chunk(out, f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode())
+
+
+def _chunk(out: http_double.DoubleHandler, data: bytes) -> None:
+    # The handler's wfile is unbuffered, so each event leaves at once, as the SDK expects of a live stream.
+    out.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
+
+
+def _end_chunks(out: http_double.DoubleHandler) -> None:
+    out.wfile.write(b"0\r\n\r\n")
 
 
 def _deltas(text: str) -> list[str]:
@@ -439,17 +358,10 @@ def _error_body(error_type: str, message: str) -> bytes:
 @contextmanager
 def running_anthropic_server(api_key: str = DEFAULT_API_KEY) -> Iterator[FakeAnthropic]:
     """A started server accepting `api_key`; stopped (handlers joined) on exit."""
-    fake = FakeAnthropic(api_key)
-    fake.start()
-    try:
+    with http_double.running(FakeAnthropic(api_key)) as fake:
         yield fake
-    finally:
-        fake.stop()
 
 
 def closed_port_url() -> str:
     """A base URL on 127.0.0.1 where nothing listens: the port was just bound and released."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{http_double.free_port()}"

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -36,6 +35,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+
+from tests.support.http_double import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = Path(os.environ.get("RAGOPS_TOOLS_BIN", REPO_ROOT / ".tools" / "bin"))
@@ -67,13 +68,6 @@ def _die_with_parent() -> None:
     graceful shutdown waits on it indefinitely, and the data is disposable anyway.
     """
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -244,7 +238,7 @@ class ControlPlane:
             )
         workdir.mkdir(parents=True, exist_ok=True)
         pki = make_pki(workdir / "pki")
-        port = _free_port()
+        port = free_port()
         server = f"https://127.0.0.1:{port}"
         kubeconfig = workdir / "kubeconfig"
         kubeconfig.write_text(yaml.safe_dump(kubeconfig_document(server, pki)))
@@ -311,7 +305,7 @@ class ControlPlane:
     # ---- components ------------------------------------------------------------------------
 
     def _start_etcd(self) -> str:
-        client, peer = _free_port(), _free_port()
+        client, peer = free_port(), free_port()
         client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
         self._spawn(
             "etcd",

@@ -9,23 +9,21 @@ embedder can't hide behind the same bug here.
 Vectors are deterministic per (text, dimensions) and unit length; `vector_for` gives the expected
 value. Every request is recorded. `script(...)` queues replies (429 with Retry-After, 5xx, malformed
 bodies, wrong dimensions, delays) that the next requests receive in arrival order; when the queue
-is empty (or cleared by `script()`), requests succeed.
+is empty (or cleared by `script()`), requests succeed. The server, the recording and the queue are
+`http_double`'s, shared with the other doubles; the protocol is here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import socket
-import threading
-from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
 
 import numpy as np
+
+from tests.support import http_double
 
 
 @dataclass(frozen=True)
@@ -75,15 +73,8 @@ class Reply:
         return cls(delay=seconds)
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
+class RecordedRequest(http_double.RecordedRequest):
     """A request as the server saw it; header names lower-cased, `body` None when not JSON."""
-
-    number: int
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: Any
 
     @property
     def inputs(self) -> list[str]:
@@ -93,35 +84,20 @@ class RecordedRequest:
         return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
 
 
-class FakeOpenAIEmbeddings:
+class FakeOpenAIEmbeddings(http_double.HttpDouble[Reply, RecordedRequest]):
     """The server's state and controls; build it with `running_openai_embeddings_server`."""
 
     def __init__(self, dimensions: int) -> None:
+        super().__init__("fake-openai-embeddings", _Handler, Reply, RecordedRequest)
         self.dimensions = dimensions
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._script: deque[Reply] = deque()
-        self._requests: list[RecordedRequest] = []
         self._completed: list[int] = []
         self._in_flight = 0
         self._max_in_flight = 0
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        # A short poll interval: shutdown() waits up to one interval, and every test stops a server.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.01,), name="fake-openai-embeddings", daemon=True
-        )
 
     @property
     def url(self) -> str:
         """The /v1 base URL, as a user would configure it."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
+        return f"{self._origin}/v1"
 
     @property
     def completed(self) -> list[int]:
@@ -135,14 +111,6 @@ class FakeOpenAIEmbeddings:
         with self._lock:
             return self._max_in_flight
 
-    def script(self, *replies: Reply) -> None:
-        """Set the replies of the next requests, in arrival order, replacing any still queued.
-
-        `script()` with no replies clears the queue: every request succeeds at once again.
-        """
-        with self._lock:
-            self._script = deque(replies)
-
     @staticmethod
     def vector_for(text: str, dimensions: int) -> list[float]:
         seed = int.from_bytes(hashlib.blake2b(f"{dimensions}:{text}".encode(), digest_size=8).digest(), "little")
@@ -150,28 +118,19 @@ class FakeOpenAIEmbeddings:
         result: list[float] = (vector / np.linalg.norm(vector)).tolist()
         return result
 
-    def start(self) -> None:
-        self._thread.start()
+    def _admit(self, request: RecordedRequest) -> Reply:
+        self._in_flight += 1
+        self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        return super()._admit(request)
 
-    def stop(self) -> None:
-        # Wake handlers sleeping on a `delay` first, so closing (which joins them) is prompt.
-        self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+    def _answer(self, out: http_double.DoubleHandler, request: RecordedRequest, reply: Reply) -> None:
+        status, payload = self._respond(reply, request)
+        out.send_body(status, payload, reply.headers.items())
 
-    def _begin(self, method: str, path: str, headers: Mapping[str, str], body: Any) -> tuple[RecordedRequest, Reply]:
-        with self._lock:
-            request = RecordedRequest(len(self._requests), method, path, headers, body)
-            self._requests.append(request)
-            self._in_flight += 1
-            self._max_in_flight = max(self._max_in_flight, self._in_flight)
-            return request, self._script.popleft() if self._script else Reply()
-
-    def _end(self, number: int) -> None:
+    def _finish(self, request: RecordedRequest) -> None:
         with self._lock:
             self._in_flight -= 1
-            self._completed.append(number)
+            self._completed.append(request.number)
 
     def _respond(self, reply: Reply, request: RecordedRequest) -> tuple[int, bytes]:
         if reply.body is not None:
@@ -204,49 +163,8 @@ class FakeOpenAIEmbeddings:
         return 200, json.dumps(document).encode()
 
 
-class _Server(ThreadingHTTPServer):
-    fake: FakeOpenAIEmbeddings
-    # Join handler threads on close, so no request outlives the test that made it.
-    daemon_threads = False
-    block_on_close = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gave up (timeout, cancelled batch) is part of what the tests exercise.
-        return None
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(http_double.DoubleHandler):
     server_version = "fake-openai-embeddings/1"
-    # A connection that never sends a request must not hold up server_close() forever.
-    timeout = 10
-
-    def do_POST(self) -> None:
-        fake = cast(_Server, self.server).fake
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        try:
-            body: Any = json.loads(raw)
-        except ValueError:
-            body = None
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        request, reply = fake._begin("POST", self.path, headers, body)
-        try:
-            if reply.delay:
-                fake._stopping.wait(reply.delay)
-            status, payload = fake._respond(reply, request)
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        finally:
-            fake._end(request.number)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
 
 
 def _error_body(message: str, status: int) -> bytes:
@@ -257,17 +175,10 @@ def _error_body(message: str, status: int) -> bytes:
 @contextmanager
 def running_openai_embeddings_server(dimensions: int) -> Iterator[FakeOpenAIEmbeddings]:
     """A started server answering with `dimensions`-long vectors; stopped (handlers joined) on exit."""
-    fake = FakeOpenAIEmbeddings(dimensions)
-    fake.start()
-    try:
+    with http_double.running(FakeOpenAIEmbeddings(dimensions)) as fake:
         yield fake
-    finally:
-        fake.stop()
 
 
 def closed_port_url() -> str:
     """A /v1 base URL on 127.0.0.1 where nothing listens: the port was just bound and released."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
+    return f"http://127.0.0.1:{http_double.free_port()}/v1"

@@ -11,21 +11,20 @@ Documents are scored by word overlap with the query (`score_for` gives the expec
 the answer is Cohere shaped ({"results": [{"index", "relevance_score"}]}, best first, cut to top_n)
 or TEI shaped ([{"index", "score"}] for every document, best first), as chosen at start. Every
 request is recorded. `script(...)` queues replies (5xx, delays, malformed or hand-written bodies)
-that the next requests receive in arrival order; with the queue empty, requests succeed.
+that the next requests receive in arrival order; with the queue empty, requests succeed. The
+server, the recording and the queue are `http_double`'s, shared with the other doubles.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
-from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal, cast
+from typing import Any, Literal
+
+from tests.support import http_double
 
 Shape = Literal["cohere", "tei"]
 
@@ -63,51 +62,20 @@ class Reply:
         return cls(delay=seconds)
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
-    """A request as the server saw it; header names lower-cased, `body` None when not JSON."""
-
-    number: int
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: Any
+RecordedRequest = http_double.RecordedRequest
 
 
-class FakeRerankServer:
+class FakeRerankServer(http_double.HttpDouble[Reply, RecordedRequest]):
     """The server's state and controls; build it with `running_rerank_server`."""
 
     def __init__(self, shape: Shape) -> None:
+        super().__init__("fake-rerank", _Handler, Reply, RecordedRequest)
         self.shape = shape
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._script: deque[Reply] = deque()
-        self._requests: list[RecordedRequest] = []
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        # A short poll interval: shutdown() waits up to one interval, and every test stops a server.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.01,), name="fake-rerank", daemon=True
-        )
 
     @property
     def url(self) -> str:
         """The full rerank URL, as a user would configure it."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/v1/rerank"
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    def script(self, *replies: Reply) -> None:
-        """Set the replies of the next requests, in arrival order, replacing any still queued.
-
-        `script()` with no replies clears the queue: every request succeeds at once again.
-        """
-        with self._lock:
-            self._script = deque(replies)
+        return f"{self._origin}/v1/rerank"
 
     @staticmethod
     def score_for(query: str, document: str) -> float:
@@ -117,21 +85,8 @@ class FakeRerankServer:
             return 0.0
         return len(query_words & set(_WORD.findall(document.lower()))) / len(query_words)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        # Wake handlers sleeping on a `delay` first, so closing (which joins them) is prompt.
-        self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def _begin(self, method: str, path: str, headers: Mapping[str, str], body: Any) -> tuple[RecordedRequest, Reply]:
-        with self._lock:
-            request = RecordedRequest(len(self._requests), method, path, headers, body)
-            self._requests.append(request)
-            return request, self._script.popleft() if self._script else Reply()
+    def _answer(self, out: http_double.DoubleHandler, request: RecordedRequest, reply: Reply) -> None:
+        out.send_body(*self._respond(reply, request))
 
     def _respond(self, reply: Reply, request: RecordedRequest) -> tuple[int, bytes]:
         if reply.body is not None:
@@ -167,45 +122,8 @@ class FakeRerankServer:
         return 200, json.dumps(document).encode()
 
 
-class _Server(ThreadingHTTPServer):
-    fake: FakeRerankServer
-    # Join handler threads on close, so no request outlives the test that made it.
-    daemon_threads = False
-    block_on_close = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gave up (timeout) is part of what the tests exercise.
-        return None
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(http_double.DoubleHandler):
     server_version = "fake-rerank/1"
-    # A connection that never sends a request must not hold up server_close() forever.
-    timeout = 10
-
-    def do_POST(self) -> None:
-        fake = cast(_Server, self.server).fake
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        try:
-            body: Any = json.loads(raw)
-        except ValueError:
-            body = None
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        request, reply = fake._begin("POST", self.path, headers, body)
-        try:
-            if reply.delay:
-                fake._stopping.wait(reply.delay)
-            status, payload = fake._respond(reply, request)
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
 
 
 def _error_body(message: str) -> bytes:
@@ -215,17 +133,10 @@ def _error_body(message: str) -> bytes:
 @contextmanager
 def running_rerank_server(shape: Shape = "cohere") -> Iterator[FakeRerankServer]:
     """A started server answering in `shape`; stopped (handlers joined) on exit."""
-    fake = FakeRerankServer(shape)
-    fake.start()
-    try:
+    with http_double.running(FakeRerankServer(shape)) as fake:
         yield fake
-    finally:
-        fake.stop()
 
 
 def closed_port_url() -> str:
     """A rerank URL on 127.0.0.1 where nothing listens: the port was just bound and released."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1/rerank"
+    return f"http://127.0.0.1:{http_double.free_port()}/v1/rerank"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -11,18 +10,13 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.support.http_double import free_port
 
 
 @contextmanager
 def serving(app: FastAPI) -> Iterator[str]:
     """Yields the base URL once the app has started; shuts it down (lifespan and all) on exit."""
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
     )
