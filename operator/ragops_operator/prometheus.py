@@ -1,0 +1,194 @@
+"""Reads one RagDeployment's SLO sample from the Prometheus HTTP API.
+
+`slo_queries` builds the PromQL (pure, so it is tested without a server); `PrometheusClient.sample`
+runs it against `GET /api/v1/query` and maps the answers onto a `SloSample`. This is the only module
+of the operator that talks to Prometheus.
+
+It must not judge the sample (that is `reconcile.slo.judge`), retry (the next check interval is the
+retry), or raise on Prometheus's own failures: an unreachable, slow or erroring Prometheus yields
+None, which the watch reports as MetricsUnavailable and never as a breach.
+
+The queries read the runtime's series (`ragops_runtime.observability.metrics`), whose `namespace`,
+`deployment` and `pod` labels are on every series; `pod` is summed away, so a rollout's old and new
+pods and restarted pods all count. What counts as failed: `status="error"` only. A degraded answer
+(reranker or generator skipped) still answered the user, so it is not an error here; the runtime
+counts it in `ragops_degraded_total` by reason. Requests refused before any work (429 rate-limited,
+503 saturated) are not in `ragops_queries_total` at all and so are outside these objectives too.
+
+One blind spot: increase() cannot see the increment that creates a series, and the runtime creates a
+(mode, status) series of `ragops_queries_total` at its first such query, so each pod's first error is
+missed unless the runtime pre-creates those series at start (its histograms and costs already exist).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from types import TracebackType
+from typing import Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ragops_operator.api import parse_duration
+from ragops_operator.reconcile.slo import SloSample
+
+log = logging.getLogger("ragops.operator.prometheus")
+
+
+def promql_string(value: str) -> str:
+    """A PromQL double-quoted string literal holding `value` exactly.
+
+    PromQL unquotes strings with Go's escape rules, of which JSON's (\\", \\\\, \\n, \\uXXXX ...) are a
+    subset; non-ASCII stays as is, which Go strings accept.
+    """
+    return json.dumps(value, ensure_ascii=False)
+
+
+def promql_duration(window: str) -> str:
+    """A `Duration` ("5m", "1h30m", "1.5m", "500ms") as a PromQL range ("300s", "5400s", "90s", "500ms").
+
+    PromQL rejects fractions ("1.5m"), which the CRD's Duration accepts, so the window is rendered in
+    whole seconds, or milliseconds when it has a fraction of a second. Raises ValueError for a window
+    shorter than a millisecond: an empty range is a spec error, not a Prometheus failure.
+    """
+    milliseconds = round(parse_duration(window).total_seconds() * 1000)
+    if milliseconds <= 0:
+        raise ValueError(f"the SLO window must be at least 1ms, got {window!r}")
+    return f"{milliseconds // 1000}s" if milliseconds % 1000 == 0 else f"{milliseconds}ms"
+
+
+def slo_queries(namespace: str, deployment: str, window: str) -> dict[str, str]:
+    """The PromQL of each `SloSample` field, keyed by field name, over the last `window`.
+
+    Each query returns at most one series: label-free sums, so `pod` (and scrape labels such as
+    `instance`) are aggregated away.
+    """
+    selector = f"namespace={promql_string(namespace)},deployment={promql_string(deployment)}"
+    span = promql_duration(window)
+    queries = f"sum(increase(ragops_queries_total{{{selector}}}[{span}]))"
+    return {
+        "requests": queries,
+        "p95_latency_seconds": (
+            f"histogram_quantile(0.95, sum by (le) (rate(ragops_query_duration_seconds_bucket{{{selector}}}[{span}])))"
+        ),
+        # The status="error" series exists only once a pod has failed a query, so a deployment that has
+        # never failed has none: `or vector(0)` reads that as 0 errors instead of "no data".
+        "error_ratio": (
+            f'(sum(increase(ragops_queries_total{{{selector},status="error"}}[{span}])) or vector(0)) / {queries}'
+        ),
+        # 0/0 (no feedback in the window) is NaN, which `sample` maps to None: not judged.
+        "satisfaction": (
+            f"sum(rate(ragops_feedback_score_sum{{{selector}}}[{span}]))"
+            f" / sum(rate(ragops_feedback_score_count{{{selector}}}[{span}]))"
+        ),
+        # No `or vector(0)` here: the runtime creates its cost series at start, so their absence means
+        # the metric is not exported, and reporting a cost of 0 would pass the objective on no evidence.
+        "cost_per_query_usd": f"sum(increase(ragops_cost_usd_total{{{selector}}}[{span}])) / {queries}",
+    }
+
+
+class _QueryFailed(Exception):
+    """Prometheus answered, but not with a usable result."""
+
+
+class _ApiModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Series(_ApiModel):
+    value: tuple[float, str]
+    """[evaluation time, value as a string]; the value may be "NaN" or "+Inf"."""
+
+
+class _Data(_ApiModel):
+    result_type: str = Field(alias="resultType")
+    result: list[_Series]
+
+
+class _Response(_ApiModel):
+    status: Literal["success", "error"]
+    data: _Data | None = None
+    error_type: str | None = Field(default=None, alias="errorType")
+    error: str | None = None
+
+
+class PrometheusClient:
+    """Instant queries against one Prometheus; `sample` never raises for Prometheus's own failures.
+
+    Pass `client` to share a connection pool (or a test transport); it is then the caller's to close.
+    `timeout_seconds` bounds each request, whichever client is used.
+    """
+
+    def __init__(self, base_url: str, *, timeout_seconds: float = 5.0, client: httpx.AsyncClient | None = None) -> None:
+        self._url = base_url.rstrip("/") + "/api/v1/query"
+        self._timeout = httpx.Timeout(timeout_seconds)
+        self._owns_client = client is None
+        self._client = client if client is not None else httpx.AsyncClient()
+
+    async def __aenter__(self) -> PrometheusClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def sample(self, namespace: str, deployment: str, window: str) -> SloSample | None:
+        """The deployment's reading over the last `window`; None when any query fails.
+
+        One failed query voids the whole sample: objectives read at different moments, or some not
+        at all because Prometheus is struggling, are not a reading to judge a rollout on.
+        """
+        queries = slo_queries(namespace, deployment, window)
+        # The queries are independent, so they run concurrently: one slow Prometheus costs one timeout.
+        results = await asyncio.gather(*(self._query(promql) for promql in queries.values()), return_exceptions=True)
+        values: dict[str, float | None] = {}
+        for name, result in zip(queries, results, strict=True):
+            if isinstance(result, httpx.HTTPError | _QueryFailed):
+                log.warning(
+                    "no SLO sample for %s/%s: Prometheus at %s failed the %s query: %s: %s",
+                    namespace,
+                    deployment,
+                    self._url,
+                    name,
+                    type(result).__name__,
+                    result,
+                )
+                return None
+            if isinstance(result, BaseException):
+                raise result
+            values[name] = result
+        return SloSample(**values)
+
+    async def _query(self, promql: str) -> float | None:
+        """The single value of an instant query; None when the result is empty or NaN."""
+        response = await self._client.get(self._url, params={"query": promql}, timeout=self._timeout)
+        try:
+            body: _Response | None = _Response.model_validate_json(response.content)
+        except ValidationError:
+            body = None
+        # Prometheus answers bad queries, timeouts and overload with a JSON error body and a 4xx/5xx.
+        if body is not None and body.status == "error":
+            raise _QueryFailed(f"HTTP {response.status_code}, {body.error_type}: {body.error}")
+        if response.is_error:
+            raise _QueryFailed(f"HTTP {response.status_code}: {response.text[:200]!r}")
+        if body is None or body.data is None:
+            raise _QueryFailed(f"not a Prometheus API response: {response.text[:200]!r}")
+        if body.data.result_type != "vector":
+            raise _QueryFailed(f"expected a vector result, got {body.data.result_type!r}")
+        if not body.data.result:
+            return None
+        if len(body.data.result) > 1:
+            raise _QueryFailed(f"expected at most one series, got {len(body.data.result)}")
+        try:
+            value = float(body.data.result[0].value[1])
+        except ValueError as error:
+            raise _QueryFailed(f"not a sample value: {body.data.result[0].value[1]!r}") from error
+        return None if math.isnan(value) else value

@@ -1,0 +1,327 @@
+"""The operator's Prometheus client against a real Prometheus scraping real runtime metrics.
+
+Four runtime pods (two of test/docs, one of test/docs-canary, one of other/docs) serve their
+`RuntimeMetrics` over HTTP; Debian's prometheus scrapes them every second; the client's sample of
+test/docs must match the traffic recorded on its two pods and nothing of the others. Failure modes
+Prometheus cannot be made to produce on demand (timeouts, error bodies, odd result shapes) are
+played by an httpx MockTransport, and the PromQL and the scrape config are checked by promtool.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import fields
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from ragops_operator.api.ragdeployment import SloSpec
+from ragops_operator.prometheus import PrometheusClient, promql_duration, promql_string, slo_queries
+from ragops_operator.reconcile.slo import SloSample, Verdict, judge
+from ragops_runtime.observability import DeploymentIdentity, RuntimeMetrics
+from tests.support.prometheus import PROMTOOL, RunningPrometheus, running_prometheus, scrape_config, serving_metrics
+
+WINDOW = "30s"
+DOCS_PODS = (
+    DeploymentIdentity(namespace="test", deployment="docs", pod="docs-7d9f-a"),
+    DeploymentIdentity(namespace="test", deployment="docs", pod="docs-7d9f-b"),
+)
+# Same namespace with a name that starts like "docs", and same name in another namespace: a selector
+# that matched by prefix or ignored the namespace would mix these in.
+CANARY = DeploymentIdentity(namespace="test", deployment="docs-canary", pod="docs-canary-1")
+ELSEWHERE = DeploymentIdentity(namespace="other", deployment="docs", pod="docs-1")
+
+# test/docs: 30 queries over two pods. 20 ok in 50-100 ms, 4 ok and 3 degraded in 250-500 ms, 3 errors
+# in 1-2.5 s: the true p95 (rank 28.5 of 30) is an error, in the (1.0, 2.5] bucket.
+DOCS_TRAFFIC = [("ok", 0.08)] * 20 + [("ok", 0.3)] * 4 + [("degraded", 0.3)] * 3 + [("error", 1.5)] * 3
+DOCS_SCORES = (1.0, 0.8, 0.6, 0.4, 0.9)
+DOCS_GENERATION_USD = 0.002  # per answered (non-error) query
+DOCS_EMBEDDING_USD = 0.0001  # per query
+DOCS_COST = 27 * DOCS_GENERATION_USD + 30 * DOCS_EMBEDDING_USD
+# The others fail everything slowly, rate it 0 and cost a dollar a query: mixed in, they would show.
+OTHER_QUERIES = 50
+OTHER_USD = 1.0
+
+
+def _record(pod: RuntimeMetrics, status: str, seconds: float) -> None:
+    pod.observe_query(mode="hybrid", status=status, seconds=seconds, stages={})
+
+
+BASELINE_PER_STATUS = 20
+
+
+def _baseline(pods: list[RuntimeMetrics], *, generation_usd: float) -> None:
+    """Traffic recorded before the first scrape, which increase() and rate() leave out.
+
+    The runtime creates a (mode, status) series at its first query, and increase() cannot see the
+    increment that creates a series: without a baseline the first error of the window would be lost.
+    The baseline is also well above the traffic to be measured, so that increase() extrapolates every
+    series by the same half interval towards the window's start; near zero it instead extrapolates
+    each series only down to zero, by a different span per series, which skews their ratios.
+    """
+    for pod in pods:
+        for _ in range(BASELINE_PER_STATUS):
+            for status, seconds in (("ok", 0.08), ("degraded", 0.3), ("error", 1.5)):
+                _record(pod, status, seconds)
+            pod.cost(service="embedding", usd=DOCS_EMBEDDING_USD)
+            pod.cost(service="generation", usd=generation_usd)
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPrometheus]:
+    docs = [RuntimeMetrics(identity) for identity in DOCS_PODS]
+    others = [RuntimeMetrics(CANARY), RuntimeMetrics(ELSEWHERE)]
+    _baseline(docs, generation_usd=DOCS_GENERATION_USD)
+    _baseline(others, generation_usd=OTHER_USD)
+    with (
+        serving_metrics(docs[0]) as docs_a,
+        serving_metrics(docs[1]) as docs_b,
+        serving_metrics(others[0]) as canary,
+        serving_metrics(others[1]) as elsewhere,
+        running_prometheus([docs_a, docs_b, canary, elsewhere], tmp_path_factory.mktemp("prometheus")) as prometheus,
+    ):
+        baseline_total = 4 * 3 * BASELINE_PER_STATUS
+        prometheus.wait_for("sum(ragops_queries_total)", baseline_total)
+        for index, (status, seconds) in enumerate(DOCS_TRAFFIC):
+            pod = docs[index % 2]
+            _record(pod, status, seconds)
+            pod.cost(service="embedding", usd=DOCS_EMBEDDING_USD)
+            if status != "error":
+                pod.cost(service="generation", usd=DOCS_GENERATION_USD)
+        for score in DOCS_SCORES:
+            docs[0].feedback(score)
+        for other in others:
+            for _ in range(OTHER_QUERIES):
+                _record(other, "error", 8.0)
+                other.cost(service="generation", usd=OTHER_USD)
+                other.feedback(0.0)
+        prometheus.wait_for("sum(ragops_queries_total)", baseline_total + len(DOCS_TRAFFIC) + 2 * OTHER_QUERIES)
+        # increase() extrapolates each series by up to ~1.6 scrape intervals past its first and last
+        # samples; eight samples (seven intervals) in the window keep that under 25% of the truth.
+        prometheus.wait_for(f"min(count_over_time(ragops_queries_total[{WINDOW}]))", 8, at_least=True)
+        yield prometheus
+
+
+async def test_sample_matches_the_recorded_traffic(prometheus: RunningPrometheus) -> None:
+    async with PrometheusClient(prometheus.url) as client:
+        sample = await client.sample("test", "docs", WINDOW)
+    assert sample is not None
+    # increase() extrapolates each series' samples towards the window's edges (by at most ~1.1 scrape
+    # intervals at the end and half a one at the start), so counts come out slightly above the truth
+    # and never below it; ratios of series scraped together are nearly free of it.
+    assert sample.requests is not None and 30 <= sample.requests <= 30 * 1.25
+    assert sample.error_ratio == pytest.approx(3 / 30, abs=0.01)  # degraded answers are not errors
+    assert sample.satisfaction == pytest.approx(sum(DOCS_SCORES) / len(DOCS_SCORES), rel=0.01)
+    assert sample.p95_latency_seconds is not None and 1.0 < sample.p95_latency_seconds <= 2.5
+    assert sample.cost_per_query_usd == pytest.approx(DOCS_COST / 30, rel=0.05)
+
+    check = judge(sample, SloSpec(p95_latency_ms=1000, max_error_rate=0.01, min_requests=20))
+    assert check.verdict is Verdict.BREACHED
+    assert [breach.split("=")[0] for breach in check.breaches] == ["p95LatencyMs", "errorRate"]
+
+
+@pytest.mark.parametrize(("namespace", "deployment"), [("test", "docs-canary"), ("other", "docs")])
+async def test_other_deployments_are_sampled_apart(
+    prometheus: RunningPrometheus, namespace: str, deployment: str
+) -> None:
+    async with PrometheusClient(prometheus.url) as client:
+        sample = await client.sample(namespace, deployment, WINDOW)
+    assert sample is not None
+    assert sample.requests is not None and OTHER_QUERIES <= sample.requests <= OTHER_QUERIES * 1.25
+    assert sample.error_ratio == pytest.approx(1.0)
+    assert sample.satisfaction == 0.0
+    assert sample.p95_latency_seconds is not None and 5.0 < sample.p95_latency_seconds <= 10.0
+    assert sample.cost_per_query_usd == pytest.approx(OTHER_USD, rel=0.05)
+
+
+async def test_a_deployment_without_series_samples_as_all_absent(prometheus: RunningPrometheus) -> None:
+    async with PrometheusClient(prometheus.url) as client:
+        ghost = await client.sample("test", "ghost", WINDOW)
+        # Quotes, backslashes and newlines reach Prometheus as a valid string literal, not a syntax error.
+        odd = await client.sample("test", 'do"cs\\\n', WINDOW)
+    absent = SloSample(
+        requests=None, p95_latency_seconds=None, error_ratio=None, satisfaction=None, cost_per_query_usd=None
+    )
+    assert ghost == absent
+    assert odd == absent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_an_unreachable_prometheus_yields_none_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="ragops.operator.prometheus")
+    async with PrometheusClient(f"http://127.0.0.1:{_free_port()}", timeout_seconds=2) as client:
+        assert await client.sample("test", "docs", WINDOW) is None
+    assert "no SLO sample for test/docs" in caplog.text
+    assert "ConnectError" in caplog.text
+
+
+# ---- failure modes and result shapes, played by a MockTransport -------------------------------------
+
+
+def _vector(*values: str) -> httpx.Response:
+    result = [{"metric": {}, "value": [1_700_000_000.0, value]} for value in values]
+    return httpx.Response(200, json={"status": "success", "data": {"resultType": "vector", "result": result}})
+
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+async def _sample_with(handler: Handler) -> SloSample | None:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        return await PrometheusClient("http://prometheus.test", client=http).sample("test", "docs", WINDOW)
+
+
+def _by_objective(answers: dict[str, httpx.Response]) -> Handler:
+    """Answers each of the five queries by the objective it reads."""
+    queries = slo_queries("test", "docs", WINDOW)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        [name] = [name for name, promql in queries.items() if promql == request.url.params["query"]]
+        return answers[name]
+
+    return handler
+
+
+async def test_values_empty_results_and_nan_map_onto_the_sample() -> None:
+    sample = await _sample_with(
+        _by_objective(
+            {
+                "requests": _vector("120"),
+                "p95_latency_seconds": _vector("+Inf"),
+                "error_ratio": _vector("0"),
+                "satisfaction": _vector("NaN"),
+                "cost_per_query_usd": _vector(),
+            }
+        )
+    )
+    assert sample is not None
+    assert (sample.requests, sample.error_ratio) == (120.0, 0.0)
+    assert sample.p95_latency_seconds == math.inf
+    assert (sample.satisfaction, sample.cost_per_query_usd) == (None, None)
+
+
+def _timeout(request: httpx.Request) -> httpx.Response:
+    raise httpx.ReadTimeout("timed out", request=request)
+
+
+FAILURES: list[tuple[str, Handler, str]] = [
+    ("http-500", lambda request: httpx.Response(500, text="internal error"), "HTTP 500"),
+    (
+        "status-error",
+        lambda request: httpx.Response(
+            422, json={"status": "error", "errorType": "execution", "error": "query processing would load too many"}
+        ),
+        "execution: query processing would load too many",
+    ),
+    (
+        "status-error-with-200",
+        lambda request: httpx.Response(200, json={"status": "error", "errorType": "internal", "error": "boom"}),
+        "internal: boom",
+    ),
+    ("timeout", _timeout, "ReadTimeout"),
+    ("not-json", lambda request: httpx.Response(200, text="<html>proxy login</html>"), "not a Prometheus API"),
+    (
+        "matrix",
+        lambda request: httpx.Response(200, json={"status": "success", "data": {"resultType": "matrix", "result": []}}),
+        "expected a vector",
+    ),
+    ("two-series", lambda request: _vector("1", "2"), "at most one series"),
+    ("bad-value", lambda request: _vector("many"), "not a sample value"),
+]
+
+
+@pytest.mark.parametrize(("handler", "logged"), [case[1:] for case in FAILURES], ids=[case[0] for case in FAILURES])
+async def test_any_failure_voids_the_whole_sample(
+    handler: Handler, logged: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="ragops.operator.prometheus")
+    assert await _sample_with(handler) is None
+    assert logged in caplog.text
+
+
+async def test_one_failed_objective_voids_the_sample() -> None:
+    answers = {name: _vector("1") for name in slo_queries("test", "docs", WINDOW)}
+    assert await _sample_with(_by_objective(answers)) is not None
+    answers["error_ratio"] = httpx.Response(503, json={"status": "error", "errorType": "unavailable", "error": "x"})
+    assert await _sample_with(_by_objective(answers)) is None
+
+
+async def test_requests_go_to_the_query_endpoint_under_the_base_path() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return _vector("1")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        client = PrometheusClient("http://monitoring.test/prometheus/", client=http)
+        await client.sample("test", "docs", WINDOW)
+        await client.aclose()
+        assert not http.is_closed, "a client passed in is the caller's to close"
+    assert len(seen) == len(fields(SloSample))
+    assert {(request.method, request.url.host, request.url.path) for request in seen} == {
+        ("GET", "monitoring.test", "/prometheus/api/v1/query")
+    }
+    assert {request.url.params["query"] for request in seen} == set(slo_queries("test", "docs", WINDOW).values())
+
+
+# ---- the PromQL and the scrape config, checked offline ---------------------------------------------------
+
+
+def test_there_is_one_query_per_sample_field() -> None:
+    assert list(slo_queries("test", "docs", WINDOW)) == [field.name for field in fields(SloSample)]
+
+
+@pytest.mark.parametrize(
+    ("window", "rendered"),
+    [("30s", "30s"), ("5m", "300s"), ("1h30m", "5400s"), ("1.5m", "90s"), ("500ms", "500ms"), ("1s250ms", "1250ms")],
+)
+def test_windows_render_as_promql_ranges(window: str, rendered: str) -> None:
+    assert promql_duration(window) == rendered
+    assert all(f"[{rendered}]" in promql for promql in slo_queries("test", "docs", window).values())
+
+
+def test_an_empty_window_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1ms"):
+        promql_duration("0s")
+
+
+def test_label_values_are_quoted_for_promql() -> None:
+    assert promql_string('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
+    queries = slo_queries('te"st', "docs", WINDOW)
+    assert all('namespace="te\\"st",deployment="docs"' in promql for promql in queries.values())
+
+
+def test_every_query_parses(tmp_path: Path) -> None:
+    # promtool parses PromQL offline when the queries are written as recording rules.
+    queries = slo_queries("test", 'do"cs', WINDOW)
+    rules = {
+        "groups": [
+            {"name": "slo", "rules": [{"record": f"ragops:slo_{name}", "expr": expr} for name, expr in queries.items()]}
+        ]
+    }
+    rules_file = tmp_path / "rules.yml"
+    rules_file.write_text(yaml.safe_dump(rules))
+    result = subprocess.run([str(PROMTOOL), "check", "rules", str(rules_file)], capture_output=True, timeout=60)
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+    assert b"SUCCESS: 5 rules found" in result.stdout
+
+
+def test_the_generated_scrape_config_passes_promtool(tmp_path: Path) -> None:
+    config_file = tmp_path / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(scrape_config(["127.0.0.1:9100", "127.0.0.1:9101"])))
+    result = subprocess.run([str(PROMTOOL), "check", "config", str(config_file)], capture_output=True, timeout=60)
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+    assert b"SUCCESS" in result.stdout
