@@ -24,6 +24,15 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 
 IDENTITY_LABELS = ("namespace", "deployment", "pod")
 STAGES = ("embed", "retrieve", "rerank", "generate")
+QUERY_OUTCOMES = (
+    ("generated", "ok"),
+    ("generated", "degraded"),
+    ("retrieval_only", "ok"),
+    ("retrieval_only", "degraded"),
+    ("cached", "ok"),
+    ("none", "error"),
+)
+"""The (mode, status) pairs the query service records (see service.py)."""
 TOKEN_DIRECTIONS = ("input", "output")
 COST_SERVICES = ("generation", "embedding", "rerank")
 
@@ -63,6 +72,10 @@ class RuntimeMetrics:
             [*labels, "mode", "status"],
             registry=self.registry,
         )
+        # Every (mode, status) series exists at 0 from the start: Prometheus' increase() cannot see
+        # the increment that creates a series, so a pod's first error would otherwise never count.
+        for mode, status in QUERY_OUTCOMES:
+            self._queries.labels(*ids, mode, status)
         self._query_duration = Histogram(
             "ragops_query_duration_seconds",
             "Time from receiving a query to sending its answer, in seconds.",

@@ -199,7 +199,9 @@ def test_unknown_stage_is_refused_before_anything_is_recorded() -> None:
     with pytest.raises(ValueError, match="unknown stages \\['prompt'\\]"):
         metrics.observe_query(mode="hybrid", status="ok", seconds=0.1, stages={"embed": 0.01, "prompt": 0.02})
     found = samples(metrics)
-    assert not [sample for sample in found if sample.name == "ragops_queries_total"]
+    queries = [sample for sample in found if sample.name == "ragops_queries_total"]
+    assert queries and all(sample.value == 0 for sample in queries)
+    assert not [sample for sample in queries if sample.labels["mode"] == "hybrid"]
     assert value(found, "ragops_query_duration_seconds_count") == 0
     assert value(found, "ragops_stage_duration_seconds_count", stage="embed") == 0
 
@@ -222,3 +224,19 @@ def test_bad_values_are_refused(call: Callable[[RuntimeMetrics], None], message:
     with pytest.raises(ValueError, match=message):
         call(metrics)
     assert metrics.render()[0] == before
+
+
+def test_query_outcome_series_exist_before_the_first_query() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from ragops_runtime.observability.metrics import QUERY_OUTCOMES, DeploymentIdentity, RuntimeMetrics
+
+    metrics = RuntimeMetrics(DeploymentIdentity(namespace="n", deployment="d", pod="p"))
+    body, _ = metrics.render()
+    seen = {
+        (sample.labels["mode"], sample.labels["status"])
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+        if sample.name == "ragops_queries_total"
+    }
+    assert seen == set(QUERY_OUTCOMES)
