@@ -66,16 +66,45 @@ for target in "${targets[@]}"; do
 done
 
 # kwok v0.8 applies no behaviour unless given Stage objects. Its own default stages ship
-# in the pinned module; assemble the ones the tests rely on (nodes turn Ready and keep a
-# lease heartbeat; pods turn Ready, Job pods complete, deleted pods go away).
+# in the pinned module; assemble the ones the tests rely on: nodes turn Ready and keep a
+# lease heartbeat; pods turn Ready; deleted pods go away.
+#
+# Job pods are not kwok's: the tests' process-backed kubelet (tests/support/kubelet.py) runs
+# them as local processes and reports their real exit codes. Were kwok to complete them, a
+# test would see a "successful" build that never ran. So every pod stage except pod-delete
+# gets one more selector term, "has no Job-name label" (the Job controller sets that label on
+# every pod it creates; the kubelet harness selects exactly the pods that carry it).
+# pod-delete keeps applying to every pod: with no kubelet to confirm termination, a deleted
+# Job pod would otherwise stay Terminating forever.
 kwok_dir=$(cd "$root/tools/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
 stages="$root/.tools/kwok/stages.yaml"
 mkdir -p "$(dirname "$stages")"
+
+without_job_pods() { # stage file -> the same stage, selecting only pods no Job owns
+  # The pinned stages put the selector's expressions at this exact indentation; fail loudly
+  # rather than emit a stage that still completes Job pods if a new pin changes the layout.
+  awk -v file="$1" '
+    { print }
+    /^    matchExpressions:$/ && !done {
+      print "    - key: '\''.metadata.labels[\"batch.kubernetes.io/job-name\"]'\''"
+      print "      operator: '\''DoesNotExist'\''"
+      done = 1
+    }
+    END { if (!done) { print "tools: no spec.selector.matchExpressions in " file > "/dev/stderr"; exit 1 } }
+  ' "$1"
+}
+
 : >"$stages.tmp"
 for group in node/fast node/heartbeat-with-lease pod/fast; do
   for file in "$kwok_dir/kustomize/stage/$group"/*.yaml; do
-    [ "$(basename "$file")" = kustomization.yaml ] && continue
-    { echo "---"; cat "$file"; } >>"$stages.tmp"
+    name=$(basename "$file" .yaml)
+    [ "$name" = kustomization ] && continue
+    echo "---" >>"$stages.tmp"
+    if [[ $group == pod/* && $name != pod-delete ]]; then
+      without_job_pods "$file" >>"$stages.tmp"
+    else
+      cat "$file" >>"$stages.tmp"
+    fi
   done
 done
 mv "$stages.tmp" "$stages"
