@@ -62,10 +62,31 @@ API_VERSION = f"{GROUP}/{VERSION}"
 class Outcome:
     status: dict[str, Any]
     events: tuple[Event, ...]
+    retry: str | None = None
+    """Why the pass could not finish (e.g. the store is unreachable): the handler retries soon."""
 
 
 def _conditions(body: dict[str, Any]) -> list[Condition]:
     return [Condition.model_validate(c) for c in (body.get("status") or {}).get("conditions") or []]
+
+
+def _with_condition(
+    body: dict[str, Any], type: str, status: ConditionStatus, reason: str, message: str, generation: int, now: datetime
+) -> dict[str, Any]:
+    """The object's current status with one condition set: for passes that end early."""
+    current = dict(body.get("status") or {})
+    conditions = set_condition(
+        _conditions(body),
+        type=type,
+        status=status,
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+        now=now,
+    )
+    current["conditions"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
+    current["observedGeneration"] = generation
+    return current
 
 
 def invalid_spec(body: dict[str, Any], error: ValidationError, ready_type: str, now: datetime) -> Outcome:
@@ -127,8 +148,12 @@ async def reconcile_version(kube: Kube, config: OperatorSettings, body: dict[str
             async with await KnowledgeStore.connect(dsn) as store:
                 record = await store.get_version(spec.knowledge_base, name)
         except StoreError as error:
-            log.warning("store unreachable for %s/%s: %s", namespace, name, error)
-            raise
+            # Without the store nothing can be verified: report it, start nothing, retry soon.
+            message = f"the store is unreachable: {error}"
+            status = _with_condition(
+                body, KnowledgeBaseVersionCondition.READY, "False", Reason.STORE_UNAVAILABLE, message, generation, now
+            )
+            return Outcome(status, (Event("Warning", Reason.STORE_UNAVAILABLE, message),), retry=message)
         if record is not None:
             stored = StoredVersion(record.status, record.manifest, record.gate, record.gate_passed, record.error)
 
@@ -280,16 +305,20 @@ async def reconcile_rollout(
     )
     plan = plan_rollout(observed, _conditions(body), status.get("phase"), now)
 
+    store_problem: str | None = None
     if store is not None:
         if plan.serve is not None:
-            await _point_at(
-                kube,
-                namespace,
-                store,
-                spec.knowledge_base.name,
-                plan.serve.kb_version,
-                reason=f"RagDeployment {namespace}/{name}",
-            )
+            try:
+                await _point_at(
+                    kube,
+                    namespace,
+                    store,
+                    spec.knowledge_base.name,
+                    plan.serve.kb_version,
+                    reason=f"RagDeployment {namespace}/{name}",
+                )
+            except StoreError as error:
+                store_problem = f"the store is unreachable, the activation pointer may lag: {error}"
         # The runtime exists as soon as its store is known; its pods are ready once a version is active.
         await _apply_runtime(kube, context, spec)
 
@@ -306,6 +335,18 @@ async def reconcile_rollout(
     if slo_status is not None:
         result["slo"] = slo_status
         result["conditions"] = _slo_condition(result["conditions"], slo_status, watch, generation, now)
+    if store_problem is not None:
+        degraded = _with_condition(
+            {"status": result},
+            RagDeploymentCondition.DEGRADED,
+            "True",
+            Reason.STORE_UNAVAILABLE,
+            store_problem,
+            generation,
+            now,
+        )
+        result["conditions"] = degraded["conditions"]
+        return Outcome(result, plan.events, retry=store_problem)
     return Outcome(result, plan.events)
 
 

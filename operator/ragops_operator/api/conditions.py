@@ -51,6 +51,7 @@ class Reason(StrEnum):
     """Reasons shared by both kinds' conditions."""
 
     INVALID_SPEC = "InvalidSpec"
+    STORE_UNAVAILABLE = "StoreUnavailable"
     PENDING = "Pending"
     BUILDING = "Building"
     BUILD_SUCCEEDED = "BuildSucceeded"

@@ -15,6 +15,7 @@ from ..reconcile.knowledgebaseversion import Event
 PLURAL = "knowledgebaseversions"
 RECONCILE_SECONDS = 5.0
 TERMINAL = ("Ready", "Failed")
+RETRY_SECONDS = 10
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
@@ -32,6 +33,8 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         "KnowledgeBaseVersion", body.metadata.namespace or "", body.metadata.name or "", outcome.status
     )
     _post(body, outcome.events)
+    if outcome.retry:
+        raise kopf.TemporaryError(outcome.retry, delay=RETRY_SECONDS)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

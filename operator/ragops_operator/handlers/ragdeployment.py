@@ -10,7 +10,7 @@ import kopf
 from ..api import RagDeploymentSpec, parse_duration
 from ..api.common import GROUP, VERSION
 from ..controllers import reconcile_rollout
-from .knowledgebaseversion import _plain, _post
+from .knowledgebaseversion import RETRY_SECONDS, _plain, _post
 
 PLURAL = "ragdeployments"
 RECONCILE_SECONDS = 2.0
@@ -39,3 +39,5 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         "RagDeployment", body.metadata.namespace or "", body.metadata.name or "", outcome.status
     )
     _post(body, outcome.events)
+    if outcome.retry:
+        raise kopf.TemporaryError(outcome.retry, delay=RETRY_SECONDS)
