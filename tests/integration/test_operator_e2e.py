@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from ragops_runtime.store import KnowledgeStore
-from tests.integration.test_kb import TOPICS, write_corpus
+from tests.integration.test_kb import RAGOPS, TOPICS, write_corpus
 from tests.integration.test_operator import apply, condition, eventually, get, running_operator
+from tests.support.anthropic_messages import DEFAULT_API_KEY, Reply, running_anthropic_server
 from tests.support.controlplane import ControlPlane
+from tests.support.http_double import free_port
 from tests.support.kubelet import ProcessKubelet
+from tests.support.prometheus import running_prometheus
 
 LENIENT = {"precisionAtK": 0.1, "recallAtK": 0.8, "mrr": 0.8, "ndcgAtK": 0.8}
 STRICT = {"precisionAtK": 0.9, "recallAtK": 0.8, "mrr": 0.8, "ndcgAtK": 0.8}
@@ -176,3 +184,146 @@ def test_versions_are_built_gated_promoted_refused_and_protected(
                 return [v.version for v in await store.list_versions("docs")]
 
         assert "docs-v2" not in asyncio.run(stored_versions())
+
+
+def test_an_slo_breach_rolls_back_to_the_last_known_good_version_and_stays(
+    workloads: ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch, pg_dsn: str, tmp_path: Path
+) -> None:
+    """A real runtime process serves the deployment with its rendered settings, a real Prometheus
+    scrapes it, and the Anthropic double is made slow once docs-v3 is promoted: the operator must
+    roll back to docs-v1 within failureThreshold x checkInterval plus a few seconds, and stay."""
+    plane = workloads
+    plane.kubectl("create", "secret", "generic", "pg", "-n", namespace, f"--from-literal=dsn={pg_dsn}")
+    plane.kubectl(
+        "create", "secret", "generic", "anthropic", "-n", namespace, f"--from-literal=api-key={DEFAULT_API_KEY}"
+    )
+    config_map_from(plane, namespace, "corpus-a", write_corpus(tmp_path / "a"))
+    config_map_from(plane, namespace, "corpus-b", write_corpus(tmp_path / "b", edited=(2,)))
+    cases = [{"id": f"q-{t}", "query": f"{t} trail permit", "relevant": [f"{t}.md"]} for t in TOPICS]
+    plane.kubectl(
+        "create",
+        "configmap",
+        "golden",
+        "-n",
+        namespace,
+        f"--from-literal=cases.yaml={yaml.safe_dump({'cases': cases})}",
+    )
+    runtime_port = free_port()
+    check_interval, failure_threshold = 2, 2
+    (tmp_path / "prometheus").mkdir()
+
+    with (
+        running_anthropic_server() as anthropic,
+        running_prometheus([f"127.0.0.1:{runtime_port}"], tmp_path / "prometheus") as prometheus,
+        ProcessKubelet(plane, [namespace]),
+        running_operator(plane, namespace, monkeypatch),
+    ):
+        for name, corpus in (("docs-v1", "corpus-a"), ("docs-v3", "corpus-b")):
+            apply(plane, namespace, version(name, corpus, LENIENT))
+        for name in ("docs-v1", "docs-v3"):
+
+            def ready(name: str = name) -> bool:
+                return phase(plane, namespace, "kbv", name) == "Ready"
+
+            eventually(f"{name} Ready", ready, timeout=120)
+        deployment: dict[str, Any] = {
+            "apiVersion": "ragops.dev/v1alpha1",
+            "kind": "RagDeployment",
+            "metadata": {"name": "docs"},
+            "spec": {
+                "knowledgeBase": {"name": "docs", "version": "docs-v1"},
+                "generation": {
+                    "provider": "anthropic",
+                    "model": "claude-haiku-4-5",
+                    "apiKeySecretRef": {"name": "anthropic", "key": "api-key"},
+                    "timeoutSeconds": 5,
+                },
+                "cache": {"ttlSeconds": 0},
+                "slo": {
+                    "p95LatencyMs": 500,
+                    "window": "10s",
+                    "checkInterval": f"{check_interval}s",
+                    "failureThreshold": failure_threshold,
+                    "minRequests": 3,
+                },
+                "rollout": {"bakeTime": "3s"},
+                "monitoring": {"prometheusUrl": prometheus.url},
+            },
+        }
+        apply(plane, namespace, deployment)
+        settings = eventually(
+            "the rendered runtime settings",
+            lambda: (get(plane, namespace, "configmap", "docs-runtime") or {}).get("data"),
+        )
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("RAGOPS_", "ANTHROPIC_"))},
+            **settings,
+            "RAGOPS_DSN": pg_dsn,
+            "RAGOPS_ANTHROPIC_API_KEY": DEFAULT_API_KEY,
+            "RAGOPS_POD": "docs-runtime-0",
+            "RAGOPS_ANTHROPIC_BASE_URL": anthropic.url,
+            "RAGOPS_HOST": "127.0.0.1",
+            "RAGOPS_PORT": str(runtime_port),
+        }
+        assert settings["RAGOPS_DEPLOYMENT"] == "docs" and settings["RAGOPS_NAMESPACE"] == namespace
+        runtime_log = (tmp_path / "runtime.log").open("wb")  # a file, not a pipe: a full pipe would block it
+        runtime = subprocess.Popen([RAGOPS, "serve"], env=env, stdout=runtime_log, stderr=subprocess.STDOUT)
+        stop = threading.Event()
+
+        def traffic() -> None:
+            with httpx.Client(base_url=f"http://127.0.0.1:{runtime_port}", timeout=30) as client:
+                number = 0
+                while not stop.is_set():
+                    number += 1
+                    try:
+                        client.post("/v1/query", json={"query": f"{TOPICS[number % 20]} permit question {number}"})
+                    except httpx.TransportError:
+                        time.sleep(0.2)
+
+        load = threading.Thread(target=traffic, daemon=True)
+        try:
+            load.start()
+            eventually(
+                "docs-v1 known-good",
+                lambda: (
+                    (get(plane, namespace, "ragd", "docs") or {}).get("status", {}).get("lastKnownGoodVersion")
+                    == "docs-v1"
+                ),
+                timeout=90,
+            )
+            apply(
+                plane,
+                namespace,
+                {**deployment, "spec": {**deployment["spec"], "knowledgeBase": {"name": "docs", "version": "docs-v3"}}},
+            )
+            eventually("docs-v3 promoted", lambda: active_version(pg_dsn) == "docs-v3", timeout=30)
+            anthropic.script(*[Reply.slow(1.5)] * 10_000)  # docs-v3's answers are now slow
+            slow_since = time.monotonic()
+            rolled = eventually(
+                "the rollback",
+                lambda: (
+                    condition(get(plane, namespace, "ragd", "docs"), "RolledBack").get("status") == "True"
+                    and get(plane, namespace, "ragd", "docs")
+                ),
+                timeout=60,
+            )
+            took = time.monotonic() - slow_since
+            status = rolled["status"]
+            assert status["activeVersion"] == "docs-v1" and active_version(pg_dsn) == "docs-v1"
+            assert "p95LatencyMs=" in condition(rolled, "RolledBack")["message"]
+            assert [r["outcome"] for r in status["history"]][-1] == "RolledBack"
+            # Within failureThreshold x checkInterval plus the window filling and a scrape or two.
+            assert took < failure_threshold * check_interval + 20, took
+            anthropic.script()  # fast again: the operator must still not roll forward to docs-v3
+            time.sleep(4 * check_interval)
+            held = get(plane, namespace, "ragd", "docs")
+            assert held is not None and held["status"]["activeVersion"] == "docs-v1"
+            assert condition(held, "Degraded")["reason"] == "RolledBack"
+            assert active_version(pg_dsn) == "docs-v1"
+            assert any(reason == "RolledBack" for reason, _ in events(plane, namespace, "docs"))
+        finally:
+            stop.set()
+            load.join(timeout=10)
+            runtime.terminate()
+            runtime.wait(timeout=30)
+            runtime_log.close()
