@@ -70,22 +70,21 @@ def active_version(dsn: str) -> str | None:
     return asyncio.run(read())
 
 
+def prepare_sources(plane: ControlPlane, namespace: str, dsn: str, directory: Path) -> None:
+    """The store Secret, two corpora (b edits one document of a) and the golden set, as ConfigMaps."""
+    plane.kubectl("create", "secret", "generic", "pg", "-n", namespace, f"--from-literal=dsn={dsn}")
+    config_map_from(plane, namespace, "corpus-a", write_corpus(directory / "a"))
+    config_map_from(plane, namespace, "corpus-b", write_corpus(directory / "b", edited=(2,)))
+    cases = [{"id": f"q-{t}", "query": f"{t} trail permit", "relevant": [f"{t}.md"]} for t in TOPICS]
+    golden = yaml.safe_dump({"cases": cases})
+    plane.kubectl("create", "configmap", "golden", "-n", namespace, f"--from-literal=cases.yaml={golden}")
+
+
 def test_versions_are_built_gated_promoted_refused_and_protected(
     workloads: ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch, pg_dsn: str, tmp_path: Path
 ) -> None:
     plane = workloads
-    plane.kubectl("create", "secret", "generic", "pg", "-n", namespace, f"--from-literal=dsn={pg_dsn}")
-    config_map_from(plane, namespace, "corpus-a", write_corpus(tmp_path / "a"))
-    config_map_from(plane, namespace, "corpus-b", write_corpus(tmp_path / "b", edited=(2,)))
-    cases = [{"id": f"q-{t}", "query": f"{t} trail permit", "relevant": [f"{t}.md"]} for t in TOPICS]
-    plane.kubectl(
-        "create",
-        "configmap",
-        "golden",
-        "-n",
-        namespace,
-        f"--from-literal=cases.yaml={yaml.safe_dump({'cases': cases})}",
-    )
+    prepare_sources(plane, namespace, pg_dsn, tmp_path)
 
     with ProcessKubelet(plane, [namespace]) as kubelet, running_operator(plane, namespace, monkeypatch):
         apply(plane, namespace, version("docs-v1", "corpus-a", LENIENT))
@@ -193,20 +192,9 @@ def test_an_slo_breach_rolls_back_to_the_last_known_good_version_and_stays(
     scrapes it, and the Anthropic double is made slow once docs-v3 is promoted: the operator must
     roll back to docs-v1 within failureThreshold x checkInterval plus a few seconds, and stay."""
     plane = workloads
-    plane.kubectl("create", "secret", "generic", "pg", "-n", namespace, f"--from-literal=dsn={pg_dsn}")
+    prepare_sources(plane, namespace, pg_dsn, tmp_path)
     plane.kubectl(
         "create", "secret", "generic", "anthropic", "-n", namespace, f"--from-literal=api-key={DEFAULT_API_KEY}"
-    )
-    config_map_from(plane, namespace, "corpus-a", write_corpus(tmp_path / "a"))
-    config_map_from(plane, namespace, "corpus-b", write_corpus(tmp_path / "b", edited=(2,)))
-    cases = [{"id": f"q-{t}", "query": f"{t} trail permit", "relevant": [f"{t}.md"]} for t in TOPICS]
-    plane.kubectl(
-        "create",
-        "configmap",
-        "golden",
-        "-n",
-        namespace,
-        f"--from-literal=cases.yaml={yaml.safe_dump({'cases': cases})}",
     )
     runtime_port = free_port()
     check_interval, failure_threshold = 2, 2
