@@ -379,23 +379,26 @@ def test_eval_checks_generated_answers_when_asked(pg_dsn: str, tmp_path: Path) -
     built = _cli("build", "--dsn", pg_dsn, "--kb", "sample", "--version", "v1", "--source", str(sample.CORPUS_DIR))
     assert built.returncode == 0, built.stderr
     gate = ["--k", "3", "--min-precision", "0.3", "--min-recall", "0.7", "--min-mrr", "0.6", "--min-ndcg", "0.6"]
+    check_answers = [
+        "eval",
+        "--dsn",
+        pg_dsn,
+        "--kb",
+        "sample",
+        "--version",
+        "v1",
+        "--golden",
+        str(sample.GOLDEN_SET),
+        *gate,
+        "--check-answers",
+        "--min-answer-pass-rate",
+    ]
     with running_anthropic_server() as fake:
         env = {**os.environ, "ANTHROPIC_API_KEY": DEFAULT_API_KEY, "RAGOPS_ANTHROPIC_BASE_URL": fake.url}
         cases = yaml.safe_load(sample.GOLDEN_SET.read_text())["cases"]
         fake.script(*[Reply.answer("Per [1]: " + "; ".join(case["answerContains"])) for case in cases])
         result = _cli(
-            "eval",
-            "--dsn",
-            pg_dsn,
-            "--kb",
-            "sample",
-            "--version",
-            "v1",
-            "--golden",
-            str(sample.GOLDEN_SET),
-            *gate,
-            "--check-answers",
-            "--min-answer-pass-rate",
+            *check_answers,
             "0.0",
             "--json",
             env=env,
@@ -410,18 +413,7 @@ def test_eval_checks_generated_answers_when_asked(pg_dsn: str, tmp_path: Path) -
 
         fake.script(*[Reply.server_error(500)] * 30)
         failing = _cli(
-            "eval",
-            "--dsn",
-            pg_dsn,
-            "--kb",
-            "sample",
-            "--version",
-            "v1",
-            "--golden",
-            str(sample.GOLDEN_SET),
-            *gate,
-            "--check-answers",
-            "--min-answer-pass-rate",
+            *check_answers,
             "0.5",
             env=env,
         )

@@ -736,21 +736,3 @@ def _version_record(row: dict[str, Any]) -> VersionRecord:
 
 def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-__all__ = [
-    "ACTIVATION_CHANNEL",
-    "Activation",
-    "ActivationRefused",
-    "ChunkRow",
-    "DocumentRow",
-    "EmbeddingSpace",
-    "KnowledgeStore",
-    "PgvectorMissing",
-    "RetrievedChunk",
-    "StoreError",
-    "VersionConflict",
-    "VersionRecord",
-    "chunk_key",
-    "chunk_table_name",
-]
