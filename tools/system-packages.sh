@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests run for real: prometheus (for promtool).
+# Installs the Debian packages the tests run for real: prometheus (promtool, SLO tests) and redis-server (shared cache).
 # Skips whatever is already present, so it costs nothing after the first run.
 set -euo pipefail
 
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
+command -v redis-server >/dev/null || need+=(redis-server)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
