@@ -61,8 +61,15 @@ class TokenBucketLimiter:
         # client -> (tokens, time of the last update); order is recency of use, oldest first.
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def check(self, client_id: str, now: float) -> RateDecision:
-        """Decides on one request from `client_id` at `now`, taking a token when it is allowed."""
+    def check(self, client_id: str, now: float, cost: int = 1) -> RateDecision:
+        """Decides on one request from `client_id` at `now`, taking `cost` tokens when it is allowed.
+
+        All or nothing: a request costing more tokens than the bucket holds takes none, and
+        retry_after is the wait until the bucket holds `cost` tokens (a batch of queries is admitted
+        whole or refused whole). A cost above `capacity` could never be admitted and raises.
+        """
+        if not 1 <= cost <= self.capacity:
+            raise ValueError(f"cost must be between 1 and the bucket capacity {self.capacity}, got {cost}")
         bucket = self._buckets.pop(client_id, None)
         if bucket is None:
             tokens, updated = float(self.capacity), now
@@ -73,11 +80,11 @@ class TokenBucketLimiter:
             tokens = min(float(self.capacity), tokens + elapsed * self._rate)
             updated = max(updated, now)
 
-        if tokens >= 1.0 - _TOKEN_EPSILON:
+        if tokens >= cost - _TOKEN_EPSILON:
             decision = RateDecision(allowed=True, retry_after_seconds=0.0)
-            tokens -= 1.0
+            tokens -= cost
         else:
-            wait = (1.0 - tokens) / self._rate
+            wait = (cost - tokens) / self._rate
             decision = RateDecision(
                 allowed=False,
                 retry_after_seconds=math.ceil(wait * _RETRY_AFTER_RESOLUTION) / _RETRY_AFTER_RESOLUTION,
