@@ -32,9 +32,11 @@ from pydantic.alias_generators import to_camel
 from .active import ActiveVersionWatcher
 from .generation.anthropic import AnthropicGenerator
 from .generation.pricing import DEFAULT_PRICES, parse_price_table
+from .jobs import JobConfig, JobWorker, job_request_model, jobs_router
 from .observability.metrics import DeploymentIdentity, RuntimeMetrics
-from .protection.cache import AnswerCache
+from .protection.cache import AnswerCache, AnswerCacheBackend, MemoryAnswerCache
 from .protection.limits import ConcurrencyLimiter, TokenBucketLimiter
+from .protection.redis_cache import RedisAnswerCache
 from .retrieval.reranker import HttpReranker
 from .service import (
     Answer,
@@ -45,11 +47,14 @@ from .service import (
     RateLimited,
     Retrieved,
     ServiceUnavailable,
+    answer_from_json,
+    answer_to_json,
     passages,
 )
 from .settings import RuntimeSettings
 from .store import KnowledgeStore
 from .store.answers import ensure_answer_log, purge_answers, record_feedback, satisfaction
+from .store.jobs import ensure_jobs_schema
 
 log = logging.getLogger("ragops.runtime")
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -214,12 +219,14 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
     identity = DeploymentIdentity(namespace=settings.namespace, deployment=settings.deployment, pod=settings.pod)
     metrics = RuntimeMetrics(identity)
     prices = parse_price_table(settings.price_table) if settings.price_table else dict(DEFAULT_PRICES)
+    job_config = JobConfig.from_settings(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Schema first: fails fast with a clear message on a DSN without pgvector.
         async with await KnowledgeStore.connect(dsn) as bootstrap:
             await ensure_answer_log(bootstrap.connection)
+            await ensure_jobs_schema(bootstrap.connection)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             dsn,
             min_size=1,
@@ -252,6 +259,7 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
             cache_size=settings.query_embedding_cache_size,
         )
         service_holder: list[QueryService] = []
+        cache = _answer_cache(settings, metrics)
 
         async def on_switch(previous: Any, current: Any) -> None:
             if service_holder:
@@ -269,7 +277,7 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
             metrics=metrics,
             limiter=TokenBucketLimiter(requests_per_minute=settings.requests_per_minute_per_client),
             concurrency=ConcurrencyLimiter(settings.max_concurrent_requests),
-            cache=AnswerCache(ttl_seconds=settings.cache_ttl_seconds, max_entries=settings.cache_max_entries),
+            cache=cache,
             embeddings=embeddings,
             generator=generator,
             reranker=reranker,
@@ -287,6 +295,16 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
         app.state.service = service
         app.state.watcher = watcher
         app.state.pool = pool
+        jobs = JobWorker(
+            config=job_config,
+            pool=pool,
+            service=service,
+            metrics=metrics,
+            render=lambda answer: to_response(answer).model_dump(mode="json", by_alias=True),
+            worker_id=settings.pod,
+        )
+        app.state.jobs = jobs
+        jobs.start()
         retention = asyncio.create_task(
             _enforce_retention(
                 pool, timedelta(days=settings.answer_log_retention_days), settings.database_timeout_seconds
@@ -297,8 +315,10 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
             yield
         finally:
             retention.cancel()
+            await jobs.stop()
             await watcher.stop()
             await embeddings.aclose()
+            await cache.aclose()
             if generator is not None:
                 await generator.aclose()
             if reranker is not None:
@@ -345,7 +365,33 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
 
     app.include_router(_query_router(query_request_model(settings.max_query_chars)))
     app.include_router(_operations_router())
+    app.include_router(jobs_router(job_config, job_request_model(settings.max_query_chars, job_config.max_queries)))
     return app
+
+
+def _answer_cache(settings: RuntimeSettings, metrics: RuntimeMetrics) -> AnswerCacheBackend[Answer]:
+    if settings.cache_backend == "redis":
+        assert settings.cache_redis_url is not None  # the settings validator requires it
+        return RedisAnswerCache(
+            url=settings.cache_redis_url.get_secret_value(),
+            scope=f"{settings.namespace}/{settings.deployment}/{settings.knowledge_base}",
+            ttl_seconds=settings.cache_ttl_seconds,
+            encode=answer_to_json,
+            decode=answer_from_json,
+            timeout_seconds=settings.cache_redis_timeout_ms / 1000,
+            on_error=metrics.cache_error,
+        )
+    memory = AnswerCache[Answer](ttl_seconds=settings.cache_ttl_seconds, max_entries=settings.cache_max_entries)
+    return MemoryAnswerCache(memory, time.monotonic)
+
+
+def _cache_status(cache: AnswerCacheBackend[Answer]) -> str:
+    """`memory`, `redis`, `disabled`, or `redis unavailable (...): answering without the cache`."""
+    if not cache.enabled:
+        return "disabled"
+    if cache.problem is not None:
+        return f"{cache.backend} unavailable ({cache.problem}): answering without the cache"
+    return cache.backend
 
 
 RETENTION_INTERVAL_SECONDS = 3600
@@ -452,6 +498,7 @@ def _query_router(request_model: type[QueryRequest]) -> APIRouter:
             "model": settings.generation_model if settings.generation_enabled else None,
             "hybrid": settings.hybrid,
             "reranker": settings.reranker_provider,
+            "cache": _cache_status(service.cache),
             **rated,
         }
 
@@ -478,7 +525,8 @@ def _operations_router() -> APIRouter:
         record = service.active.current
         if record is None:
             return error(503, "no_active_version", service.active.problem or "no active version")
-        return JSONResponse({"status": "ready", "activeVersion": record.version})
+        # An unreachable shared cache never makes a replica unready: it answers without the cache.
+        return JSONResponse({"status": "ready", "activeVersion": record.version, "cache": _cache_status(service.cache)})
 
     @router.get("/metrics", response_class=Response)
     async def metrics(request: Request) -> Response:

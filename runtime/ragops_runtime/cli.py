@@ -478,3 +478,195 @@ def _bootstrap_sample(dsn: str, knowledge_base: str) -> None:
         await store.activate(knowledge_base, "sample-v1", reason="bundled sample")
 
     _run(dsn, work)
+
+
+# ---- cost ----------------------------------------------------------------------------------------
+
+BUDGET_EXCEEDED_EXIT = 3
+BUDGET_UNKNOWN_EXIT = 4
+
+
+@click.group()
+def cost() -> None:
+    """Project what serving costs: per service, per month and per query."""
+
+
+@cost.command()
+@click.option("--queries-per-month", type=click.IntRange(0), default=None, help="What-if: queries per month.")
+@click.option(
+    "--context-tokens",
+    type=click.IntRange(0),
+    default=3000,
+    show_default=True,
+    help="What-if: input tokens per generation (system, passages, question).",
+)
+@click.option(
+    "--output-tokens", type=click.IntRange(0), default=300, show_default=True, help="What-if: output tokens per answer."
+)
+@click.option(
+    "--cache-hit-rate",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="What-if: share of queries answered from the cache.",
+)
+@click.option(
+    "--dsn", envvar=DSN_ENV, default=None, help=f"Measured: the answer log in this PostgreSQL (or ${DSN_ENV})."
+)
+@click.option("--embedded", is_flag=True, help="Measured: the answer log in the embedded PostgreSQL.")
+@click.option(
+    "--kb", "knowledge_base", default=None, help="Knowledge base of the answer log rows (with --dsn/--embedded)."
+)
+@click.option(
+    "--since", default="7d", show_default=True, help="Measured window (answer log or Prometheus): 30m, 24h, 7d ..."
+)
+@click.option("--prometheus-url", default=None, help="Measured: the runtime's counters in this Prometheus.")
+@click.option("--namespace", default=None, help="Prometheus: only this namespace's runtimes.")
+@click.option("--deployment", default=None, help="Only this RagDeployment's answers (answer log and Prometheus).")
+@click.option("--model", default="claude-sonnet-4-6", show_default=True, help="Generation model whose prices apply.")
+@click.option(
+    "--embedding-model", default="hashing-v1", show_default=True, help="Query embedding model whose price applies."
+)
+@click.option(
+    "--reranker-model", default=None, help="Reranker model (default: no reranker, except what Prometheus counted)."
+)
+@click.option(
+    "--query-tokens", type=click.IntRange(0), default=20, show_default=True, help="Tokens per embedded query."
+)
+@click.option(
+    "--prices",
+    "prices_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML price table replacing the built-in one (see README).",
+)
+@click.option("--max-cost-per-query", type=click.FloatRange(0), default=None, help="Budget in USD per query.")
+@click.option(
+    "--ragdeployment",
+    "ragdeployment_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Budget from this RagDeployment file's spec.slo.maxCostPerQueryUsd.",
+)
+@click.option("--output", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def estimate(
+    queries_per_month: int | None,
+    context_tokens: int,
+    output_tokens: int,
+    cache_hit_rate: float,
+    dsn: str | None,
+    embedded: bool,
+    knowledge_base: str | None,
+    since: str,
+    prometheus_url: str | None,
+    namespace: str | None,
+    deployment: str | None,
+    model: str,
+    embedding_model: str,
+    reranker_model: str | None,
+    query_tokens: int,
+    prices_file: Path | None,
+    max_cost_per_query: float | None,
+    ragdeployment_file: Path | None,
+    output: str,
+) -> None:
+    """Monthly cost per service (generation input and output, embedding, rerank), total and cost per query.
+
+    Usage comes from exactly one of: what-if inputs (--queries-per-month, --context-tokens,
+    --output-tokens), the answer log (--dsn or --embedded, with --kb and --since), or Prometheus
+    (--prometheus-url with --since). Measured usage is scaled from its window to a 30-day month.
+
+    Exit codes: 0 within budget (or no budget given), 3 cost per query over the budget
+    (--max-cost-per-query or --ragdeployment's slo.maxCostPerQueryUsd), 4 a budget was given but a
+    model has no price so the estimate cannot be judged, 1 the source could not be read, 2 bad usage.
+    """
+    from datetime import UTC, datetime
+
+    from . import cost as costs
+
+    sources = [queries_per_month is not None, bool(dsn) or embedded, prometheus_url is not None]
+    if sum(sources) != 1:
+        raise click.UsageError("give exactly one source: --queries-per-month, --dsn/--embedded, or --prometheus-url")
+    if max_cost_per_query is not None and ragdeployment_file is not None:
+        raise click.UsageError("give either --max-cost-per-query or --ragdeployment, not both")
+    try:
+        prices = costs.parse_prices(prices_file.read_text()) if prices_file else costs.default_prices()
+        budget = max_cost_per_query
+        if ragdeployment_file is not None:
+            budget = costs.budget_from_ragdeployment(ragdeployment_file.read_text())
+        if queries_per_month is not None:
+            usage = costs.usage_what_if(
+                queries_per_month=queries_per_month,
+                context_tokens=context_tokens,
+                output_tokens=output_tokens,
+                query_tokens=query_tokens,
+                cache_hit_rate=cache_hit_rate,
+                rerank=reranker_model is not None,
+            )
+        elif prometheus_url is not None:
+            usage = costs.usage_from_prometheus(
+                prometheus_url,
+                window=costs.parse_window(since),
+                namespace=namespace,
+                deployment=deployment,
+                query_tokens=query_tokens,
+            )
+        else:
+            if not knowledge_base:
+                raise click.UsageError("the answer log needs --kb")
+            usage = asyncio.run(
+                costs.usage_from_answer_log(
+                    _resolve_dsn(dsn, embedded),
+                    knowledge_base,
+                    since=costs.parse_window(since),
+                    now=datetime.now(UTC),
+                    deployment=deployment,
+                    query_tokens=query_tokens,
+                    rerank=reranker_model is not None,
+                )
+            )
+        result = costs.estimate(
+            usage,
+            prices,
+            model=model,
+            embedding_model=embedding_model,
+            reranker_model=reranker_model,
+            max_cost_per_query_usd=budget,
+        )
+    except costs.CostInputError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
+    if output == "json":
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        _print_estimate(result)
+    if result.over_budget:
+        sys.exit(BUDGET_EXCEEDED_EXIT)
+    if budget is not None and result.unknown:
+        sys.exit(BUDGET_UNKNOWN_EXIT)
+
+
+def _print_estimate(result: Any) -> None:
+    from rich.table import Table
+
+    console = Console()
+    usage = result.usage
+    table = Table(title=f"Monthly cost ({usage.source}, prices checked {result.checked})")
+    table.add_column("service")
+    table.add_column("per month", justify="right")
+    table.add_column("USD / month", justify="right")
+    for line in result.lines:
+        usd = "unknown price" if line.usd is None else f"{line.usd:,.2f}"
+        table.add_row(line.service, f"{line.quantity:,.0f} {line.unit}", usd)
+    table.add_row("total" + ("" if not result.unknown else " (incomplete)"), "", f"{result.total_usd:,.2f}")
+    console.print(table)
+    console.print(
+        f"queries per month: {result.monthly_queries:,.0f}   cost per query: ${result.cost_per_query_usd:.6f}"
+    )
+    for note in usage.notes:
+        console.print(f"note: {note}")
+    for missing in result.unknown:
+        console.print(f"[yellow]no price for {missing}: add it with --prices[/yellow]")
+    if result.max_cost_per_query_usd is not None:
+        verdict = "[red]OVER BUDGET[/red]" if result.over_budget else "within budget"
+        console.print(f"budget: ${result.max_cost_per_query_usd:.6f} per query: {verdict}")

@@ -27,7 +27,7 @@ from .embedding import Embedder, EmbeddingError, make_embedder
 from .generation.anthropic import AnthropicGenerator, Generation, GenerationUnavailable
 from .generation.pricing import Price, cost_usd
 from .observability.metrics import RuntimeMetrics
-from .protection.cache import AnswerCache, make_key, normalize_query
+from .protection.cache import AnswerCacheBackend, make_key, normalize_query
 from .protection.limits import ConcurrencyLimiter, TokenBucketLimiter
 from .retrieval.hybrid import retrieve
 from .retrieval.reranker import HttpReranker, RerankUnavailable
@@ -146,7 +146,7 @@ class QueryService:
     metrics: RuntimeMetrics
     limiter: TokenBucketLimiter
     concurrency: ConcurrencyLimiter
-    cache: AnswerCache[Answer]
+    cache: AnswerCacheBackend[Answer]
     embeddings: QueryEmbeddings
     generator: AnthropicGenerator | None
     reranker: HttpReranker | None
@@ -241,9 +241,13 @@ class QueryService:
             "hybrid": self.hybrid,
             "rerankTopK": self.rerank_top_k,
             "generator": self.generator is not None,
+            # Replicas of two templates share a Redis cache during a rollout: a new model or
+            # answer length must not be served the old template's answers.
+            "model": self.generator.model if self.generator is not None else None,
+            "maxTokens": self.generator.max_tokens if self.generator is not None else None,
         }
-        key = make_key(record.version, question.query, params)
-        hit = self.cache.get(key, self.clock())
+        key = make_key(cache_version(record), question.query, params)
+        hit = await self.cache.get(key)
         if hit is not None:
             self.metrics.cache_hit()
             answer = replace(
@@ -356,7 +360,7 @@ class QueryService:
             stages={stage: ms / 1000 for stage, ms in retrieved.timings_ms.items()},
         )
         if not answer.degraded:
-            self.cache.put(retrieved.cache_key, answer, self.clock())
+            await self.cache.put(retrieved.cache_key, answer)
         await self._log(question, answer)
         return answer
 
@@ -390,8 +394,75 @@ class QueryService:
     async def on_switch(self, previous: VersionRecord | None, current: VersionRecord) -> None:
         """Called by the watcher: forget the old version's answers, publish the new version."""
         if previous is not None:
-            self.cache.drop_version(previous.version)
+            await self.cache.drop_version(cache_version(previous))
         self.metrics.set_active_version(self.knowledge_base, current.version)
+
+
+def cache_version(record: VersionRecord) -> str:
+    """The version part of cache keys: knowledge base, version name and the row that holds it.
+
+    The row id tells a version apart from a deleted one of the same name rebuilt later, whose
+    answers a shared cache could otherwise still hold.
+    """
+    return f"{record.kb}/{record.version}#{record.id}"
+
+
+def answer_to_json(answer: Answer) -> dict[str, Any]:
+    """An answer as JSON-able data, for a cache shared between processes (see answer_from_json)."""
+    return {
+        "queryId": str(answer.query_id),
+        "knowledgeBase": answer.knowledge_base,
+        "kbVersion": answer.kb_version,
+        "answer": answer.answer,
+        "mode": answer.mode,
+        "degradedReason": answer.degraded_reason,
+        "chunks": [
+            {
+                "chunkId": chunk.chunk_id,
+                "documentId": chunk.document_id,
+                "source": chunk.source,
+                "position": chunk.position,
+                "headingPath": list(chunk.heading_path),
+                "text": chunk.text,
+                "score": chunk.score,
+                "metadata": chunk.metadata,
+            }
+            for chunk in answer.chunks
+        ],
+        "inputTokens": answer.input_tokens,
+        "outputTokens": answer.output_tokens,
+        "costUsd": answer.cost_usd,
+        "timingsMs": dict(answer.timings_ms),
+    }
+
+
+def answer_from_json(data: Any) -> Answer:
+    """The answer `answer_to_json` wrote; raises KeyError, TypeError or ValueError on anything else."""
+    return Answer(
+        query_id=uuid.UUID(data["queryId"]),
+        knowledge_base=str(data["knowledgeBase"]),
+        kb_version=str(data["kbVersion"]),
+        answer=data["answer"],
+        mode=data["mode"],
+        degraded_reason=data["degradedReason"],
+        chunks=tuple(
+            RetrievedChunk(
+                chunk_id=int(chunk["chunkId"]),
+                document_id=str(chunk["documentId"]),
+                source=str(chunk["source"]),
+                position=int(chunk["position"]),
+                heading_path=tuple(chunk["headingPath"]),
+                text=str(chunk["text"]),
+                score=float(chunk["score"]),
+                metadata=dict(chunk["metadata"]),
+            )
+            for chunk in data["chunks"]
+        ),
+        input_tokens=int(data["inputTokens"]),
+        output_tokens=int(data["outputTokens"]),
+        cost_usd=None if data["costUsd"] is None else float(data["costUsd"]),
+        timings_ms={str(stage): float(ms) for stage, ms in data["timingsMs"].items()},
+    )
 
 
 def _join(first: str | None, second: str) -> str:

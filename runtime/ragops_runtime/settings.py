@@ -75,18 +75,56 @@ class RuntimeSettings(BaseSettings):
 
     # ---- cache, log, version switch -----------------------------------------------------------
     cache_ttl_seconds: int = Field(default=600, ge=0, le=604_800, description="Answer cache TTL; 0 disables.")
-    cache_max_entries: int = Field(default=10_000, ge=0, le=10_000_000, description="Answer cache size bound.")
+    cache_max_entries: int = Field(
+        default=10_000, ge=0, le=10_000_000, description="Answer cache size bound (memory backend only)."
+    )
+    cache_backend: Literal["memory", "redis"] = Field(
+        default="memory", description="memory (per replica) or redis (shared by every replica)."
+    )
+    cache_redis_url: SecretStr | None = Field(
+        default=None, description="redis:// or rediss:// URL of the shared cache; secret, never logged."
+    )
+    cache_redis_timeout_ms: int = Field(
+        default=100, ge=1, le=10_000, description="Redis socket timeout; slower calls count as a miss."
+    )
     answer_log_retention_days: int = Field(default=30, ge=1, le=3650, description="Answer log retention.")
     version_poll_seconds: float = Field(
         default=0.5, gt=0, le=60, description="Fallback check of the activation pointer besides LISTEN/NOTIFY."
     )
 
+    # ---- async and batch jobs (POST /v1/jobs) ----------------------------------------------------
+    job_concurrency: int = Field(
+        default=4, ge=0, le=1000, description="Job queries this replica works on at once; 0 works none."
+    )
+    job_max_queries: int = Field(default=100, ge=1, le=10_000, description="Most queries in one job; more get 422.")
+    job_max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, le=100_000_000, description="Largest POST /v1/jobs body; larger gets 413."
+    )
+    job_max_attempts: int = Field(
+        default=5, ge=1, le=100, description="Attempts per job query before it fails (transient failures only)."
+    )
+    job_retry_base_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="First retry delay; doubles per attempt, with jitter."
+    )
+    job_retry_max_seconds: float = Field(default=60.0, gt=0, le=86_400, description="Longest retry delay.")
+    job_lease_seconds: float = Field(
+        default=30.0, ge=0.5, le=3600, description="A lost replica's job queries are retried after this long."
+    )
+    job_poll_seconds: float = Field(default=0.5, gt=0, le=60, description="Idle wait between job queue polls.")
+    job_retention_seconds: int = Field(
+        default=604_800, ge=1, le=31_536_000, description="Finished jobs are kept this long, then purged."
+    )
+
     @model_validator(mode="after")
     def _consistent(self) -> RuntimeSettings:
+        if self.job_retry_max_seconds < self.job_retry_base_seconds:
+            raise ValueError("RAGOPS_JOB_RETRY_MAX_SECONDS must not be below RAGOPS_JOB_RETRY_BASE_SECONDS")
         if self.rerank_top_k > self.top_k:
             raise ValueError("RAGOPS_RERANK_TOP_K must not exceed RAGOPS_TOP_K")
         if self.reranker_provider == "http" and not self.reranker_endpoint:
             raise ValueError("RAGOPS_RERANKER_PROVIDER=http needs RAGOPS_RERANKER_ENDPOINT")
+        if self.cache_backend == "redis" and self.cache_redis_url is None:
+            raise ValueError("RAGOPS_CACHE_BACKEND=redis needs RAGOPS_CACHE_REDIS_URL")
         if self.embedded == (self.dsn is not None):
             raise ValueError("set exactly one of RAGOPS_DSN and RAGOPS_EMBEDDED=true")
         return self

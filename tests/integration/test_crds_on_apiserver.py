@@ -335,6 +335,13 @@ INVALID = [
     (RAGD, "spec.limits.maxQueryChars", 0, "spec.limits.maxQueryChars: Invalid value: 0"),
     (
         RAGD,
+        "spec.cache.backend",
+        "redis",
+        "spec.cache.redisUrlSecretRef: Invalid value: the redis cache backend needs redisUrlSecretRef",
+    ),
+    (RAGD, "spec.cache.backend", "memcached", 'spec.cache.backend: Unsupported value: "memcached"'),
+    (
+        RAGD,
         "spec.monitoring.prometheusUrl",
         "prometheus:9090",
         "spec.monitoring.prometheusUrl: Invalid value",

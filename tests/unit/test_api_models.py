@@ -82,6 +82,7 @@ RULE_CASES = [
         "maxReplicas:",
     ),
     (RagDeploymentSpec, RAGD_MINIMAL, {"slo": {"window": "1m", "checkInterval": "2m"}}, "checkInterval:"),
+    (RagDeploymentSpec, RAGD_MINIMAL, {"cache": {"backend": "redis"}}, "redisUrlSecretRef:"),
 ]
 
 

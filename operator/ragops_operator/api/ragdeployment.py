@@ -194,10 +194,35 @@ class LimitsSpec(ApiModel):
 class CacheSpec(ApiModel):
     """The answer cache, keyed by KB version, normalized query and parameters."""
 
+    rules = (
+        Rule(
+            cel="self.backend != 'redis' || has(self.redisUrlSecretRef)",
+            message="the redis cache backend needs redisUrlSecretRef",
+            field_path=".redisUrlSecretRef",
+            holds=lambda c: c.backend != "redis" or c.redis_url_secret_ref is not None,
+        ),
+    )
+
+    backend: Literal["memory", "redis"] = Field(
+        default="memory",
+        description=(
+            "memory keeps answers in each replica; redis shares them between all replicas. An unreachable "
+            "Redis means answering without the cache, never failing a query."
+        ),
+    )
     ttl_seconds: int = Field(
         default=600, ge=0, le=604_800, description="How long an answer is reused; 0 disables the cache."
     )
-    max_entries: int = Field(default=10_000, ge=0, le=10_000_000, description="Most answers kept per replica.")
+    max_entries: int = Field(
+        default=10_000,
+        ge=0,
+        le=10_000_000,
+        description="Most answers kept per replica (memory backend; bound Redis with its maxmemory policy).",
+    )
+    redis_url_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding the redis:// or rediss:// URL (with any password) of the shared cache.",
+    )
 
 
 class SloSpec(ApiModel):

@@ -56,6 +56,34 @@ DEFAULT_PRICES: Mapping[str, Price] = MappingProxyType(
 )
 
 
+PRICES_CHECKED = "2025-11"
+"""When the default tables here were last compared with the providers' price pages (from the author's
+knowledge, not re-checked against a live page since): `ragops cost estimate` prints it next to every
+estimate, so a stale table is visible. `--prices file.yaml` replaces them."""
+
+# Embedding APIs, USD per million input tokens, by model-name prefix (OpenAI's list prices). The
+# built-in hashing embedder runs in the process and costs nothing.
+DEFAULT_EMBEDDING_PRICES: Mapping[str, float] = MappingProxyType(
+    {
+        "hashing-v1": 0.0,
+        "text-embedding-3-small": 0.02,
+        "text-embedding-3-large": 0.13,
+        "text-embedding-ada-002": 0.10,
+    }
+)
+
+# Rerank APIs, USD per 1000 calls (a "search": one query with its candidates), by model-name prefix
+# (Cohere's list price). A self-hosted reranker (TEI) costs compute, not a per-call price: give it 0
+# in a price file; an unlisted model is reported as unknown, never as free.
+DEFAULT_RERANK_PRICES: Mapping[str, float] = MappingProxyType(
+    {
+        "rerank-v3.5": 2.0,
+        "rerank-english-v3.0": 2.0,
+        "rerank-multilingual-v3.0": 2.0,
+    }
+)
+
+
 def parse_price_table(text: str) -> dict[str, Price]:
     """A price table from JSON: `{"model-prefix": {"input": 3.0, "output": 15.0}, ...}`, USD per million tokens.
 

@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 IDENTITY_LABELS = ("namespace", "deployment", "pod")
@@ -35,6 +35,8 @@ QUERY_OUTCOMES = (
 """The (mode, status) pairs the query service records (see service.py)."""
 TOKEN_DIRECTIONS = ("input", "output")
 COST_SERVICES = ("generation", "embedding", "rerank")
+CACHE_OPERATIONS = ("get", "put", "decode")
+"""Calls to a shared answer cache that can fail (see protection/redis_cache.py)."""
 
 QUERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
 """From a cache hit (a few ms) to a slow generation (tens of seconds); +Inf catches the rest."""
@@ -43,6 +45,13 @@ STAGE_BUCKETS = QUERY_BUCKETS
 """Stages share the query buckets, so a stage's share of the whole can be read bucket by bucket."""
 
 FEEDBACK_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+JOB_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
+"""A job lasts from one cached answer (under a second) to a large batch behind a busy queue (hours)."""
+JOB_QUEUE_STATES = ("queued", "running")
+JOB_ITEM_OUTCOMES = ("done", "failed")
+JOB_RETRY_REASONS = ("transient", "lease_expired")
+"""Why an item is attempted again: a transient failure, or its worker was lost while holding it."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,13 @@ class RuntimeMetrics:
             labels,
             registry=self.registry,
         ).labels(*ids)
+        cache_errors = Counter(
+            "ragops_cache_errors_total",
+            "Failed calls to the shared answer cache, by operation; each was served as a miss or not stored.",
+            [*labels, "operation"],
+            registry=self.registry,
+        )
+        self._cache_errors = {operation: cache_errors.labels(*ids, operation) for operation in CACHE_OPERATIONS}
         tokens = Counter(
             "ragops_llm_tokens_total",
             "Tokens sent to (input) and received from (output) the generation model.",
@@ -159,6 +175,37 @@ class RuntimeMetrics:
         )
         self._ids = ids
 
+        # The job queue (jobs.py): depth is refreshed from the database by each replica's worker, so
+        # every replica reports the whole queue of its deployment (aggregate with max, not sum).
+        depth = Gauge(
+            "ragops_jobs_queue_depth",
+            "Unfinished job items of this deployment's queue, by state, as last read from the database.",
+            [*labels, "state"],
+            registry=self.registry,
+        )
+        self._job_queue_depth = {state: depth.labels(*ids, state) for state in JOB_QUEUE_STATES}
+        self._job_duration = Histogram(
+            "ragops_job_duration_seconds",
+            "Time from submitting a job to its last item finishing, in seconds; observed by the finishing replica.",
+            labels,
+            buckets=JOB_BUCKETS,
+            registry=self.registry,
+        ).labels(*ids)
+        items = Counter(
+            "ragops_job_items_total",
+            "Job items finished by this replica, by outcome.",
+            [*labels, "outcome"],
+            registry=self.registry,
+        )
+        self._job_items = {outcome: items.labels(*ids, outcome) for outcome in JOB_ITEM_OUTCOMES}
+        retries = Counter(
+            "ragops_job_item_retries_total",
+            "Job items attempted again, by reason: a transient failure, or a lost worker's expired lease.",
+            [*labels, "reason"],
+            registry=self.registry,
+        )
+        self._job_retries = {reason: retries.labels(*ids, reason) for reason in JOB_RETRY_REASONS}
+
     def observe_query(self, *, mode: str, status: str, seconds: float, stages: Mapping[str, float]) -> None:
         """One answered query: its outcome, its total duration and the duration of each stage it ran."""
         unknown = sorted(set(stages) - set(STAGES))
@@ -175,6 +222,11 @@ class RuntimeMetrics:
 
     def cache_miss(self) -> None:
         self._cache_misses.inc()
+
+    def cache_error(self, operation: str) -> None:
+        if operation not in self._cache_errors:
+            raise ValueError(f"unknown cache operation {operation!r}; expected one of {list(CACHE_OPERATIONS)}")
+        self._cache_errors[operation].inc()
 
     def tokens(self, *, input_tokens: int, output_tokens: int) -> None:
         if input_tokens < 0 or output_tokens < 0:
@@ -206,6 +258,27 @@ class RuntimeMetrics:
 
     def degraded(self, reason: str) -> None:
         self._degraded.labels(*self._ids, reason).inc()
+
+    def set_job_queue_depth(self, depth: Mapping[str, int]) -> None:
+        """The unfinished items by state; a state missing from `depth` reads 0."""
+        unknown = sorted(set(depth) - set(JOB_QUEUE_STATES))
+        if unknown:
+            raise ValueError(f"unknown job states {unknown}; expected some of {list(JOB_QUEUE_STATES)}")
+        for state, gauge in self._job_queue_depth.items():
+            gauge.set(depth.get(state, 0))
+
+    def job_finished(self, seconds: float) -> None:
+        self._job_duration.observe(seconds)
+
+    def job_item_finished(self, outcome: str) -> None:
+        if outcome not in self._job_items:
+            raise ValueError(f"unknown job item outcome {outcome!r}; expected one of {list(JOB_ITEM_OUTCOMES)}")
+        self._job_items[outcome].inc()
+
+    def job_item_retried(self, reason: str) -> None:
+        if reason not in self._job_retries:
+            raise ValueError(f"unknown job retry reason {reason!r}; expected one of {list(JOB_RETRY_REASONS)}")
+        self._job_retries[reason].inc()
 
     def set_active_version(self, knowledge_base: str, version: str) -> None:
         """Marks `version` as the one served for `knowledge_base`; the previous version's series disappears."""

@@ -2,10 +2,14 @@
 
 Every key carries the version that produced the answer, so once the active version changes no
 lookup can reach an answer from the old one, even before `drop_version` frees its entries. This
-module must not read the clock (callers pass `now`, a monotonic reading in seconds), copy or
-inspect the cached values (store immutable ones), or decide what is worth caching.
+module must not read the clock (callers pass `now`, a monotonic reading in seconds, or a clock to
+`MemoryAnswerCache`), copy or inspect the cached values (store immutable ones), or decide what is
+worth caching.
 
-No lock: the runtime calls it from one asyncio event loop and no method awaits.
+`AnswerCacheBackend` is the one interface the query service uses; `MemoryAnswerCache` (one LRU per
+replica, the default) and `RedisAnswerCache` (redis_cache.py, shared by every replica) implement it.
+
+No lock: the runtime calls it from one asyncio event loop and no method of `AnswerCache` awaits.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ import math
 import re
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 V = TypeVar("V")
 
@@ -131,3 +135,55 @@ class AnswerCache(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class AnswerCacheBackend(Protocol[V]):
+    """What the query service needs from an answer cache, whichever backend holds the answers.
+
+    A backend never raises for its own failures: an unreachable store is a miss on `get` and a
+    no-op on `put`, and `problem` says what is wrong until it works again.
+    """
+
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def problem(self) -> str | None: ...
+
+    async def get(self, key: CacheKey) -> V | None: ...
+
+    async def put(self, key: CacheKey, value: V) -> None: ...
+
+    async def drop_version(self, kb_version: str) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
+class MemoryAnswerCache(Generic[V]):
+    """The per-replica backend: an `AnswerCache` read at `clock()` (a monotonic clock in seconds)."""
+
+    backend = "memory"
+    problem: str | None = None
+
+    def __init__(self, cache: AnswerCache[V], clock: Callable[[], float]) -> None:
+        self.cache = cache
+        self._clock = clock
+
+    @property
+    def enabled(self) -> bool:
+        return self.cache.enabled
+
+    async def get(self, key: CacheKey) -> V | None:
+        return self.cache.get(key, self._clock())
+
+    async def put(self, key: CacheKey, value: V) -> None:
+        self.cache.put(key, value, self._clock())
+
+    async def drop_version(self, kb_version: str) -> int:
+        return self.cache.drop_version(kb_version)
+
+    async def aclose(self) -> None:
+        return None

@@ -102,3 +102,44 @@ async def satisfaction(connection: psycopg.AsyncConnection[Any], kb: str, since:
 async def purge_answers(connection: psycopg.AsyncConnection[Any], older_than: timedelta) -> int:
     cursor = await connection.execute("DELETE FROM ragops.answer_log WHERE at < now() - %s", (older_than,))
     return cursor.rowcount
+
+
+@dataclass(frozen=True)
+class LoggedUsage:
+    """What the answer log says a knowledge base used between `first_at` and `last_at`."""
+
+    answers: int
+    generated: int
+    with_passages: int
+    input_tokens: int
+    output_tokens: int
+    recorded_cost_usd: float
+    first_at: datetime | None
+    last_at: datetime | None
+
+
+async def usage_since(
+    connection: psycopg.AsyncConnection[Any], kb: str, since: datetime, deployment: str | None = None
+) -> LoggedUsage:
+    """Sums of the answer log of `kb` (and `deployment`, when given) since `since`: the cost estimator's input."""
+    cursor = await connection.execute(
+        """SELECT count(*), count(*) FILTER (WHERE mode = 'generated'),
+                  count(*) FILTER (WHERE cardinality(document_ids) > 0),
+                  coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
+                  coalesce(sum(cost_usd), 0), min(at), max(at)
+           FROM ragops.answer_log
+           WHERE kb = %s AND at >= %s AND (%s::text IS NULL OR deployment = %s)""",
+        (kb, since, deployment, deployment),
+    )
+    row = await cursor.fetchone()
+    assert row is not None  # an aggregate without GROUP BY always returns one row
+    return LoggedUsage(
+        answers=int(row[0]),
+        generated=int(row[1]),
+        with_passages=int(row[2]),
+        input_tokens=int(row[3]),
+        output_tokens=int(row[4]),
+        recorded_cost_usd=float(row[5]),
+        first_at=row[6],
+        last_at=row[7],
+    )
