@@ -21,13 +21,17 @@ from .api.conditions import KnowledgeBaseVersionCondition, RagDeploymentConditio
 from .api.knowledgebaseversion import StoreSpec
 from .api.ragdeployment import SloMeasurement
 from .builders import (
+    RUNTIME_HASH_LABEL,
     RuntimeContext,
+    StoredTemplate,
     VersionContext,
     build_build_job,
+    build_controller_revision,
     build_eval_job,
     build_runtime_children,
     child_name,
     runtime_template_hash,
+    selector_labels,
 )
 from .kube import Kube
 from .prometheus import PrometheusClient
@@ -49,6 +53,7 @@ from .reconcile.ragdeployment import (
     current_revision,
     last_known_good,
     plan_rollout,
+    stale_templates,
 )
 from .reconcile.slo import advance, bake_complete, decide_rollback, judge, state_from_measurement, to_measurement
 from .reconcile.status import set_condition
@@ -304,6 +309,7 @@ async def reconcile_rollout(
         rollback=rollback,
     )
     plan = plan_rollout(observed, _conditions(body), status.get("phase"), now)
+    events = list(plan.events)
 
     store_problem: str | None = None
     if store is not None:
@@ -320,7 +326,16 @@ async def reconcile_rollout(
             except StoreError as error:
                 store_problem = f"the store is unreachable, the activation pointer may lag: {error}"
         # The runtime exists as soon as its store is known; its pods are ready once a version is active.
-        await _apply_runtime(kube, context, spec)
+        served_hash = plan.serve.runtime_hash if plan.serve is not None else template_hash
+        keep = {template_hash, served_hash, *(r.runtime_hash for r in plan.history)}
+        if not await _apply_runtime(kube, context, generation, served_hash, keep):
+            events.append(
+                Event(
+                    "Warning",
+                    "TemplateUnavailable",
+                    f"no record of runtime template {served_hash}; running the spec's template {template_hash}",
+                )
+            )
 
     result = dict(plan.status)
     if serving is not None and plan.serve is not None and plan.serve.revision != serving.revision:
@@ -346,8 +361,8 @@ async def reconcile_rollout(
             now,
         )
         result["conditions"] = degraded["conditions"]
-        return Outcome(result, plan.events, retry=store_problem)
-    return Outcome(result, plan.events)
+        return Outcome(result, tuple(events), retry=store_problem)
+    return Outcome(result, tuple(events))
 
 
 async def _point_at(
@@ -362,13 +377,40 @@ async def _point_at(
             await knowledge.activate(knowledge_base, version, reason=reason)
 
 
-async def _apply_runtime(kube: Kube, context: RuntimeContext, spec: RagDeploymentSpec) -> None:
-    for manifest in build_runtime_children(context):
+async def _apply_runtime(
+    kube: Kube, context: RuntimeContext, generation: int, served_hash: str, keep: set[str]
+) -> bool:
+    """Applies the runtime serving `served_hash`'s template; False if that template has no record.
+
+    Each template is recorded (a ControllerRevision) before its pods exist, so any revision that
+    ever ran can be restored exactly; records and settings no kept revision can return to are pruned.
+    """
+    spec_hash = runtime_template_hash(context)
+    labels = selector_labels(context.name, "runtime")
+    records = {
+        (item["metadata"].get("labels") or {}).get(RUNTIME_HASH_LABEL): item
+        for item in await kube.list("apps/v1", "ControllerRevision", context.namespace, labels)
+    }
+    if spec_hash not in records:
+        await kube.create(build_controller_revision(context, spec_hash, revision=generation))
+    served = None
+    if served_hash != spec_hash and served_hash in records:
+        served = StoredTemplate.from_controller_revision(records[served_hash])
+    for manifest in build_runtime_children(context, served):
         if manifest["kind"] == "ServiceMonitor" and not await kube.has_resource(
             manifest["apiVersion"], "ServiceMonitor", context.namespace
         ):
             continue
         await kube.apply(manifest)
+
+    for api_version, kind in (("v1", "ConfigMap"), ("apps/v1", "ControllerRevision")):
+        found = await kube.list(api_version, kind, context.namespace, labels)
+        existing = {
+            item["metadata"]["name"]: (item["metadata"].get("labels") or {}).get(RUNTIME_HASH_LABEL) for item in found
+        }
+        for name in stale_templates(existing, keep):
+            await kube.delete(api_version, kind, context.namespace, name)
+    return served_hash == spec_hash or served is not None
 
 
 def _slo_condition(

@@ -44,6 +44,26 @@ class Kube:
         resource = codecs.from_dict(dict(manifest))
         await self._client.apply(resource, field_manager=FIELD_MANAGER, force=True)
 
+    async def create(self, manifest: Mapping[str, Any]) -> bool:
+        """Creates an object; False when it already exists (a ControllerRevision, a Lease won by another)."""
+        try:
+            await self._client.create(codecs.from_dict(dict(manifest)), field_manager=FIELD_MANAGER)
+        except ApiError as error:
+            if error.status.code == 409:
+                return False
+            raise
+        return True
+
+    async def replace(self, manifest: Mapping[str, Any]) -> bool:
+        """Replaces an object at the resourceVersion in `manifest`; False when someone wrote it first."""
+        try:
+            await self._client.replace(codecs.from_dict(dict(manifest)), field_manager=FIELD_MANAGER)
+        except ApiError as error:
+            if error.status.code == 409:
+                return False
+            raise
+        return True
+
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         resource_type = _resource_type(api_version, kind)
         try:

@@ -52,6 +52,13 @@ def eventually(description: str, check: Callable[[], Any], timeout: float = 30) 
         time.sleep(0.3)
 
 
+def runtime_settings_name(plane: ControlPlane, namespace: str, name: str) -> str:
+    """The settings ConfigMap the runtime Deployment's pod template reads."""
+    deployment = get(plane, namespace, "deployment", f"{name}-runtime") or {}
+    containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or [{}]
+    return str((containers[0].get("envFrom") or [{}])[0].get("configMapRef", {}).get("name", ""))
+
+
 def condition(body: dict[str, Any] | None, type: str) -> dict[str, Any]:
     return next((c for c in ((body or {}).get("status") or {}).get("conditions") or [] if c["type"] == type), {})
 
@@ -106,8 +113,14 @@ def test_runtime_objects_are_rendered_corrected_and_collected(
         assert pod_spec["securityContext"]["runAsNonRoot"] is True
         env = {e["name"]: e for e in pod_spec["containers"][0]["env"]}
         assert env["RAGOPS_DSN"]["valueFrom"]["secretKeyRef"] == {"name": "pg", "key": "dsn"}
-        for kind in ("service", "configmap", "serviceaccount", "poddisruptionbudget", "networkpolicy"):
+        for kind in ("service", "serviceaccount", "poddisruptionbudget", "networkpolicy"):
             assert get(plane, namespace, kind, "docs-search-runtime") is not None, kind
+        runtime_hash = deployment["spec"]["template"]["metadata"]["annotations"]["ragops.dev/runtime-hash"]
+        settings_name = pod_spec["containers"][0]["envFrom"][0]["configMapRef"]["name"]
+        assert settings_name == f"docs-search-runtime-{runtime_hash}"
+        record = get(plane, namespace, "controllerrevision", settings_name)
+        assert record is not None
+        assert record["data"]["podTemplate"]["metadata"]["annotations"]["ragops.dev/runtime-hash"] == runtime_hash
         eventually(
             "two runtime pods admitted and Ready",
             lambda: (
@@ -124,8 +137,23 @@ def test_runtime_objects_are_rendered_corrected_and_collected(
             "the replica count restored",
             lambda: (get(plane, namespace, "deployment", "docs-search-runtime") or {})["spec"]["replicas"] == 2,
         )
-        config = get(plane, namespace, "configmap", "docs-search-runtime")
-        assert config is not None and config["data"]["RAGOPS_KNOWLEDGE_BASE"] == "docs"
+        config = get(plane, namespace, "configmap", settings_name)
+        assert config is not None and config["data"]["RAGOPS_KNOWLEDGE_BASE"] == "docs" and config["immutable"]
+
+        # A runtime change is a new template with its own settings; the old one's objects are pruned
+        # once no revision can return to it (nothing was promoted here: no version exists).
+        change = '{"spec":{"limits":{"maxQueryChars":1500}}}'
+        plane.kubectl("patch", "-n", namespace, "ragd/docs-search", "--type=merge", "-p", change)
+        new_settings = eventually(
+            "the new template's settings",
+            lambda: (
+                (name := runtime_settings_name(plane, namespace, "docs-search")) != settings_name
+                and get(plane, namespace, "configmap", name)
+            ),
+        )
+        assert new_settings["data"]["RAGOPS_MAX_QUERY_CHARS"] == "1500"
+        eventually("the old template pruned", lambda: get(plane, namespace, "configmap", settings_name) is None)
+        assert get(plane, namespace, "controllerrevision", settings_name) is None
 
         status = eventually(
             "the status to follow the restored rollout",

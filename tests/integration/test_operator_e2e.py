@@ -53,6 +53,20 @@ def version(name: str, sources: str, thresholds: dict[str, float]) -> dict[str, 
     }
 
 
+def served_template(plane: ControlPlane, namespace: str, name: str = "docs") -> tuple[str, str]:
+    """(runtime hash, settings ConfigMap) of the pod template the runtime Deployment runs now."""
+    deployment = get(plane, namespace, "deployment", f"{name}-runtime") or {}
+    template = deployment.get("spec", {}).get("template", {})
+    runtime_hash = template.get("metadata", {}).get("annotations", {}).get("ragops.dev/runtime-hash", "")
+    containers = template.get("spec", {}).get("containers") or [{}]
+    config_map = (containers[0].get("envFrom") or [{}])[0].get("configMapRef", {}).get("name", "")
+    return runtime_hash, config_map
+
+
+def settings_config_map(plane: ControlPlane, namespace: str, name: str = "docs") -> str:
+    return served_template(plane, namespace, name)[1]
+
+
 def phase(plane: ControlPlane, namespace: str, resource: str, name: str) -> str | None:
     return ((get(plane, namespace, resource, name) or {}).get("status") or {}).get("phase")
 
@@ -241,7 +255,7 @@ def test_an_slo_breach_rolls_back_to_the_last_known_good_version_and_stays(
         apply(plane, namespace, deployment)
         settings = eventually(
             "the rendered runtime settings",
-            lambda: (get(plane, namespace, "configmap", "docs-runtime") or {}).get("data"),
+            lambda: (get(plane, namespace, "configmap", settings_config_map(plane, namespace)) or {}).get("data"),
         )
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("RAGOPS_", "ANTHROPIC_"))},
@@ -279,12 +293,19 @@ def test_an_slo_breach_rolls_back_to_the_last_known_good_version_and_stays(
                 ),
                 timeout=90,
             )
-            apply(
-                plane,
-                namespace,
-                {**deployment, "spec": {**deployment["spec"], "knowledgeBase": {"name": "docs", "version": "docs-v3"}}},
-            )
+            v1_template = served_template(plane, namespace)
+            # docs-v3 ships with a runtime change too: the rollback must restore both.
+            v3_spec = {
+                **deployment["spec"],
+                "knowledgeBase": {"name": "docs", "version": "docs-v3"},
+                "limits": {"maxQueryChars": 1500},
+            }
+            apply(plane, namespace, {**deployment, "spec": v3_spec})
             eventually("docs-v3 promoted", lambda: active_version(pg_dsn) == "docs-v3", timeout=30)
+            v3_template = eventually(
+                "docs-v3's runtime template",
+                lambda: (template := served_template(plane, namespace)) != v1_template and template,
+            )
             anthropic.script(*[Reply.slow(1.5)] * 10_000)  # docs-v3's answers are now slow
             slow_since = time.monotonic()
             rolled = eventually(
@@ -300,6 +321,11 @@ def test_an_slo_breach_rolls_back_to_the_last_known_good_version_and_stays(
             assert status["activeVersion"] == "docs-v1" and active_version(pg_dsn) == "docs-v1"
             assert "p95LatencyMs=" in condition(rolled, "RolledBack")["message"]
             assert [r["outcome"] for r in status["history"]][-1] == "RolledBack"
+            # The runtime template is v1's again (its own settings ConfigMap), though the spec still says v3's.
+            v1_revision = next(r for r in status["history"] if r["kbVersion"] == "docs-v1")
+            assert status["runtimeRevision"] == v1_revision["runtimeHash"] != v3_template[0]
+            restored = eventually("v1's template restored", lambda: served_template(plane, namespace) == v1_template)
+            assert restored and get(plane, namespace, "configmap", v1_template[1]) is not None
             # Within failureThreshold x checkInterval plus the window filling and a scrape or two.
             assert took < failure_threshold * check_interval + 20, took
             anthropic.script()  # fast again: the operator must still not roll forward to docs-v3

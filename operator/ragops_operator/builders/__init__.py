@@ -12,10 +12,12 @@ from .jobs import VersionContext, build_build_job, build_eval_job
 from .naming import child_name, common_labels, label_value, selector_labels
 from .owner import owner_reference
 from .runtime import (
-    CONFIG_HASH_ANNOTATION,
     RUNTIME_HASH_ANNOTATION,
+    RUNTIME_HASH_LABEL,
     RuntimeContext,
+    StoredTemplate,
     build_config_map,
+    build_controller_revision,
     build_deployment,
     build_horizontal_pod_autoscaler,
     build_network_policy,
@@ -27,17 +29,20 @@ from .runtime import (
     runtime_secret_env,
     runtime_settings_env,
     runtime_template_hash,
+    template_object_name,
 )
 
 __all__ = [
-    "CONFIG_HASH_ANNOTATION",
     "RUNTIME_HASH_ANNOTATION",
+    "RUNTIME_HASH_LABEL",
     "InvalidSpecError",
     "Manifest",
     "RuntimeContext",
+    "StoredTemplate",
     "VersionContext",
     "build_build_job",
     "build_config_map",
+    "build_controller_revision",
     "build_deployment",
     "build_eval_job",
     "build_horizontal_pod_autoscaler",
@@ -55,4 +60,5 @@ __all__ = [
     "runtime_settings_env",
     "runtime_template_hash",
     "selector_labels",
+    "template_object_name",
 ]

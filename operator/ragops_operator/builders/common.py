@@ -15,8 +15,8 @@ from ..api.common import SecretKeyRef
 Manifest: TypeAlias = dict[str, Any]
 """A Kubernetes object as the API server's JSON: what server-side apply sends."""
 
-RUN_AS_USER = 10001
-"""The non-root UID every ragops container runs as, clear of the system users of base images."""
+RUN_AS_USER = 65532
+"""The non-root UID every ragops container runs as: the images' USER, distroless's "nonroot" (65532)."""
 
 
 class InvalidSpecError(ValueError):

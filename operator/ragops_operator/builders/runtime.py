@@ -3,9 +3,15 @@
 `build_runtime_children` renders, from a RagDeploymentSpec alone, every object the operator
 server-side-applies for one RagDeployment: ServiceAccount, ConfigMap (the runtime's settings),
 NetworkPolicy, Service, Deployment, PodDisruptionBudget, HorizontalPodAutoscaler (only with
-autoscaling) and ServiceMonitor. The ConfigMap's keys are the `RAGOPS_*` variables of
-`ragops_runtime.settings.RuntimeSettings`, the operator/runtime contract; credentials never
-enter it and are passed only as secretKeyRef env vars.
+autoscaling), ServiceMonitor, and a ControllerRevision recording the runtime template. The
+ConfigMap's keys are the `RAGOPS_*` variables of `ragops_runtime.settings.RuntimeSettings`, the
+operator/runtime contract; credentials never enter it and are passed only as secretKeyRef env vars.
+
+Each runtime template (see `runtime_template_hash`) gets its own immutable settings ConfigMap,
+named after the hash, and a ControllerRevision holding that ConfigMap and the pod template, the
+way StatefulSets keep their history. A rollback to an older revision re-applies exactly what that
+revision ran (`StoredTemplate`), even after the spec has moved on; and pods of an older ReplicaSet
+never read settings written for a newer one.
 
 Pure: this module must not do I/O, read the clock, import Kopf or a Kubernetes client, or read
 the operator's settings; everything it needs is in `RuntimeContext`.
@@ -13,7 +19,9 @@ the operator's settings; everything it needs is in `RuntimeContext`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..api.kinds import RAG_DEPLOYMENT
 from ..api.knowledgebaseversion import StoreSpec
@@ -41,10 +49,12 @@ SCRAPE_INTERVAL = "15s"
 TERMINATION_GRACE_SECONDS = 30
 
 RUNTIME_HASH_ANNOTATION = "ragops.dev/runtime-hash"
-CONFIG_HASH_ANNOTATION = "ragops.dev/config-hash"
+RUNTIME_HASH_LABEL = "ragops.dev/runtime-hash"
+"""On each template's ConfigMap and ControllerRevision, so stale ones can be found and pruned."""
 
 DSN_ENV = "RAGOPS_DSN"
 ANTHROPIC_API_KEY_ENV = "RAGOPS_ANTHROPIC_API_KEY"
+CACHE_REDIS_URL_ENV = "RAGOPS_CACHE_REDIS_URL"
 POD_ENV = "RAGOPS_POD"
 
 MONITORING_POD_LABELS = {NAME_LABEL: "prometheus"}
@@ -111,6 +121,7 @@ def runtime_settings_env(ctx: RuntimeContext) -> dict[str, str]:
         "RAGOPS_MAX_CONCURRENT_REQUESTS": str(limits.max_concurrent_requests),
         "RAGOPS_CACHE_TTL_SECONDS": str(cache.ttl_seconds),
         "RAGOPS_CACHE_MAX_ENTRIES": str(cache.max_entries),
+        "RAGOPS_CACHE_BACKEND": cache.backend,
     }
     return {key: value for key, value in settings.items() if value is not None}
 
@@ -120,6 +131,9 @@ def runtime_secret_env(ctx: RuntimeContext) -> list[Manifest]:
     env = [secret_env(DSN_ENV, ctx.store.dsn_secret_ref)]
     if ctx.spec.generation.api_key_secret_ref is not None:
         env.append(secret_env(ANTHROPIC_API_KEY_ENV, ctx.spec.generation.api_key_secret_ref))
+    if ctx.spec.cache.redis_url_secret_ref is not None:
+        # The URL can carry a password: a secretKeyRef, never a ConfigMap value.
+        env.append(secret_env(CACHE_REDIS_URL_ENV, ctx.spec.cache.redis_url_secret_ref))
     return env
 
 
@@ -183,9 +197,30 @@ def build_service_account(ctx: RuntimeContext) -> Manifest:
     }
 
 
-def build_config_map(ctx: RuntimeContext) -> Manifest:
-    """The runtime's plain settings, mounted into the container with `envFrom`."""
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(ctx), "data": runtime_settings_env(ctx)}
+def template_object_name(ctx: RuntimeContext, template_hash: str) -> str:
+    """Name of one template's settings ConfigMap and of its ControllerRevision."""
+    return child_name(ctx.name, f"{COMPONENT}-{template_hash}")
+
+
+def _template_meta(ctx: RuntimeContext, template_hash: str) -> Manifest:
+    owner = owner_reference(RAG_DEPLOYMENT.api_version, RAG_DEPLOYMENT.kind, ctx.name, ctx.uid)
+    labels = {**_labels(ctx), RUNTIME_HASH_LABEL: template_hash}
+    return object_meta(template_object_name(ctx, template_hash), ctx.namespace, labels, owner)
+
+
+def build_config_map(ctx: RuntimeContext, template_hash: str) -> Manifest:
+    """The runtime's plain settings for one template, mounted into the container with `envFrom`.
+
+    Immutable: a settings change is a new template, hence a new ConfigMap and a rolling update,
+    never an edit under running pods (which would only see it at their next restart).
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _template_meta(ctx, template_hash),
+        "immutable": True,
+        "data": runtime_settings_env(ctx),
+    }
 
 
 def _probe(path: str, period_seconds: int, failure_threshold: int) -> Manifest:
@@ -219,7 +254,7 @@ def build_deployment(ctx: RuntimeContext, template_hash: str) -> Manifest:
         "image": ctx.image,
         "command": ["ragops", "serve"],
         "ports": [{"name": PORT_NAME, "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
-        "envFrom": [{"configMapRef": {"name": _name(ctx)}}],
+        "envFrom": [{"configMapRef": {"name": template_object_name(ctx, template_hash)}}],
         "env": [
             {"name": POD_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             *runtime_secret_env(ctx),
@@ -236,8 +271,6 @@ def build_deployment(ctx: RuntimeContext, template_hash: str) -> Manifest:
     }
     template_annotations = {
         RUNTIME_HASH_ANNOTATION: template_hash,
-        # The ConfigMap is read only at container start (envFrom), so a change must roll the pods.
-        CONFIG_HASH_ANNOTATION: _config_hash(ctx),
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(RUNTIME_PORT),
         "prometheus.io/path": METRICS_PATH,
@@ -267,10 +300,6 @@ def build_deployment(ctx: RuntimeContext, template_hash: str) -> Manifest:
     # With autoscaling, `replicas` is left out on purpose: under server-side apply, a field the
     # operator sets is a field it owns, and every reconcile would reset the HPA's choice.
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(ctx), "spec": spec}
-
-
-def _config_hash(ctx: RuntimeContext) -> str:
-    return content_hash(runtime_settings_env(ctx))
 
 
 def build_service(ctx: RuntimeContext) -> Manifest:
@@ -383,18 +412,57 @@ def build_service_monitor(ctx: RuntimeContext) -> Manifest:
     }
 
 
-def build_runtime_children(ctx: RuntimeContext) -> list[Manifest]:
+@dataclass(frozen=True)
+class StoredTemplate:
+    """What one runtime revision ran: its settings ConfigMap and its pod template."""
+
+    template_hash: str
+    config_map: Manifest
+    pod_template: Manifest
+
+    @classmethod
+    def from_controller_revision(cls, revision: Mapping[str, Any]) -> StoredTemplate:
+        labels = (revision.get("metadata") or {}).get("labels") or {}
+        data = revision.get("data") or {}
+        return cls(labels[RUNTIME_HASH_LABEL], dict(data["configMap"]), dict(data["podTemplate"]))
+
+
+def build_controller_revision(ctx: RuntimeContext, template_hash: str, revision: int) -> Manifest:
+    """The record of one runtime template, owned by the RagDeployment (collected with it).
+
+    `revision` orders records (the spec generation that first rendered the template). Its data is
+    immutable in the API, so the caller creates it once and never updates it.
+    """
+    deployment = build_deployment(ctx, template_hash)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ControllerRevision",
+        "metadata": _template_meta(ctx, template_hash),
+        "revision": revision,
+        "data": {"configMap": build_config_map(ctx, template_hash), "podTemplate": deployment["spec"]["template"]},
+    }
+
+
+def build_runtime_children(ctx: RuntimeContext, served: StoredTemplate | None = None) -> list[Manifest]:
     """Every object of the runtime, in apply order.
 
     The ServiceAccount and ConfigMap come before the Deployment whose pods need them, and the
     NetworkPolicy before any pod exists, so no runtime pod is ever reachable unprotected.
+    `served`, when given, is an older revision's template to run instead of the spec's (after a
+    rollback); everything else (replicas, Service, budgets) still follows the current spec.
     """
+    template_hash = runtime_template_hash(ctx)
+    config_map = build_config_map(ctx, template_hash)
+    deployment = build_deployment(ctx, template_hash)
+    if served is not None and served.template_hash != template_hash:
+        config_map = served.config_map
+        deployment = {**deployment, "spec": {**deployment["spec"], "template": served.pod_template}}
     children: list[Manifest | None] = [
         build_service_account(ctx),
-        build_config_map(ctx),
+        config_map,
         build_network_policy(ctx),
         build_service(ctx),
-        build_deployment(ctx, runtime_template_hash(ctx)),
+        deployment,
         build_pod_disruption_budget(ctx),
         build_horizontal_pod_autoscaler(ctx),
         build_service_monitor(ctx),

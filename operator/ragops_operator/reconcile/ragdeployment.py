@@ -10,7 +10,7 @@ spec asks for a different version or template: no rollback loops. Pure: the call
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -107,6 +107,14 @@ def _rollback_target(history: Sequence[Revision], current: Revision) -> Revision
 def last_known_good(history: Sequence[Revision]) -> Revision | None:
     good = [r for r in history if r.outcome == "KnownGood"]
     return good[-1] if good else None
+
+
+def stale_templates(existing: Mapping[str, str | None], keep: Set[str]) -> list[str]:
+    """Names of per-template objects (name -> template hash) whose template nothing can return to.
+
+    Objects without a hash are not per-template ones and are never pruned.
+    """
+    return sorted(name for name, template_hash in existing.items() if template_hash and template_hash not in keep)
 
 
 def plan_rollout(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ragops_operator.builders import Manifest, build_runtime_children, common_labels
+from ragops_operator.builders import RUNTIME_HASH_LABEL, Manifest, build_runtime_children, common_labels
 
 from .scenarios import (
     CREDENTIAL_ENV,
@@ -100,7 +100,7 @@ def test_every_pod_template_is_restricted(example: str, manifest: Manifest) -> N
     assert spec is not None
     security = spec["securityContext"]
     assert security["runAsNonRoot"] is True
-    assert security["runAsUser"] == 10001
+    assert security["runAsUser"] == 65532
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     assert spec["automountServiceAccountToken"] is False
     assert {"name": "tmp", "emptyDir": {"sizeLimit": spec["volumes"][-1]["emptyDir"]["sizeLimit"]}} in spec["volumes"]
@@ -145,7 +145,9 @@ def test_every_object_is_owned_labelled_and_namespaced(example: str, manifest: M
         }
     ]
     component = metadata["labels"]["app.kubernetes.io/component"]
-    assert metadata["labels"] == common_labels(kind, name, component)
+    # Per-template objects also carry their template's hash, so stale ones can be found and pruned.
+    labels = {key: value for key, value in metadata["labels"].items() if key != RUNTIME_HASH_LABEL}
+    assert labels == common_labels(kind, name, component)
     spec = pod_spec(manifest)
     if spec is not None:
         assert manifest["spec"]["template"]["metadata"]["labels"] == metadata["labels"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import ragops_operator.builders
 
 BUILDERS = Path(ragops_operator.builders.__file__).parent
-ALLOWED = {"__future__", "dataclasses", "hashlib", "json", "posixpath", "re", "typing"}
+ALLOWED = {"__future__", "collections.abc", "dataclasses", "hashlib", "json", "posixpath", "re", "typing"}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -8,15 +8,18 @@ import pytest
 from pydantic import TypeAdapter
 
 from ragops_operator.builders import (
-    CONFIG_HASH_ANNOTATION,
     RUNTIME_HASH_ANNOTATION,
+    RUNTIME_HASH_LABEL,
     Manifest,
+    StoredTemplate,
     build_config_map,
+    build_controller_revision,
     build_deployment,
     build_horizontal_pod_autoscaler,
     build_runtime_children,
     runtime_settings_env,
     runtime_template_hash,
+    template_object_name,
 )
 
 from .scenarios import RAGD_EXAMPLES, SETTINGS_BY_ENV, is_secret, runtime_context
@@ -34,7 +37,7 @@ def runtime_container(ctx_patch: dict[str, Any] | None = None, example: str = "r
 @pytest.mark.parametrize("example", RAGD_EXAMPLES)
 def test_every_rendered_env_var_is_a_runtime_setting(example: str) -> None:
     ctx = runtime_context(example, {"retrieval": {"reranker": {"provider": "http", "endpoint": "http://tei/rerank"}}})
-    config = build_config_map(ctx)["data"]
+    config = build_config_map(ctx, runtime_template_hash(ctx))["data"]
     container = runtime_container(example=example)
     rendered = set(config) | {entry["name"] for entry in container["env"]}
     unknown = rendered - set(SETTINGS_BY_ENV)
@@ -73,7 +76,12 @@ def test_the_settings_mapping() -> None:
             },
             "generation": {"maxTokens": 800, "timeoutSeconds": 12, "model": "claude-haiku-4-5"},
             "limits": {"maxConcurrentRequests": 16, "retrievalTimeoutMs": 900},
-            "cache": {"ttlSeconds": 0, "maxEntries": 5},
+            "cache": {
+                "ttlSeconds": 0,
+                "maxEntries": 5,
+                "backend": "redis",
+                "redisUrlSecretRef": {"name": "r", "key": "u"},
+            },
         },
         name="search",
     )
@@ -99,6 +107,7 @@ def test_the_settings_mapping() -> None:
         "RAGOPS_MAX_CONCURRENT_REQUESTS": "16",
         "RAGOPS_CACHE_TTL_SECONDS": "0",
         "RAGOPS_CACHE_MAX_ENTRIES": "5",
+        "RAGOPS_CACHE_BACKEND": "redis",
     }
 
 
@@ -111,7 +120,21 @@ def test_unset_optional_settings_are_omitted_not_rendered_empty() -> None:
 def test_pod_name_comes_from_the_downward_api_and_settings_from_the_config_map() -> None:
     container = runtime_container()
     assert {"name": "RAGOPS_POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
-    assert container["envFrom"] == [{"configMapRef": {"name": "docs-runtime"}}]
+    ctx = runtime_context()
+    config_map = template_object_name(ctx, runtime_template_hash(ctx))
+    assert config_map.startswith("docs-runtime-")
+    assert container["envFrom"] == [{"configMapRef": {"name": config_map}}]
+
+
+def test_the_redis_url_is_a_secret_ref_and_only_for_the_redis_backend() -> None:
+    redis = {"cache": {"backend": "redis", "redisUrlSecretRef": {"name": "cache", "key": "url"}}}
+    container = runtime_container(redis)
+    expected = {"secretKeyRef": {"name": "cache", "key": "url"}}
+    assert [e["valueFrom"] for e in container["env"] if e["name"] == "RAGOPS_CACHE_REDIS_URL"] == [expected]
+    ctx = runtime_context(patch=redis)
+    assert "RAGOPS_CACHE_REDIS_URL" not in runtime_settings_env(ctx)
+    assert runtime_settings_env(ctx)["RAGOPS_CACHE_BACKEND"] == "redis"
+    assert "RAGOPS_CACHE_REDIS_URL" not in {e["name"] for e in runtime_container()["env"]}
 
 
 def test_anthropic_key_is_passed_only_when_referenced() -> None:
@@ -182,16 +205,48 @@ def test_template_hash_changes_exactly_when_pods_must_change(
     assert len(after) == 12 and int(after, 16) >= 0
 
 
-def test_the_pod_template_is_annotated_with_both_hashes() -> None:
+def _child(children: list[Manifest], kind: str) -> Manifest:
+    return next(child for child in children if child["kind"] == kind)
+
+
+def test_each_template_reads_its_own_immutable_settings_config_map() -> None:
     ctx = runtime_context()
+    template_hash = runtime_template_hash(ctx)
     children = build_runtime_children(ctx)
-    deployment = next(child for child in children if child["kind"] == "Deployment")
-    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    assert annotations[RUNTIME_HASH_ANNOTATION] == runtime_template_hash(ctx)
+    config_map, deployment = _child(children, "ConfigMap"), _child(children, "Deployment")
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["annotations"][RUNTIME_HASH_ANNOTATION] == template_hash
+    assert template["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert config_map["immutable"] is True
+    assert config_map["metadata"]["labels"][RUNTIME_HASH_LABEL] == template_hash
+    assert template["spec"]["containers"][0]["envFrom"] == [{"configMapRef": {"name": config_map["metadata"]["name"]}}]
+    # A settings change is a new template: a new ConfigMap name, so the pods roll and old ones keep theirs.
     changed = runtime_context(patch={"cache": {"maxEntries": 1}})
-    other = build_deployment(changed, runtime_template_hash(changed))["spec"]["template"]["metadata"]["annotations"]
-    assert other[CONFIG_HASH_ANNOTATION] != annotations[CONFIG_HASH_ANNOTATION]
-    assert annotations["prometheus.io/scrape"] == "true"
+    changed_map = build_config_map(changed, runtime_template_hash(changed))
+    assert changed_map["metadata"]["name"] != config_map["metadata"]["name"]
+    assert template_object_name(ctx, template_hash).endswith(template_hash)
+
+
+def test_a_rolled_back_revision_runs_its_stored_template_while_the_rest_follows_the_spec() -> None:
+    old = runtime_context(patch={"runtime": {"image": "ghcr.io/ragops/ragops:0.0.9"}})
+    record = build_controller_revision(old, runtime_template_hash(old), revision=3)
+    assert record["kind"] == "ControllerRevision" and record["revision"] == 3
+    stored = StoredTemplate.from_controller_revision(record)
+    assert stored.template_hash == runtime_template_hash(old)
+
+    new = runtime_context(
+        patch={"runtime": {"image": "ghcr.io/ragops/ragops:0.2.0", "replicas": 4, "autoscaling": None}}
+    )
+    restored = build_runtime_children(new, served=stored)
+    deployment = _child(restored, "Deployment")
+    assert deployment["spec"]["template"] == build_deployment(old, stored.template_hash)["spec"]["template"]
+    assert deployment["spec"]["replicas"] == 4  # scale follows the spec; only the template is the revision's
+    assert _child(restored, "ConfigMap") == build_config_map(old, stored.template_hash)
+    # Serving the spec's own template needs no record: the same objects as without one.
+    current = build_controller_revision(new, runtime_template_hash(new), revision=4)
+    assert build_runtime_children(new, served=StoredTemplate.from_controller_revision(current)) == (
+        build_runtime_children(new)
+    )
 
 
 def test_the_runtime_container_serves_on_8080_with_probes() -> None:
