@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/ragops/ragops:0.1.0"
+SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class OperatorSettings(BaseSettings):
@@ -20,7 +25,25 @@ class OperatorSettings(BaseSettings):
     )
     reconcile_seconds: float = Field(default=5.0, gt=0, description="How often resources are re-examined.")
     prometheus_timeout_seconds: float = Field(default=5.0, gt=0, description="Budget of one Prometheus query.")
-    peering: str = Field(default="ragops", description="Kopf peering name: replicas elect one active operator.")
+    lease_name: str = Field(default="ragops-operator", description="Lease the replicas compete for.")
+    lease_namespace: str = Field(
+        default="", description="Namespace of the Lease; empty: the pod's own namespace (or `default` outside one)."
+    )
+    lease_seconds: int = Field(
+        default=15, ge=2, le=300, description="How long a leader's claim lasts without renewal (client-go's default)."
+    )
+    pod_name: str = Field(default="", description="This replica's identity in the Lease; empty: host name and pid.")
+
+    @property
+    def identity(self) -> str:
+        return self.pod_name or f"{socket.gethostname()}-{os.getpid()}"
+
+    @property
+    def resolved_lease_namespace(self) -> str:
+        if self.lease_namespace:
+            return self.lease_namespace
+        in_pod = Path(SERVICE_ACCOUNT_NAMESPACE_FILE)
+        return in_pod.read_text().strip() if in_pod.is_file() else "default"
 
     @property
     def namespace_list(self) -> list[str]:

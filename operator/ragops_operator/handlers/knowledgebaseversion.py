@@ -34,6 +34,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     )
     _post(body, outcome.events)
     if outcome.retry:
+        memo.metrics.reconcile_errors.labels("KnowledgeBaseVersion").inc()
         raise kopf.TemporaryError(outcome.retry, delay=RETRY_SECONDS)
 
 

@@ -39,5 +39,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         "RagDeployment", body.metadata.namespace or "", body.metadata.name or "", outcome.status
     )
     _post(body, outcome.events)
+    memo.metrics.record_rollout_events(body.metadata.namespace or "", body.metadata.name or "", outcome.events)
     if outcome.retry:
+        memo.metrics.reconcile_errors.labels("RagDeployment").inc()
         raise kopf.TemporaryError(outcome.retry, delay=RETRY_SECONDS)
