@@ -130,14 +130,22 @@ def test_check_mode_reports_a_stale_and_a_stray_file(tmp_path: Path) -> None:
 
 def test_cli_check_fails_on_stale_files(tmp_path: Path) -> None:
     ragops = str(Path(sys.executable).parent / "ragops")
-    fresh = subprocess.run([ragops, "crds", "--output-dir", str(tmp_path)], capture_output=True, text=True)
+    dirs = ["--output-dir", str(tmp_path / "crds"), "--chart-dir", str(tmp_path / "chart")]
+    fresh = subprocess.run([ragops, "crds", *dirs], capture_output=True, text=True)
     assert fresh.returncode == 0
-    ok = subprocess.run([ragops, "crds", "--check", "--output-dir", str(tmp_path)], capture_output=True, text=True)
+    assert (tmp_path / "chart" / crdgen.CHART_CRD_DIR / crdgen.crd_filename(RAG_DEPLOYMENT)).exists()
+    ok = subprocess.run([ragops, "crds", "--check", *dirs], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    (tmp_path / crdgen.crd_filename(KNOWLEDGE_BASE_VERSION)).unlink()
-    stale = subprocess.run([ragops, "crds", "--check", "--output-dir", str(tmp_path)], capture_output=True, text=True)
-    assert stale.returncode == 1
-    assert "are stale: run `ragops crds`" in stale.stderr
+    # Either copy going stale fails the check: the plain CRDs, then the chart's.
+    for stale_file in (
+        tmp_path / "crds" / crdgen.crd_filename(KNOWLEDGE_BASE_VERSION),
+        tmp_path / "chart" / crdgen.CHART_CRD_DIR / crdgen.crd_filename(KNOWLEDGE_BASE_VERSION),
+    ):
+        stale_file.unlink()
+        stale = subprocess.run([ragops, "crds", "--check", *dirs], capture_output=True, text=True)
+        assert stale.returncode == 1
+        assert "are stale: run `ragops crds`" in stale.stderr and f"{stale_file} (committed)" in stale.stderr
+        subprocess.run([ragops, "crds", *dirs], capture_output=True, text=True, check=True)
 
 
 class _Undocumented(BaseModel):
