@@ -1,0 +1,147 @@
+"""The demo's SLO readings, computed from two scrapes of the runtime's /metrics instead of Prometheus.
+
+`make demo` must run on a machine that has only run `make install`, and Prometheus is a Debian
+package that needs root to install, so the demo reads the runtime's own exposition before and
+after a burst of traffic and computes what `ragops_operator.prometheus.slo_queries` asks
+Prometheus for, over that burst: the increase of the query counter, `histogram_quantile(0.95, ...)`
+of the duration histogram's increase (Prometheus' interpolation, reproduced below), the error
+share, mean feedback and cost per query. One difference: Prometheus' `increase()` extrapolates to
+the window's edges; a difference of two scrapes does not need to, since they bound the window.
+
+Pure: parses text and does arithmetic. No HTTP, no clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from ragops_operator.reconcile.slo import SloSample
+
+QUERIES = "ragops_queries_total"
+DURATION_BUCKET = "ragops_query_duration_seconds_bucket"
+FEEDBACK_SUM = "ragops_feedback_score_sum"
+FEEDBACK_COUNT = "ragops_feedback_score_count"
+COST = "ragops_cost_usd_total"
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """The series of one deployment that the SLO queries read, summed over pods as the queries do."""
+
+    queries: float
+    errors: float
+    buckets: Mapping[float, float]
+    """Cumulative count per upper bound `le` (math.inf for +Inf)."""
+    feedback_sum: float
+    feedback_count: float
+    cost_usd: float | None
+    """None when no cost series is exported (the SLO query then has no data either)."""
+
+
+def parse_scrape(text: str, *, namespace: str, deployment: str) -> Scrape:
+    """The deployment's series in a Prometheus text exposition (other deployments' are ignored)."""
+    queries = errors = feedback_sum = feedback_count = 0.0
+    cost: float | None = None
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if labels.get("namespace") != namespace or labels.get("deployment") != deployment:
+                continue
+            if sample.name == QUERIES:
+                queries += sample.value
+                if labels.get("status") == "error":
+                    errors += sample.value
+            elif sample.name == DURATION_BUCKET:
+                bound = float(labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+            elif sample.name == FEEDBACK_SUM:
+                feedback_sum += sample.value
+            elif sample.name == FEEDBACK_COUNT:
+                feedback_count += sample.value
+            elif sample.name == COST:
+                cost = (cost or 0.0) + sample.value
+    return Scrape(queries, errors, buckets, feedback_sum, feedback_count, cost)
+
+
+def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """Prometheus' `histogram_quantile` over cumulative bucket counts; None where it returns NaN.
+
+    The rank q * total falls in the first bucket whose cumulative count reaches it; the value is
+    interpolated linearly inside that bucket, from 0 for the lowest bucket (when its bound is
+    positive); a rank in the +Inf bucket returns the highest finite bound.
+    """
+    if not 0 <= q <= 1 or math.inf not in buckets:
+        return None
+    bounds = sorted(buckets)
+    total = buckets[math.inf]
+    if total <= 0:
+        return None
+    rank = q * total
+    for index, bound in enumerate(bounds):
+        count = buckets[bound]
+        if count < rank:
+            continue
+        if bound == math.inf:
+            return bounds[-2] if len(bounds) > 1 else None
+        lower = bounds[index - 1] if index > 0 else 0.0
+        below = buckets[bounds[index - 1]] if index > 0 else 0.0
+        if index == 0 and bound <= 0:
+            return bound
+        in_bucket = count - below
+        if in_bucket <= 0:
+            return bound
+        return lower + (bound - lower) * (rank - below) / in_bucket
+    return None
+
+
+def sample_between(before: Scrape, after: Scrape) -> SloSample:
+    """The `SloSample` of the window between two scrapes of the same runtime process."""
+    requests = after.queries - before.queries
+    increase = {le: count - before.buckets.get(le, 0.0) for le, count in after.buckets.items()}
+    rated = after.feedback_count - before.feedback_count
+    cost = None
+    if after.cost_usd is not None and requests > 0:
+        cost = (after.cost_usd - (before.cost_usd or 0.0)) / requests
+    return SloSample(
+        requests=requests,
+        p95_latency_seconds=histogram_quantile(0.95, increase) if requests > 0 else None,
+        error_ratio=(after.errors - before.errors) / requests if requests > 0 else None,
+        satisfaction=(after.feedback_sum - before.feedback_sum) / rated if rated > 0 else None,
+        cost_per_query_usd=cost,
+    )
+
+
+def latency_objective_ms(baseline_p95_ms: float | None, *, floor_ms: int, factor: float = 2.0) -> int:
+    """The demo's p95 objective: `factor` x the last known-good version's measured p95, at least `floor_ms`.
+
+    A fixed number cannot fit both of the demo's modes: retrieval-only answers take milliseconds,
+    answers generated by the Anthropic API seconds. Anchoring the objective on the baseline, as
+    canary analysis does, keeps "twice as slow as before" a breach in both.
+    """
+    measured = 0.0 if baseline_p95_ms is None else baseline_p95_ms
+    return max(floor_ms, math.ceil(measured * factor / 10) * 10)
+
+
+FAULT_FACTOR = 1.25
+"""A faulty query is slowed by this multiple of the objective. The p95 is read from histogram buckets,
+interpolated as if each bucket were uniform, so it can sit below the true value; if every query is at
+least 1.25 x the objective, the interpolated p95 is at least 0.95 of a bucket bound above 1.25 x the
+objective, hence above it, whatever the bucket layout."""
+
+
+def per_statement_delay_ms(objective_ms: int, statements_per_query: int) -> int:
+    """The injected delay per statement that makes every faulty query exceed the objective on its own."""
+    return math.ceil(FAULT_FACTOR * objective_ms / max(1, statements_per_query))
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile of client-side timings, for the tables (not for the SLO verdict)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
