@@ -342,6 +342,13 @@ INVALID = [
     (RAGD, "spec.cache.backend", "memcached", 'spec.cache.backend: Unsupported value: "memcached"'),
     (
         RAGD,
+        "spec.jobs.retention",
+        "30s",
+        "spec.jobs.retention: Invalid value: retention must be between 1m and 8760h (a year)",
+    ),
+    (RAGD, "spec.jobs.concurrency", -1, "spec.jobs.concurrency: Invalid value: -1"),
+    (
+        RAGD,
         "spec.monitoring.prometheusUrl",
         "prometheus:9090",
         "spec.monitoring.prometheusUrl: Invalid value",

@@ -6,7 +6,7 @@ also the CRD default, so `kubectl get -o yaml` shows the settings the operator a
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import Field
@@ -225,6 +225,30 @@ class CacheSpec(ApiModel):
     )
 
 
+class JobsSpec(ApiModel):
+    """Async and batch queries (POST /v1/jobs): a queue in the store, worked by every replica."""
+
+    rules = (
+        Rule(
+            cel="duration(self.retention) >= duration('1m') && duration(self.retention) <= duration('8760h')",
+            message="retention must be between 1m and 8760h (a year)",
+            field_path=".retention",
+            holds=lambda j: timedelta(minutes=1) <= parse_duration(j.retention) <= timedelta(hours=8760),
+        ),
+    )
+
+    concurrency: int = Field(
+        default=4, ge=0, le=1000, description="Job queries each replica works on at once; 0 leaves jobs to others."
+    )
+    max_queries_per_job: int = Field(
+        default=100, ge=1, le=10_000, description="Most queries in one job; larger jobs are refused with 422."
+    )
+    max_attempts: int = Field(
+        default=5, ge=1, le=100, description="Attempts per job query on transient failures before it fails."
+    )
+    retention: Duration = Field(default="168h", description="How long finished jobs and their answers are kept.")
+
+
 class SloSpec(ApiModel):
     """Service-level objectives checked against Prometheus; breaches trigger rollback."""
 
@@ -289,6 +313,7 @@ class RagDeploymentSpec(ApiModel):
     generation: GenerationSpec = Field(default=GenerationSpec(), description="Generation settings.")
     limits: LimitsSpec = Field(default=LimitsSpec(), description="Rate, size, concurrency and time limits.")
     cache: CacheSpec = Field(default=CacheSpec(), description="Answer cache.")
+    jobs: JobsSpec = Field(default=JobsSpec(), description="Async and batch queries.")
     slo: SloSpec = Field(default=SloSpec(), description="Service-level objectives.")
     rollout: RolloutSpec = Field(default=RolloutSpec(), description="Promotion and rollback policy.")
     monitoring: MonitoringSpec = Field(default=MonitoringSpec(), description="Metrics source for SLO checks.")

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..api.common import parse_duration
 from ..api.kinds import RAG_DEPLOYMENT
 from ..api.knowledgebaseversion import StoreSpec
 from ..api.ragdeployment import RagDeploymentSpec
@@ -97,7 +98,7 @@ def runtime_settings_env(ctx: RuntimeContext) -> dict[str, str]:
     """
     spec = ctx.spec
     retrieval, reranker = spec.retrieval, spec.retrieval.reranker
-    generation, limits, cache = spec.generation, spec.limits, spec.cache
+    generation, limits, cache, jobs = spec.generation, spec.limits, spec.cache, spec.jobs
     settings: dict[str, str | None] = {
         "RAGOPS_KNOWLEDGE_BASE": spec.knowledge_base.name,
         "RAGOPS_NAMESPACE": ctx.namespace,
@@ -122,6 +123,10 @@ def runtime_settings_env(ctx: RuntimeContext) -> dict[str, str]:
         "RAGOPS_CACHE_TTL_SECONDS": str(cache.ttl_seconds),
         "RAGOPS_CACHE_MAX_ENTRIES": str(cache.max_entries),
         "RAGOPS_CACHE_BACKEND": cache.backend,
+        "RAGOPS_JOB_CONCURRENCY": str(jobs.concurrency),
+        "RAGOPS_JOB_MAX_QUERIES": str(jobs.max_queries_per_job),
+        "RAGOPS_JOB_MAX_ATTEMPTS": str(jobs.max_attempts),
+        "RAGOPS_JOB_RETENTION_SECONDS": str(int(parse_duration(jobs.retention).total_seconds())),
     }
     return {key: value for key, value in settings.items() if value is not None}
 

@@ -82,6 +82,7 @@ def test_the_settings_mapping() -> None:
                 "backend": "redis",
                 "redisUrlSecretRef": {"name": "r", "key": "u"},
             },
+            "jobs": {"concurrency": 0, "maxQueriesPerJob": 20, "maxAttempts": 3, "retention": "36h"},
         },
         name="search",
     )
@@ -108,6 +109,10 @@ def test_the_settings_mapping() -> None:
         "RAGOPS_CACHE_TTL_SECONDS": "0",
         "RAGOPS_CACHE_MAX_ENTRIES": "5",
         "RAGOPS_CACHE_BACKEND": "redis",
+        "RAGOPS_JOB_CONCURRENCY": "0",
+        "RAGOPS_JOB_MAX_QUERIES": "20",
+        "RAGOPS_JOB_MAX_ATTEMPTS": "3",
+        "RAGOPS_JOB_RETENTION_SECONDS": "129600",
     }
 
 
