@@ -95,6 +95,34 @@ async def test_versions_share_unchanged_chunks(pg_dsn: str) -> None:
         assert hits_v1[0].text == "helm installs charts" and hits_v1[0].score == pytest.approx(1.0, abs=1e-5)
 
 
+async def test_two_versions_built_at_once_share_the_chunks_both_add(pg_dsn: str) -> None:
+    """Both builds look before either inserts (as two build Jobs at once do): the second one's batch
+    meets the first one's rows and must reuse them, not fail on the unique chunk key."""
+    v1_rows = ROWS_V1
+    v2_rows = [*ROWS_V1[:2], row("d.md", 0, "argo syncs applications", 5)]
+    async with await KnowledgeStore.connect(pg_dsn) as first, await KnowledgeStore.connect(pg_dsn) as second:
+        r1 = await first.begin_version("docs", "v1", SPACE, SETTINGS)
+        r2 = await second.begin_version("docs", "v2", SPACE, SETTINGS)
+        assert await first.known_chunks(r1, [r.key for r in v1_rows]) == {}
+        assert await second.known_chunks(r2, [r.key for r in v2_rows]) == {}
+        ids_1 = await first.insert_chunks(r1, v1_rows)
+        ids_2 = await second.insert_chunks(r2, v2_rows)
+        assert set(ids_2) == {r.key for r in v2_rows}
+        shared = {r.key for r in ROWS_V1[:2]}
+        assert {key: ids_2[key] for key in shared} == {key: ids_1[key] for key in shared}
+        table = chunk_table_name("docs", SPACE)
+        count = await (await first.connection.execute(f'SELECT count(*) FROM ragops."{table}"')).fetchone()
+        assert count == (4,)
+        # And truly at once: overlapping batches from two connections, none lost, none doubled.
+        r3 = await first.begin_version("docs", "v3", SPACE, SETTINGS)
+        r4 = await second.begin_version("docs", "v4", SPACE, SETTINGS)
+        batch = [row(f"n{i}.md", 0, f"new text {i}", 100 + i) for i in range(300)]
+        got_3, got_4 = await asyncio.gather(first.insert_chunks(r3, batch), second.insert_chunks(r4, batch[::-1]))
+        assert got_3 == got_4 and len(got_3) == 300
+        count = await (await first.connection.execute(f'SELECT count(*) FROM ragops."{table}"')).fetchone()
+        assert count == (304,)
+
+
 async def test_rebuild_is_idempotent_and_settings_are_immutable(pg_dsn: str) -> None:
     async with await KnowledgeStore.connect(pg_dsn) as store:
         first = await build(store, "docs", "v1", ROWS_V1)

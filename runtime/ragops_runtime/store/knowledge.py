@@ -220,6 +220,11 @@ def chunk_table_name(kb: str, space: EmbeddingSpace) -> str:
     return sanitized_name(kb, space.key, suffix="_chunks")
 
 
+_CHUNK_COLUMNS = sql.SQL(
+    "chunk_key, document_id, source, position, heading_path, text, text_digest, token_count, metadata, embedding"
+)
+
+
 class KnowledgeStore:
     """Knowledge-base storage over one async psycopg connection."""
 
@@ -401,33 +406,58 @@ class KnowledgeStore:
         return {digest: np.asarray(vector, dtype=np.float32) for digest, vector in await cursor.fetchall()}
 
     async def insert_chunks(self, record: VersionRecord, rows: Sequence[ChunkRow]) -> dict[str, int]:
-        """Bulk-loads new chunks with COPY (one committed batch) and returns chunk_key -> id."""
+        """Bulk-loads new chunks with COPY (one committed batch) and returns chunk_key -> id.
+
+        Two versions of one knowledge base built at once share the chunk table, and each may try to
+        add a chunk the other added after it looked: the batch then goes through a staging table and
+        `ON CONFLICT DO NOTHING`, which waits for the other build's batch and reuses its rows.
+        """
         if not rows:
             return {}
         chunks = derived_identifier(record.kb, record.space.key, suffix="_chunks")
-        copy_sql = sql.SQL(
-            "COPY {chunks} (chunk_key, document_id, source, position, heading_path, text, text_digest, "
-            "token_count, metadata, embedding) FROM STDIN WITH (FORMAT BINARY)"
-        ).format(chunks=chunks)
-        async with self._conn.transaction(), self._conn.cursor() as cursor:
-            async with cursor.copy(copy_sql) as copy:
-                copy.set_types(["text", "text", "text", "int4", "text[]", "text", "text", "int4", "jsonb", "vector"])
-                for row in rows:
-                    await copy.write_row(
-                        (
-                            row.key,
-                            row.document_id,
-                            row.source,
-                            row.position,
-                            list(row.heading_path),
-                            row.text,
-                            row.text_digest,
-                            row.token_count,
-                            Jsonb(row.metadata),
-                            row.embedding,
-                        )
-                    )
+        try:
+            async with self._conn.transaction():
+                await self._copy_chunks(chunks, rows)
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
+            async with self._conn.transaction():
+                await self._conn.execute(
+                    sql.SQL(
+                        "CREATE TEMP TABLE ragops_incoming_chunks ON COMMIT DROP AS "
+                        "SELECT {columns} FROM {chunks} WITH NO DATA"
+                    ).format(columns=_CHUNK_COLUMNS, chunks=chunks)
+                )
+                await self._copy_chunks(sql.Identifier("ragops_incoming_chunks"), rows)
+                await self._conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {chunks} ({columns}) SELECT {columns} FROM ragops_incoming_chunks "
+                        "ORDER BY chunk_key ON CONFLICT (chunk_key) DO NOTHING"
+                    ).format(columns=_CHUNK_COLUMNS, chunks=chunks)
+                )
         return await self.known_chunks(record, [row.key for row in rows])
+
+    async def _copy_chunks(self, table: sql.Composable, rows: Sequence[ChunkRow]) -> None:
+        copy_sql = sql.SQL("COPY {table} ({columns}) FROM STDIN WITH (FORMAT BINARY)").format(
+            table=table, columns=_CHUNK_COLUMNS
+        )
+        async with self._conn.cursor() as cursor, cursor.copy(copy_sql) as copy:
+            copy.set_types(["text", "text", "text", "int4", "text[]", "text", "text", "int4", "jsonb", "vector"])
+            # In key order, so two builds adding overlapping batches lock keys in the same order and
+            # the later one waits for the earlier instead of deadlocking with it.
+            for row in sorted(rows, key=lambda chunk: chunk.key):
+                await copy.write_row(
+                    (
+                        row.key,
+                        row.document_id,
+                        row.source,
+                        row.position,
+                        list(row.heading_path),
+                        row.text,
+                        row.text_digest,
+                        row.token_count,
+                        Jsonb(row.metadata),
+                        row.embedding,
+                    )
+                )
 
     async def complete_version(
         self,
