@@ -6,8 +6,11 @@ manifests in `builders/`, every Kubernetes call in `kube.py`, every SQL in the r
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -131,12 +134,55 @@ def _job_state(job: dict[str, Any] | None) -> ObservedJob:
     return ObservedJob(JobState.RUNNING)
 
 
+class Stores:
+    """One open store connection per DSN, reused by every pass and used by one pass at a time.
+
+    Connecting (TLS, authentication, the schema check) costs far more than the one or two queries a
+    pass makes; with hundreds of objects on one database, a connection per pass was the operator's
+    main cost. A connection that fails is dropped, and the next pass connects again.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[str, KnowledgeStore] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @asynccontextmanager
+    async def use(self, dsn: str) -> AsyncIterator[KnowledgeStore]:
+        # One pass at a time: activation is a transaction, and a shared connection would mix them.
+        async with self._locks.setdefault(dsn, asyncio.Lock()):
+            store = self._open.get(dsn)
+            if store is None or store.connection.closed:
+                store = self._open[dsn] = await KnowledgeStore.connect(dsn)
+            try:
+                yield store
+            except StoreError:
+                del self._open[dsn]
+                await store.close()
+                raise
+
+    async def close(self) -> None:
+        for store in self._open.values():
+            await store.close()
+        self._open.clear()
+
+
+@dataclass
+class Observers:
+    """What passes share between them: the store connections, and which namespaces serve ServiceMonitors."""
+
+    stores: Stores = field(default_factory=Stores)
+    service_monitors: dict[str, tuple[bool, float]] = field(default_factory=dict)
+    """namespace -> (served, when asked, on the loop's clock)."""
+
+
 async def store_dsn(kube: Kube, namespace: str, store: StoreSpec) -> str | None:
     ref = store.dsn_secret_ref
     return await kube.secret_value(namespace, ref.name, ref.key)
 
 
-async def reconcile_version(kube: Kube, config: OperatorSettings, body: dict[str, Any], now: datetime) -> Outcome:
+async def reconcile_version(
+    kube: Kube, observers: Observers, config: OperatorSettings, body: dict[str, Any], now: datetime
+) -> Outcome:
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation", 1))
     try:
@@ -150,7 +196,7 @@ async def reconcile_version(kube: Kube, config: OperatorSettings, body: dict[str
     dsn = await store_dsn(kube, namespace, spec.store)
     if dsn is not None:
         try:
-            async with await KnowledgeStore.connect(dsn) as store:
+            async with observers.stores.use(dsn) as store:
                 record = await store.get_version(spec.knowledge_base, name)
         except StoreError as error:
             # Without the store nothing can be verified: report it, start nothing, retry soon.
@@ -197,12 +243,12 @@ async def versions_in_use(kube: Kube, namespace: str, version: str) -> list[str]
     return users
 
 
-async def drop_version(kube: Kube, body: dict[str, Any]) -> None:
+async def drop_version(kube: Kube, observers: Observers, body: dict[str, Any]) -> None:
     spec = KnowledgeBaseVersionSpec.model_validate(body["spec"])
     dsn = await store_dsn(kube, body["metadata"]["namespace"], spec.store)
     if dsn is None:
         return  # nothing reachable to clean; the store was never written through this object
-    async with await KnowledgeStore.connect(dsn) as store:
+    async with observers.stores.use(dsn) as store:
         await store.drop_version(spec.knowledge_base, body["metadata"]["name"])
 
 
@@ -236,7 +282,13 @@ def _history(status: dict[str, Any]) -> tuple[Revision, ...]:
 
 
 async def reconcile_rollout(
-    kube: Kube, config: OperatorSettings, body: dict[str, Any], now: datetime, *, check_slo: bool
+    kube: Kube,
+    observers: Observers,
+    config: OperatorSettings,
+    body: dict[str, Any],
+    now: datetime,
+    *,
+    check_slo: bool,
 ) -> Outcome:
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation", 1))
@@ -317,6 +369,7 @@ async def reconcile_rollout(
             try:
                 await _point_at(
                     kube,
+                    observers,
                     namespace,
                     store,
                     spec.knowledge_base.name,
@@ -328,7 +381,7 @@ async def reconcile_rollout(
         # The runtime exists as soon as its store is known; its pods are ready once a version is active.
         served_hash = plan.serve.runtime_hash if plan.serve is not None else template_hash
         keep = {template_hash, served_hash, *(r.runtime_hash for r in plan.history)}
-        if not await _apply_runtime(kube, context, generation, served_hash, keep):
+        if not await _apply_runtime(kube, observers, context, generation, served_hash, keep):
             events.append(
                 Event(
                     "Warning",
@@ -366,19 +419,26 @@ async def reconcile_rollout(
 
 
 async def _point_at(
-    kube: Kube, namespace: str, store: StoreSpec, knowledge_base: str, version: str, *, reason: str
+    kube: Kube,
+    observers: Observers,
+    namespace: str,
+    store: StoreSpec,
+    knowledge_base: str,
+    version: str,
+    *,
+    reason: str,
 ) -> None:
     """Moves the store's activation pointer to `version` if it points elsewhere (idempotent)."""
     dsn = await store_dsn(kube, namespace, store)
     if dsn is None:
         return
-    async with await KnowledgeStore.connect(dsn) as knowledge:
+    async with observers.stores.use(dsn) as knowledge:
         if (await knowledge.activation(knowledge_base)).active != version:
             await knowledge.activate(knowledge_base, version, reason=reason)
 
 
 async def _apply_runtime(
-    kube: Kube, context: RuntimeContext, generation: int, served_hash: str, keep: set[str]
+    kube: Kube, observers: Observers, context: RuntimeContext, generation: int, served_hash: str, keep: set[str]
 ) -> bool:
     """Applies the runtime serving `served_hash`'s template; False if that template has no record.
 
@@ -387,9 +447,12 @@ async def _apply_runtime(
     """
     spec_hash = runtime_template_hash(context)
     labels = selector_labels(context.name, "runtime")
+    listed = {
+        kind: await kube.list(api_version, kind, context.namespace, labels)
+        for api_version, kind in (("apps/v1", "ControllerRevision"), ("v1", "ConfigMap"))
+    }
     records = {
-        (item["metadata"].get("labels") or {}).get(RUNTIME_HASH_LABEL): item
-        for item in await kube.list("apps/v1", "ControllerRevision", context.namespace, labels)
+        (item["metadata"].get("labels") or {}).get(RUNTIME_HASH_LABEL): item for item in listed["ControllerRevision"]
     }
     if spec_hash not in records:
         await kube.create(build_controller_revision(context, spec_hash, revision=generation))
@@ -397,20 +460,33 @@ async def _apply_runtime(
     if served_hash != spec_hash and served_hash in records:
         served = StoredTemplate.from_controller_revision(records[served_hash])
     for manifest in build_runtime_children(context, served):
-        if manifest["kind"] == "ServiceMonitor" and not await kube.has_resource(
-            manifest["apiVersion"], "ServiceMonitor", context.namespace
+        if manifest["kind"] == "ServiceMonitor" and not await _serves_service_monitors(
+            kube, observers, context.namespace
         ):
             continue
         await kube.apply(manifest)
 
     for api_version, kind in (("v1", "ConfigMap"), ("apps/v1", "ControllerRevision")):
-        found = await kube.list(api_version, kind, context.namespace, labels)
+        found = listed[kind]
         existing = {
             item["metadata"]["name"]: (item["metadata"].get("labels") or {}).get(RUNTIME_HASH_LABEL) for item in found
         }
         for name in stale_templates(existing, keep):
             await kube.delete(api_version, kind, context.namespace, name)
     return served_hash == spec_hash or served is not None
+
+
+SERVICE_MONITOR_RECHECK_SECONDS = 300.0
+
+
+async def _serves_service_monitors(kube: Kube, observers: Observers, namespace: str) -> bool:
+    """Whether the API serves ServiceMonitors, asked again every few minutes (the CRD may arrive later)."""
+    now = asyncio.get_running_loop().time()
+    known = observers.service_monitors.get(namespace)
+    if known is None or now - known[1] > SERVICE_MONITOR_RECHECK_SECONDS:
+        known = (await kube.has_resource("monitoring.coreos.com/v1", "ServiceMonitor", namespace), now)
+        observers.service_monitors[namespace] = known
+    return known[0]
 
 
 def _slo_condition(

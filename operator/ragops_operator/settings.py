@@ -23,7 +23,14 @@ class OperatorSettings(BaseSettings):
     namespaces: str = Field(
         default="", description="Comma-separated namespaces to watch; empty watches the whole cluster."
     )
-    reconcile_seconds: float = Field(default=5.0, gt=0, description="How often resources are re-examined.")
+    reconcile_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How often a steady (Healthy) RagDeployment is re-examined anyway, correcting drift made by hand; "
+            "one with a change, a rollout, a bake or an SLO check due is examined every 2 s."
+        ),
+    )
     prometheus_timeout_seconds: float = Field(default=5.0, gt=0, description="Budget of one Prometheus query.")
     lease_name: str = Field(default="ragops-operator", description="Lease the replicas compete for.")
     lease_namespace: str = Field(

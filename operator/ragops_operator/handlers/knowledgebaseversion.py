@@ -18,8 +18,8 @@ TERMINAL = ("Ready", "Failed")
 RETRY_SECONDS = 10
 
 
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.resume(GROUP, VERSION, PLURAL)
+# A timer only (see handlers/ragdeployment.py): it fires at once for a new object, then until the
+# version is Ready or Failed; the spec is immutable, so nothing else can change what a pass does.
 @kopf.timer(
     GROUP,
     VERSION,
@@ -28,7 +28,7 @@ RETRY_SECONDS = 10
     when=lambda status, **_: (status or {}).get("phase") not in TERMINAL,
 )
 async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    outcome = await reconcile_version(memo.kube, memo.config, _plain(body), datetime.now(UTC))
+    outcome = await reconcile_version(memo.kube, memo.observers, memo.config, _plain(body), datetime.now(UTC))
     await memo.kube.patch_status(
         "KnowledgeBaseVersion", body.metadata.namespace or "", body.metadata.name or "", outcome.status
     )
@@ -59,7 +59,7 @@ async def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         )
         await memo.kube.patch_status("KnowledgeBaseVersion", namespace, name, {"conditions": conditions})
         raise kopf.TemporaryError(message, delay=10)
-    await drop_version(memo.kube, _plain(body))
+    await drop_version(memo.kube, memo.observers, _plain(body))
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 
+from ..controllers import Observers
 from ..health import HealthServer
 from ..kube import Kube
 from ..leadership import LeaderElector
@@ -39,6 +40,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         settings.scanning.disabled = True
     memo.config = config
     memo.kube = Kube.from_environment()
+    memo.observers = Observers()
+    memo.last_passes = {}
     memo.metrics = getattr(memo, "metrics", None) or OperatorMetrics()
     elector: LeaderElector | None = None
     if getattr(memo, "leader_election", False):
@@ -87,6 +90,9 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     health = getattr(memo, "health", None)
     if health is not None:
         await health.stop()
+    observers: Observers | None = getattr(memo, "observers", None)
+    if observers is not None:
+        await observers.stores.close()
     kube = getattr(memo, "kube", None)
     if kube is not None:
         await kube.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -107,6 +107,30 @@ def _rollback_target(history: Sequence[Revision], current: Revision) -> Revision
 def last_known_good(history: Sequence[Revision]) -> Revision | None:
     good = [r for r in history if r.outcome == "KnownGood"]
     return good[-1] if good else None
+
+
+def reconcile_due(
+    *,
+    generation: int,
+    observed_generation: int | None,
+    phase: str | None,
+    slo_check_due: bool,
+    last_pass: datetime | None,
+    now: datetime,
+    resync: timedelta,
+) -> bool:
+    """Whether this tick must run a full pass (observe, plan, apply) or may skip it.
+
+    Anything in flight (a spec not yet observed, a rollout, a bake, a wait, a degradation) and any
+    SLO check due is examined at every tick; a steady Healthy deployment only every `resync`, which
+    bounds how long drift made by hand survives. With hundreds of deployments, steady ones are
+    most of them, and a pass is a dozen API calls.
+    """
+    if last_pass is None or observed_generation != generation or slo_check_due:
+        return True
+    if phase != Phase.HEALTHY:
+        return True
+    return now - last_pass >= resync
 
 
 def stale_templates(existing: Mapping[str, str | None], keep: Set[str]) -> list[str]:

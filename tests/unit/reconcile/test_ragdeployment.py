@@ -6,6 +6,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from ragops_operator.api import RagDeploymentStatus
 from ragops_operator.api.common import Condition
 from ragops_operator.reconcile.ragdeployment import (
@@ -17,6 +19,8 @@ from ragops_operator.reconcile.ragdeployment import (
     RolloutPlan,
     VersionReadiness,
     plan_rollout,
+    reconcile_due,
+    stale_templates,
 )
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -129,3 +133,39 @@ def test_history_is_bounded() -> None:
     history = tuple(Revision(n, f"v{n}", "aaa", T0, "KnownGood") for n in range(1, HISTORY_LIMIT + 1))
     plan = step(observe("v99", READY, history))
     assert len(plan.history) == HISTORY_LIMIT and plan.history[-1].kb_version == "v99"
+
+
+@pytest.mark.parametrize(
+    ("case", "changes", "due"),
+    [
+        ("steady and recently examined: skip", {}, False),
+        ("never examined by this replica", {"last_pass": None}, True),
+        ("a spec change not yet observed", {"observed_generation": 3}, True),
+        ("no status at all", {"observed_generation": None, "phase": None}, True),
+        ("an SLO check due", {"slo_check_due": True}, True),
+        ("baking", {"phase": "Baking"}, True),
+        ("degraded", {"phase": "Degraded"}, True),
+        ("steady, resync period over", {"last_pass": datetime(2026, 11, 21, 11, 59, 30, tzinfo=UTC)}, True),
+    ],
+)
+def test_a_full_pass_is_due_for_anything_in_flight_and_for_steady_ones_every_resync(
+    case: str, changes: dict[str, object], due: bool
+) -> None:
+    now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+    arguments: dict[str, object] = {
+        "generation": 4,
+        "observed_generation": 4,
+        "phase": "Healthy",
+        "slo_check_due": False,
+        "last_pass": now - timedelta(seconds=5),
+        "now": now,
+        "resync": timedelta(seconds=30),
+        **changes,
+    }
+    assert reconcile_due(**arguments) is due, case  # type: ignore[arg-type]
+
+
+def test_only_per_template_objects_no_revision_can_return_to_are_pruned() -> None:
+    existing = {"docs-runtime-aaa": "aaa", "docs-runtime-bbb": "bbb", "docs-runtime-ccc": "ccc", "other": None}
+    assert stale_templates(existing, {"aaa", "ccc"}) == ["docs-runtime-bbb"]
+    assert stale_templates(existing, {"aaa", "bbb", "ccc"}) == []
