@@ -1,0 +1,1 @@
+"""Benchmarks run by `make bench`: each writes bench/results/<name>.json, `bench.report` renders them all."""

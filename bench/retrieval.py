@@ -1,0 +1,252 @@
+"""Benchmark (issue 7, item 3): retrieval latency p50/p95 and queries/s at 1 and 16 clients over 100k chunks.
+
+One database holds both sides: ragops' version (built by `build_version`, activated) and the
+peer's collection (the same chunk texts through `PGVector.add_texts`, plus the same HNSW index by
+hand; see bench/peers.py). Every query is a distinct six-word question embedded by the same
+hashing embedder on each side, top 20. The sides:
+
+- langchain-postgres `similarity_search(text, k=20)` in-process, from 1 or 16 threads sharing a
+  SQLAlchemy pool of 16 connections: the baseline of every ragops row;
+- ragops' retrieval function in-process: query embedding + `retrieve(..., hybrid=False)` (vector
+  search with the version's membership filter), from 1 or 16 asyncio tasks on a pool of 16;
+- ragops `/v1/query` over HTTP (httpx, 1 or 16 concurrent clients) from a real `ragops serve`,
+  retrieval-only (generation provider none), answer and query-vector caches off, returning all
+  20 passages, pool of 16: vector-only (`RAGOPS_HYBRID=false`, the peer's equivalent) and the
+  default hybrid (vector + full text, fused). The HTTP path includes what the product does per
+  query besides retrieval: validation, rate limiting, metrics and the answer-log INSERT.
+
+Hybrid is measured at 1 client only. Its full-text half ranks every chunk that contains all the
+query's words, and this corpus draws 40 words per chunk from a 45-word vocabulary, so a six-word
+query matches a large share of the 100k chunks: over 100 ms at one client, and at 16 clients
+queries exceed the runtime's 2 s retrieval budget and get 503. Real text is far less uniform.
+
+The client and the server share the machine's cores. Each pass is repeated (rounds interleave the
+sides) and the table shows the median of the passes' p50, p95 and queries/s.
+
+    .venv/bin/python -m bench.retrieval [--quick] [--chunks 100000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import numpy as np
+from langchain_postgres import PGVector  # type: ignore[import-not-found,unused-ignore]
+from pgvector.psycopg import register_vector_async  # type: ignore[import-untyped,unused-ignore]
+from psycopg_pool import AsyncConnectionPool
+
+from bench import peers
+from bench.common import (
+    CHUNKS_PER_DOCUMENT,
+    DIMENSIONS,
+    TOP_K,
+    LatencySummary,
+    Postgres,
+    Row,
+    load_average,
+    machine,
+    median_summary,
+    print_rows,
+    query_texts,
+    result_document,
+    runtime_replicas,
+    summarize,
+    write_corpus,
+    write_result,
+)
+from bench.kb_build import ragops_build
+from ragops_runtime.embedding import HashingEmbedder
+from ragops_runtime.retrieval.hybrid import retrieve
+from ragops_runtime.store import KnowledgeStore, VersionRecord
+
+POOL = 16
+CONCURRENCY = (1, 16)
+SERVE_SETTINGS = {
+    "RAGOPS_TOP_K": str(TOP_K),
+    "RAGOPS_RERANK_TOP_K": str(TOP_K),
+    "RAGOPS_CACHE_TTL_SECONDS": "0",
+    "RAGOPS_QUERY_EMBEDDING_CACHE_SIZE": "0",
+    "RAGOPS_REQUESTS_PER_MINUTE_PER_CLIENT": "1000000",
+    "RAGOPS_POOL_SIZE": str(POOL),
+}
+PEER = "langchain-postgres similarity_search (HNSW by hand)"
+FUNCTION = "ragops retrieve() in-process, vector only"
+HTTP_VECTOR = "ragops /v1/query retrieval-only, vector only"
+HTTP_HYBRID = "ragops /v1/query retrieval-only, hybrid (default)"
+
+
+async def http_pass(url: str, queries: Sequence[str], concurrency: int) -> LatencySummary:
+    latencies: list[float] = []
+    pending = iter(queries)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+
+        async def client_loop(number: int) -> None:
+            for query in pending:
+                started = time.perf_counter()
+                response = await client.post(
+                    "/v1/query", json={"query": query, "topK": TOP_K}, headers={"X-Client-Id": f"bench-{number}"}
+                )
+                latencies.append(time.perf_counter() - started)
+                response.raise_for_status()
+                body = response.json()
+                if body["mode"] != "retrieval_only" or len(body["citations"]) != TOP_K:
+                    raise RuntimeError(f"unexpected answer: mode {body['mode']}, {len(body['citations'])} citations")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(number) for number in range(concurrency)))
+        return summarize(latencies, time.perf_counter() - started)
+
+
+async def function_pass(
+    pool: AsyncConnectionPool[Any], record: VersionRecord, queries: Sequence[str], concurrency: int
+) -> LatencySummary:
+    embedder = HashingEmbedder(dimensions=DIMENSIONS)
+    latencies: list[float] = []
+    pending = iter(queries)
+
+    async def client_loop() -> None:
+        for query in pending:
+            started = time.perf_counter()
+            vector = np.asarray(embedder.embed_one(query), dtype=np.float32)
+            async with pool.connection() as connection:
+                chunks = await retrieve(KnowledgeStore(connection), record, vector, query, top_k=TOP_K, hybrid=False)
+            latencies.append(time.perf_counter() - started)
+            if len(chunks) != TOP_K:
+                raise RuntimeError(f"retrieve returned {len(chunks)} chunks")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    return summarize(latencies, time.perf_counter() - started)
+
+
+def peer_pass(store: PGVector, queries: Sequence[str], concurrency: int) -> LatencySummary:
+    def one(query: str) -> float:
+        started = time.perf_counter()
+        documents = store.similarity_search(query, k=TOP_K)
+        elapsed = time.perf_counter() - started
+        if len(documents) != TOP_K:
+            raise RuntimeError(f"similarity_search returned {len(documents)} documents")
+        return elapsed
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as executor:
+        latencies = list(executor.map(one, queries))
+    return summarize(latencies, time.perf_counter() - started)
+
+
+async def prepare(dsn: str, pg: Postgres, chunks: int) -> VersionRecord:
+    corpus = pg.work / "corpus.jsonl"
+    write_corpus(corpus, max(chunks // CHUNKS_PER_DOCUMENT, 1))
+    seconds, stored = await ragops_build(dsn, corpus)
+    print(f"ragops: {len(stored.texts)} chunks built in {seconds:.1f}s", flush=True)
+    async with await KnowledgeStore.connect(dsn) as store:
+        await store.activate("bench", "v1", force=True, reason="benchmark")
+        record = await store.get_version("bench", "v1")
+    assert record is not None
+    started = time.perf_counter()
+    connection = peers.engine(dsn)
+    await asyncio.to_thread(peers.add_all, peers.open_store(connection), stored.texts, stored.metadatas)
+    connection.dispose()
+    await asyncio.to_thread(peers.create_hnsw_index, dsn)
+    print(f"peer: same chunks added and indexed in {time.perf_counter() - started:.1f}s", flush=True)
+    return record
+
+
+def measure(pg: Postgres, chunks: int, rounds: int, queries_per_client: dict[int, int]) -> list[Row]:
+    results: dict[tuple[str, int], list[LatencySummary]] = {}
+    with pg.database() as dsn:
+        record = asyncio.run(prepare(dsn, pg, chunks))
+        peer_engine = peers.engine(dsn, pool_size=POOL)
+        peer = peers.open_store(peer_engine)
+        log = pg.work / "runtime.log"
+        vector_settings = {**SERVE_SETTINGS, "RAGOPS_HYBRID": "false"}
+        hybrid_settings = {**SERVE_SETTINGS, "RAGOPS_HYBRID": "true"}
+        with (
+            runtime_replicas(dsn, 1, vector_settings, log) as (vector_url,),
+            runtime_replicas(dsn, 1, hybrid_settings, log) as (hybrid_url,),
+        ):
+
+            async def in_process(queries: Sequence[str], concurrency: int) -> LatencySummary:
+                pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                    dsn, min_size=POOL, max_size=POOL, configure=register_vector_async, kwargs={"autocommit": True}
+                )
+                async with pool:
+                    await pool.wait()
+                    return await function_pass(pool, record, queries, concurrency)
+
+            sides: dict[str, Callable[[Sequence[str], int], LatencySummary]] = {
+                PEER: lambda queries, concurrency: peer_pass(peer, queries, concurrency),
+                FUNCTION: lambda queries, concurrency: asyncio.run(in_process(queries, concurrency)),
+                HTTP_VECTOR: lambda queries, concurrency: asyncio.run(http_pass(vector_url, queries, concurrency)),
+                HTTP_HYBRID: lambda queries, concurrency: asyncio.run(http_pass(hybrid_url, queries, concurrency)),
+            }
+            warm_up = query_texts(30, seed=3)
+            for run in sides.values():
+                run(warm_up, 1)
+            seeds = itertools.count(100)
+            for round_number in range(1, rounds + 1):
+                for concurrency in CONCURRENCY:
+                    queries = query_texts(queries_per_client[concurrency], seed=next(seeds))
+                    for name, run in sides.items():
+                        if name == HTTP_HYBRID and concurrency > 1:
+                            continue  # over its 2 s retrieval budget on this corpus: 503s (see the docstring)
+                        summary = run(queries, concurrency)
+                        results.setdefault((name, concurrency), []).append(summary)
+                        print(
+                            f"round {round_number}, {concurrency} client(s), {name}: p50 {summary.p50_ms:.2f} ms, "
+                            f"p95 {summary.p95_ms:.2f} ms, {summary.qps:.0f} q/s",
+                            flush=True,
+                        )
+        peer_engine.dispose()
+
+    size = f"{chunks // 1000}k chunks" if chunks % 1000 == 0 else f"{chunks} chunks"
+    rows: list[Row] = []
+    for concurrency in CONCURRENCY:
+        clients = f"{concurrency} client" + ("s" if concurrency > 1 else "")
+        for name in (PEER, FUNCTION, HTTP_VECTOR, HTTP_HYBRID):
+            if (name, concurrency) not in results:
+                continue
+            summary = median_summary(results[(name, concurrency)])
+            for metric, value, unit in (
+                ("p50", summary.p50_ms, "ms"),
+                ("p95", summary.p95_ms, "ms"),
+                ("throughput", summary.qps, "queries/s"),
+            ):
+                baseline = None if name == PEER else f"top-{TOP_K} over {size}, {clients}: {PEER}, {metric}"
+                rows.append(
+                    Row(f"top-{TOP_K} over {size}, {clients}: {name}, {metric}", value, unit, baseline, None, rounds)
+                )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="5 000 chunks, short passes; results to a temp directory")
+    parser.add_argument("--chunks", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=None)
+    args = parser.parse_args()
+    chunks = args.chunks or (5_000 if args.quick else 100_000)
+    rounds = args.rounds or (2 if args.quick else 3)
+    queries = {1: 60, 16: 240} if args.quick else {1: 300, 16: 1200}
+    load_before = load_average()
+    started = datetime.now(UTC)
+    with Postgres() as pg:
+        rows = measure(pg, chunks, rounds, queries)
+        document = result_document(
+            "retrieval", machine(pg.version), rows, started, load=f"{load_before} -> {load_average()}"
+        )
+    print_rows(document)
+    print(f"wrote {write_result(document, quick=args.quick)}")
+
+
+if __name__ == "__main__":
+    main()
