@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: install tools lint typecheck crds test test-fast demo bench clean
+.PHONY: install tools lint typecheck crds test test-fast demo demo-cluster bench clean
 
 $(UV):
 	$(PYTHON) -m venv .tools/uv
@@ -25,6 +25,7 @@ install: $(VENV)/.installed ## a .venv with the project and its dev dependencies
 
 tools: ## pinned etcd, Kubernetes, kwok, helm, kubeconform (from Go modules) and promtool (Debian)
 	bash tools/build.sh
+	bash tools/external-crds.sh
 	bash tools/system-packages.sh
 
 lint: install
@@ -45,11 +46,21 @@ test: install tools lint typecheck ## everything CI runs
 test-fast: install lint typecheck ## the suite without the control plane
 	$(BIN)/pytest -m "not cluster"
 
-demo: install tools ## the API on a local control plane: CRDs, examples, and what the apiserver refuses
-	$(BIN)/python -m tests.support.api_demo
+demo: install ## the whole story on this machine, no cluster, no API key: build, gate, serve, refuse, roll back
+	$(BIN)/ragops demo
 
-bench: install ## benchmarks; results in bench/results/*.json
-	$(BIN)/python bench/kb_incremental.py
+demo-cluster: install tools ## the same story through the operator on the local control plane (Jobs, Prometheus, rollback)
+	$(BIN)/python -m tests.support.cluster_demo
+
+# BENCH_FLAGS=--quick for small sizes while developing (results then go to a temp directory).
+bench: install $(if $(wildcard bench/operator_scale.py),tools) ## benchmarks vs peers (the optional `bench` extra); results in bench/results/*.json, table in README
+	$(UV) sync --frozen --quiet --extra bench
+	$(BIN)/python -m bench.kb_build $(BENCH_FLAGS)
+	$(BIN)/python -m bench.kb_incremental $(BENCH_FLAGS)
+	$(BIN)/python -m bench.retrieval $(BENCH_FLAGS)
+	$(BIN)/python -m bench.version_switch $(BENCH_FLAGS)
+	$(if $(wildcard bench/operator_scale.py),$(BIN)/python -m bench.operator_scale $(BENCH_FLAGS))
+	$(if $(BENCH_FLAGS),,$(BIN)/python -m bench.report)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
