@@ -144,7 +144,9 @@ FeedbackRequest = RatingFeedback | ThumbsFeedback
 
 def feedback_score(body: FeedbackRequest) -> float:
     if isinstance(body, RatingFeedback):
-        return body.rating
+        # Rounded to a rating's precision: a subnormal like 1e-310 is valid JSON and within [0, 1],
+        # but PostgreSQL's `real` column refuses it (underflow).
+        return round(body.rating, 6)
     return 1.0 if body.thumbs == "up" else 0.0
 
 

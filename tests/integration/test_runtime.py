@@ -134,6 +134,8 @@ def test_generated_answer_cites_context_and_costs_money(published: str) -> None:
         assert row is not None and row[0] == "v1" and row[1] == "generated" and row[2][0] == "batteries/error-codes.md"
 
         assert client.post("/v1/feedback", json={"queryId": body["queryId"], "thumbs": "up"}).status_code == 204
+        # A subnormal rating is valid JSON within [0, 1]; PostgreSQL's `real` would underflow on it (schemathesis).
+        assert client.post("/v1/feedback", json={"queryId": body["queryId"], "rating": 1e-310}).status_code == 204
         assert client.post("/v1/feedback", json={"queryId": body["queryId"], "rating": 0.5}).status_code == 204
         unknown = client.post("/v1/feedback", json={"queryId": "00000000-0000-0000-0000-000000000000", "rating": 1})
         assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_query"
