@@ -26,8 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
-from pydantic.alias_generators import to_camel
+from pydantic import Field, create_model
 
 from .active import ActiveVersionWatcher
 from .generation.anthropic import AnthropicGenerator
@@ -55,6 +54,7 @@ from .settings import RuntimeSettings
 from .store import KnowledgeStore
 from .store.answers import ensure_answer_log, purge_answers, record_feedback, satisfaction
 from .store.jobs import ensure_jobs_schema
+from .wire import Filters, WireModel, query_text_field
 
 log = logging.getLogger("ragops.runtime")
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -64,20 +64,10 @@ Scalar = str | int | float | bool
 # ---- wire models -------------------------------------------------------------------------------
 
 
-class WireModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-
-NoNul = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
-"""PostgreSQL text and JSONB cannot hold NUL: such input is refused by the schema, not the database."""
-
-
 class QueryRequest(WireModel):
     query: str = Field(min_length=1, pattern=r"^[^\x00]*$", description="The question, in natural language.")
     top_k: int | None = Field(default=None, ge=1, le=200, description="Candidates to retrieve (default from settings).")
-    filters: dict[NoNul, NoNul | int | float | bool] = Field(
-        default_factory=dict, description="Only passages whose document metadata has these exact values."
-    )
+    filters: Filters = Field(default_factory=dict)
     stream: bool = Field(default=False, description="Stream server-sent events: retrieval, deltas, done.")
 
 
@@ -86,15 +76,7 @@ def query_request_model(max_query_chars: int) -> type[QueryRequest]:
     return create_model(
         "QueryRequest",
         __base__=QueryRequest,
-        query=(
-            str,
-            Field(
-                min_length=1,
-                max_length=max_query_chars,
-                pattern=r"^[^\x00]*$",
-                description=f"The question, in natural language; at most {max_query_chars} characters.",
-            ),
-        ),
+        query=query_text_field(max_query_chars),
     )
 
 

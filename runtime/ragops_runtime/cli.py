@@ -78,15 +78,20 @@ def _run(dsn: str, work: Callable[[KnowledgeStore], Awaitable[T]]) -> T:
         sys.exit(1)
 
 
-class _TerminalProgress:
-    """Rich progress bars on a terminal, one plain line per stage otherwise (CI logs, Jobs)."""
+class TerminalProgress:
+    """Rich progress bars on a terminal, one plain line per stage otherwise (CI logs, Jobs).
 
-    def __init__(self, console: Console) -> None:
+    `label` prefixes each stage (e.g. which build); `indent` prefixes plain lines (the demo's layout).
+    """
+
+    def __init__(self, console: Console, label: str = "", indent: str = "") -> None:
         self._console = console
+        self._label = f"{label}: " if label else ""
+        self._indent = indent
         self._progress: Progress | None = None
         self._task: TaskID | None = None
 
-    def __enter__(self) -> _TerminalProgress:
+    def __enter__(self) -> TerminalProgress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         if self._console.is_terminal:
@@ -108,16 +113,17 @@ class _TerminalProgress:
         if self._progress is not None:
             if self._task is not None:
                 self._progress.update(self._task, completed=self._progress.tasks[-1].total or 0)
-            self._task = self._progress.add_task(name, total=total)
+            self._task = self._progress.add_task(f"{self._label}{name}", total=total)
         else:
-            self._console.print(f"{name}" + (f" ({total})" if total is not None else ""), highlight=False)
+            line = f"{self._indent}{self._label}{name}" + (f" ({total})" if total is not None else "")
+            self._console.print(line, highlight=False)
 
     def advance(self, amount: int) -> None:
         if self._progress is not None and self._task is not None:
             self._progress.advance(self._task, amount)
 
     def log(self, message: str) -> None:
-        self._console.print(message, highlight=False)
+        self._console.print(f"{self._indent}{message}", highlight=False)
 
 
 @click.group()
@@ -205,7 +211,7 @@ def build(
     target = _resolve_dsn(dsn, embedded)
 
     async def work(store: KnowledgeStore) -> dict[str, Any]:
-        with _TerminalProgress(console) as progress:
+        with TerminalProgress(console) as progress:
             report = await build_version(store, request, api_key=os.environ.get(API_KEY_ENV), progress=progress)
         return report.manifest
 

@@ -14,23 +14,20 @@ start's plain-DSN Secret (postgres-dsn.yaml) stands in for it, pointed at the te
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kopf.testing import KopfRunner
 from pydantic import SecretStr
 
 from ragops_runtime.app import create_app
 from ragops_runtime.settings import RuntimeSettings
-from tests.integration.test_operator import eventually, get
+from tests.integration.test_operator import eventually, get, running_operator
 from tests.support.controlplane import ControlPlane
+from tests.support.http_double import free_port
 from tests.support.kubelet import ProcessKubelet
 from tests.support.runtime_server import serving
 from tests.unit.test_argocd_health import health_script, run_health_script
@@ -40,31 +37,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO_ROOT / "examples" / "quickstart"
 ARGOCD_MANAGER = "argocd-controller"
 Doc = dict[str, Any]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def operator_with_liveness(
-    plane: ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch, port: int
-) -> Iterator[KopfRunner]:
-    """As test_operator.running_operator, with Kopf's liveness endpoint on `port` (the image's :8081)."""
-    monkeypatch.setenv("KUBECONFIG", str(plane.kubeconfig))
-    monkeypatch.setenv("RAGOPS_OPERATOR_RUNTIME_IMAGE", "registry.invalid/ragops:test")
-    args = ["run", "--standalone", "-m", "ragops_operator.handlers", "--namespace", namespace]
-    args += ["--liveness", f"http://127.0.0.1:{port}/healthz"]
-    with KopfRunner(args, timeout=60) as runner:
-        try:
-            yield runner
-        except BaseException:
-            print("\n".join(line for line in runner.output.splitlines() if "httpx" not in line)[-6000:])
-            raise
-    assert runner.exception is None, runner.output[-3000:]
 
 
 def load(name: str) -> list[Doc]:
@@ -139,7 +111,7 @@ def test_the_quickstart_synced_like_argo_cd_is_built_served_healthy_and_in_sync(
 
     with (
         ProcessKubelet(plane, [namespace]),
-        operator_with_liveness(plane, namespace, monkeypatch, liveness),
+        running_operator(plane, namespace, monkeypatch, ["--liveness", f"http://127.0.0.1:{liveness}/healthz"]),
     ):
         argo_apply(plane, namespace, [secret, *knowledge_base])
         version = next(d for d in knowledge_base if d["kind"] == "KnowledgeBaseVersion")["metadata"]["name"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,12 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @contextmanager
-def running_operator(plane: ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[KopfRunner]:
+def running_operator(
+    plane: ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch, extra_args: Sequence[str] = ()
+) -> Iterator[KopfRunner]:
     monkeypatch.setenv("KUBECONFIG", str(plane.kubeconfig))
     monkeypatch.setenv("RAGOPS_OPERATOR_RUNTIME_IMAGE", "registry.invalid/ragops:test")
-    args = ["run", "--standalone", "-m", "ragops_operator.handlers", "--namespace", namespace]
+    args = ["run", "--standalone", "-m", "ragops_operator.handlers", "--namespace", namespace, *extra_args]
     with KopfRunner(args, timeout=60) as runner:
         try:
             yield runner

@@ -38,6 +38,7 @@ from rich.table import Table
 from ragops_operator.api.ragdeployment import RolloutSpec, SloSpec
 from ragops_operator.reconcile.slo import SloCheck, SloSample, Verdict, WatchState, advance, decide_rollback, judge
 from ragops_runtime import sample
+from ragops_runtime.cli import TerminalProgress
 from ragops_runtime.kb.build import BuildRequest, ChunkingSettings, IndexSettings, build_version
 from ragops_runtime.kb.evaluation import EvaluationReport, Thresholds
 from ragops_runtime.kb.gate import evaluate_version
@@ -109,52 +110,6 @@ def run_demo(*, data_dir: Path | None, keep: bool, console: Console) -> Report:
             shutil.rmtree(directory, ignore_errors=True)
 
 
-class _Progress:
-    """`BuildProgress` for the demo: rich bars on a terminal, one line per stage otherwise."""
-
-    def __init__(self, console: Console, label: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._console = console
-        self._label = label
-        self._progress = (
-            Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-            )
-            if console.is_terminal
-            else None
-        )
-        self._task: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def stage(self, name: str, total: int | None = None) -> None:
-        if self._progress is not None:
-            if self._task is not None:
-                self._progress.update(self._task, completed=self._progress.tasks[-1].total or 0)
-            self._task = self._progress.add_task(f"{self._label}: {name}", total=total)
-        else:
-            self._console.print(f"  {self._label}: {name}" + (f" ({total})" if total is not None else ""))
-
-    def advance(self, amount: int) -> None:
-        if self._progress is not None and self._task is not None:
-            self._progress.advance(self._task, amount)
-
-    def log(self, message: str) -> None:
-        self._console.print(f"  {message}", highlight=False)
-
-
 class _Story:
     def __init__(self, directory: Path, dsn: str, console: Console) -> None:
         self.directory = directory
@@ -205,7 +160,7 @@ class _Story:
             index=index or IndexSettings(),
         )
         with self.report.step(f"build {version}") as step:
-            with _Progress(self.console, f"build {version}") as progress:
+            with TerminalProgress(self.console, label=f"build {version}", indent="  ") as progress:
                 built = await build_version(store, request, progress=progress)
             step["outcome"] = "built"
             step["detail"] = f"{built.manifest.get('documents')} documents, {built.manifest.get('chunks')} chunks"

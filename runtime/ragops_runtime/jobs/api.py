@@ -16,33 +16,25 @@ import math
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from psycopg_pool import PoolTimeout
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
-from pydantic.alias_generators import to_camel
+from pydantic import Field, create_model
 
 from ..service import QueryService
 from ..store.jobs import JobStatus, NewItem, enqueue_job, job_status
+from ..wire import Filters, WireModel, query_text_field
 from .worker import JobConfig, JobWorker
-
-NoNul = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
-
-
-class WireModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
 class JobQuery(WireModel):
     query: str = Field(min_length=1, pattern=r"^[^\x00]*$", description="The question, in natural language.")
     top_k: int | None = Field(default=None, ge=1, le=200, description="Candidates to retrieve (default from settings).")
-    filters: dict[NoNul, NoNul | int | float | bool] = Field(
-        default_factory=dict, description="Only passages whose document metadata has these exact values."
-    )
+    filters: Filters = Field(default_factory=dict)
 
 
 class JobRequest(WireModel):
@@ -54,15 +46,7 @@ def job_request_model(max_query_chars: int, max_queries: int) -> type[JobRequest
     query_model = create_model(
         "JobQuery",
         __base__=JobQuery,
-        query=(
-            str,
-            Field(
-                min_length=1,
-                max_length=max_query_chars,
-                pattern=r"^[^\x00]*$",
-                description=f"The question, in natural language; at most {max_query_chars} characters.",
-            ),
-        ),
+        query=query_text_field(max_query_chars),
     )
     queries_type: Any = list[query_model]
     return create_model(
