@@ -80,6 +80,8 @@ class Answer:
     output_tokens: int
     cost_usd: float | None
     timings_ms: Mapping[str, float]
+    generation_error: GenerationUnavailable | None = None
+    """Why generation failed, typed, when it did (`degraded_reason` says it in words): a job retries on it."""
 
     @property
     def degraded(self) -> bool:
@@ -173,27 +175,28 @@ class QueryService:
 
     # ---- the pipeline -----------------------------------------------------------------------
 
-    async def answer(self, question: Question) -> Answer:
+    def _enter(self, question: Question) -> None:
+        """Admission and a concurrency slot; the caller releases the slot."""
         self.admit(question)
         if not self.concurrency.try_acquire():
             self.metrics.saturated()
             raise ServiceUnavailable("saturated", "too many queries in flight; retry shortly", retry_after=1)
+
+    async def answer(self, question: Question) -> Answer:
+        self._enter(question)
         try:
             retrieved_or_cached = await self._retrieve(question)
             if isinstance(retrieved_or_cached, Answer):
                 return retrieved_or_cached
             retrieved = retrieved_or_cached
-            generation, degraded = await self._generate(question, retrieved)
-            return await self._finish(question, retrieved, generation, degraded)
+            generation, degraded, error = await self._generate(question, retrieved)
+            return await self._finish(question, retrieved, generation, degraded, error)
         finally:
             self.concurrency.release()
 
     async def stream(self, question: Question) -> AsyncIterator[tuple[str, Any]]:
         """Events: ("retrieval", Retrieved | Answer), ("delta", str)..., ("done", Answer)."""
-        self.admit(question)
-        if not self.concurrency.try_acquire():
-            self.metrics.saturated()
-            raise ServiceUnavailable("saturated", "too many queries in flight; retry shortly", retry_after=1)
+        self._enter(question)
         try:
             retrieved_or_cached = await self._retrieve(question)
         except BaseException:
@@ -210,6 +213,7 @@ class QueryService:
                 yield "done", retrieved
                 return
             generation: Generation | None = None
+            generation_error: GenerationUnavailable | None = None
             degraded = retrieved.degraded_reason
             if self.generator is not None and retrieved.chunks:
                 started = self.clock()
@@ -223,9 +227,10 @@ class QueryService:
                                 yield "delta", event
                 except GenerationUnavailable as error:
                     degraded = _join(degraded, f"generation {error.reason}: {error.detail}")
+                    generation_error = error
                     self.metrics.degraded(f"generation_{error.reason}")
                 retrieved.timings_ms["generate"] = (self.clock() - started) * 1000
-            yield "done", await self._finish(question, retrieved, generation, degraded)
+            yield "done", await self._finish(question, retrieved, generation, degraded, generation_error)
         finally:
             self.concurrency.release()
 
@@ -315,22 +320,29 @@ class QueryService:
             cache_key=key,
         )
 
-    async def _generate(self, question: Question, retrieved: Retrieved) -> tuple[Generation | None, str | None]:
+    async def _generate(
+        self, question: Question, retrieved: Retrieved
+    ) -> tuple[Generation | None, str | None, GenerationUnavailable | None]:
         degraded = retrieved.degraded_reason
         if self.generator is None or not retrieved.chunks:
-            return None, degraded
+            return None, degraded, None
         stage = self.clock()
         try:
             generation = await self.generator.generate(question.query, retrieved.chunks)
         except GenerationUnavailable as error:
             self.metrics.degraded(f"generation_{error.reason}")
-            return None, _join(degraded, f"generation {error.reason}: {error.detail}")
+            return None, _join(degraded, f"generation {error.reason}: {error.detail}"), error
         finally:
             retrieved.timings_ms["generate"] = (self.clock() - stage) * 1000
-        return generation, degraded
+        return generation, degraded, None
 
     async def _finish(
-        self, question: Question, retrieved: Retrieved, generation: Generation | None, degraded: str | None
+        self,
+        question: Question,
+        retrieved: Retrieved,
+        generation: Generation | None,
+        degraded: str | None,
+        generation_error: GenerationUnavailable | None = None,
     ) -> Answer:
         input_tokens = generation.usage.input_tokens if generation else 0
         output_tokens = generation.usage.output_tokens if generation else 0
@@ -348,6 +360,7 @@ class QueryService:
             output_tokens=output_tokens,
             cost_usd=cost,
             timings_ms={**retrieved.timings_ms, "total": total},
+            generation_error=generation_error,
         )
         if generation:
             self.metrics.tokens(input_tokens=input_tokens, output_tokens=output_tokens)

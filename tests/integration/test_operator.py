@@ -17,6 +17,7 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 
+from tests.support.cluster_story import wait_for
 from tests.support.controlplane import ControlPlane
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -44,14 +45,10 @@ def get(plane: ControlPlane, namespace: str, resource: str, name: str) -> dict[s
 
 
 def eventually(description: str, check: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {description}")
-        time.sleep(0.3)
+    try:
+        return wait_for(description, check, timeout=timeout)
+    except TimeoutError as error:
+        pytest.fail(str(error))
 
 
 def runtime_settings_name(plane: ControlPlane, namespace: str, name: str) -> str:

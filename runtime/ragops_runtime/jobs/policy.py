@@ -5,9 +5,9 @@ but may be later, with the same input.
 - `ServiceUnavailable`, whatever its code: the database or its pool (`database_unavailable`), the
   embedding endpoint (`embedding_unavailable`), retrieval over its budget (`retrieval_timeout`),
   no active version yet (`no_active_version`), a saturated replica (`saturated`).
-- A generation failure that the query path turned into a degraded, retrieval-only answer
-  (`degradedReason` "generation <reason>: ..."): timeout, 429, 529, 5xx, connection, malformed
-  reply, or the generator backing off after a 429. An interactive client gets the fallback at once;
+- A generation failure that the query path turned into a degraded, retrieval-only answer (the
+  answer's typed `generation_error`): timeout, 429, 529, 5xx, connection, malformed reply, or the
+  generator backing off after a 429. An interactive client gets the fallback at once;
   a job has time, so it asks again, and keeps the fallback answer only on its last attempt.
 
 Permanent (failed at once): the input cannot be answered however often it is retried, such as a
@@ -18,49 +18,39 @@ answer is generated, so that answer is kept.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import get_args
 
-from ..generation.anthropic import DEFAULT_BACKOFF_SECONDS, UnavailableReason
+from ..generation.anthropic import DEFAULT_BACKOFF_SECONDS, GenerationUnavailable, UnavailableReason
 
 TRANSIENT_GENERATION_REASONS = frozenset(get_args(UnavailableReason))
 """Every reason `GenerationUnavailable` can carry: each is an upstream condition, none is the input's fault."""
 THROTTLE_REASONS = frozenset({"rate_limited", "overloaded", "backing_off"})
 """After these the generator refuses to call the API for a while: a retry must wait at least that long."""
 
-_GENERATION_PART = re.compile(r"(?:^|; )(generation (\w+): .*)$", re.DOTALL)
-_BACKOFF_SECONDS = re.compile(r"(?:backing off for|for another) (\d+(?:\.\d+)?)s")
-
 
 @dataclass(frozen=True)
 class GenerationFailure:
     reason: str
     message: str
-    """The degraded reason's generation part, e.g. "generation timeout: no complete answer ..."."""
+    """As the degraded reason words it, e.g. "generation timeout: no complete answer ..."."""
     not_before: float
     """Seconds a retry must wait at least: the generator's own backoff after a 429 or 529, else 0."""
 
 
-def generation_failure(degraded_reason: str | None) -> GenerationFailure | None:
-    """The generation part of a degraded answer's reason, when there is one (all are transient).
+def generation_failure(error: GenerationUnavailable | None) -> GenerationFailure | None:
+    """What a degraded answer's generation failure means for a retry (every such failure is transient).
 
-    The query path writes `generation <reason>: <detail>` last, after any reranker part (service.py);
-    the README documents these reasons as part of the API. For a throttle, the generator's detail
-    names how long it backs off; when it cannot be read, the generator's first backoff step is used.
+    For a throttle the generator says how long it backs off; when it does not, its first backoff
+    step is used.
     """
-    if not degraded_reason:
+    if error is None:
         return None
-    match = _GENERATION_PART.search(degraded_reason)
-    if match is None or match.group(2) not in TRANSIENT_GENERATION_REASONS:
-        return None
-    message, reason = match.group(1), match.group(2)
     not_before = 0.0
-    if reason in THROTTLE_REASONS:
-        backoff = _BACKOFF_SECONDS.search(message)
-        not_before = float(backoff.group(1)) if backoff else DEFAULT_BACKOFF_SECONDS
-    return GenerationFailure(reason=reason, message=message, not_before=not_before)
+    if error.reason in THROTTLE_REASONS:
+        not_before = error.retry_after if error.retry_after is not None else DEFAULT_BACKOFF_SECONDS
+    return GenerationFailure(error.reason, f"generation {error.reason}: {error.detail}", not_before)
 
 
 def retry_delay(attempt: int, *, base: float, cap: float, rand: Callable[[], float], not_before: float = 0.0) -> float:

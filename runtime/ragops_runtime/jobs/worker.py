@@ -270,7 +270,7 @@ class JobWorker:
         except Exception as error:
             log.exception("job query failed unexpectedly")
             return _Failed(f"internal_error: {type(error).__name__}")
-        failure = generation_failure(answer.degraded_reason)
+        failure = generation_failure(answer.generation_error)
         if failure is not None and item.attempts < limit:
             return _Transient(failure.message, not_before=failure.not_before)
         return _Done(answer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ragops_runtime.generation.anthropic import DEFAULT_BACKOFF_SECONDS
+from ragops_runtime.generation.anthropic import DEFAULT_BACKOFF_SECONDS, GenerationUnavailable
 from ragops_runtime.jobs.policy import TRANSIENT_GENERATION_REASONS, generation_failure, retry_delay
 
 
@@ -34,50 +34,45 @@ def test_attempts_count_from_one() -> None:
 
 
 @pytest.mark.parametrize(
-    ("degraded_reason", "reason", "not_before"),
+    ("error", "reason", "not_before"),
     [
-        ("generation timeout: no complete answer from the Anthropic API within 30s", "timeout", 0.0),
+        (GenerationUnavailable("timeout", "no complete answer from the Anthropic API within 30s"), "timeout", 0.0),
         (
-            "generation upstream_error: the Anthropic API refused the request: HTTP 500 api_error: boom",
+            GenerationUnavailable("upstream_error", "the Anthropic API refused the request: HTTP 500 api_error: boom"),
             "upstream_error",
             0.0,
         ),
-        ("generation connection_error: cannot reach the Anthropic API at http://x", "connection_error", 0.0),
-        ("generation malformed_response: the body is not valid JSON", "malformed_response", 0.0),
         (
-            "generation rate_limited: the Anthropic API is rate limiting (HTTP 429 rate_limit_error: slow); "
-            "backing off for 12s",
+            GenerationUnavailable("connection_error", "cannot reach the Anthropic API at http://x"),
+            "connection_error",
+            0.0,
+        ),
+        (GenerationUnavailable("malformed_response", "the body is not valid JSON"), "malformed_response", 0.0),
+        (
+            GenerationUnavailable("rate_limited", "rate limiting (HTTP 429); backing off for 12s", retry_after=12.0),
             "rate_limited",
             12.0,
         ),
+        (GenerationUnavailable("overloaded", "overloaded (HTTP 529 x: y)", retry_after=5.0), "overloaded", 5.0),
         (
-            "generation overloaded: the Anthropic API is overloaded (HTTP 529 x: y); backing off for 5s",
-            "overloaded",
-            5.0,
-        ),
-        (
-            "generation backing_off: the Anthropic API asked us to slow down; not calling it for another 3.5s",
+            GenerationUnavailable("backing_off", "not calling it for another 3.5s", retry_after=3.5),
             "backing_off",
             3.5,
         ),
-        ("generation overloaded: an unexpected wording", "overloaded", DEFAULT_BACKOFF_SECONDS),
-        # after a reranker fallback, the generation part comes last
-        ("reranker timeout: kept the retrieval order; generation timeout: no answer within 1s", "timeout", 0.0),
+        # a throttle that does not say how long: the generator's first backoff step
+        (GenerationUnavailable("overloaded", "an unexpected wording"), "overloaded", DEFAULT_BACKOFF_SECONDS),
     ],
 )
-def test_generation_failures_are_transient(degraded_reason: str, reason: str, not_before: float) -> None:
-    failure = generation_failure(degraded_reason)
+def test_generation_failures_are_transient(error: GenerationUnavailable, reason: str, not_before: float) -> None:
+    failure = generation_failure(error)
     assert failure is not None
     assert (failure.reason, failure.not_before) == (reason, not_before)
     assert failure.message.startswith(f"generation {reason}: ")
 
 
-@pytest.mark.parametrize(
-    "degraded_reason",
-    [None, "", "reranker timeout: kept the retrieval order", "generation sideways: a reason nobody raises"],
-)
-def test_other_degradations_keep_their_answer(degraded_reason: str | None) -> None:
-    assert generation_failure(degraded_reason) is None
+def test_an_answer_without_a_generation_failure_keeps_its_answer() -> None:
+    # A reranker fallback degrades the answer too, but it has no generation error: the answer is kept.
+    assert generation_failure(None) is None
 
 
 def test_every_generation_reason_is_known() -> None:
