@@ -24,6 +24,8 @@ from ragops_runtime.store import (
     EmbeddingSpace,
     KnowledgeStore,
     PgvectorMissing,
+    ProbePlan,
+    ProbeQuery,
     StoreError,
     VersionConflict,
     VersionRecord,
@@ -220,6 +222,206 @@ async def test_activate_rollback_and_notification(pg_dsn: str) -> None:
             ("activate", "v1", "v2", "promote"),
             ("activate", None, "v1", ""),
         ]
+
+
+PROBES = ProbePlan(
+    queries=(ProbeQuery("how do pods run?", ("b.md",)), ProbeQuery("recorded production query")),
+    per_minute=30.0,
+    top_k=5,
+)
+
+
+async def notifications(listener: psycopg.AsyncConnection[Any], *, wait: float = 1.0) -> list[dict[str, Any]]:
+    """Every notification that arrives within `wait` seconds."""
+    return [json.loads(note.payload) async for note in listener.notifies(timeout=wait)]
+
+
+async def wide_version(store: KnowledgeStore, kb: str, version: str) -> VersionRecord:
+    """A gated version embedded in another space (16 dimensions): an embedding-model migration."""
+    wide = EmbeddingSpace(provider="hashing", model="hashing-v2", dimensions=16)
+    record = await store.begin_version(kb, version, wide, SETTINGS)
+    wide_row = ChunkRow("a.md", "/src/a.md", 0, (), "wide", "d", 1, {}, np.full(16, 0.25, dtype=np.float32))
+    ids = await store.insert_chunks(record, [wide_row])
+    record = await store.complete_version(record, ids.values(), [], {})
+    await store.record_gate(record, {}, True)
+    return record
+
+
+async def test_traffic_split_is_set_idempotently_notified_recorded_and_cleared(pg_dsn: str) -> None:
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        for version in ("v1", "v2"):
+            await build(store, "docs", version, ROWS_V1)
+        await store.activate("docs", "v1")
+        idle = await store.traffic("docs")
+        assert (idle.stable, idle.canary, idle.canary_weight, idle.shadow_percent, idle.probe) == (
+            "v1",
+            None,
+            0,
+            0,
+            None,
+        )
+        assert not idle.active
+        listener = await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True)
+        await listener.execute(f"LISTEN {ACTIVATION_CHANNEL}")
+
+        split = await store.set_traffic(
+            "docs", canary="v2", weight=10, shadow_percent=50, split_id="r1/0", probe=PROBES, reason="step 1"
+        )
+        assert (split.stable, split.canary, split.canary_weight, split.shadow_percent, split.split_id) == (
+            "v1",
+            "v2",
+            10,
+            50.0,
+            "r1/0",
+        )
+        assert split.probe == PROBES and split.active
+        # The same values again: nothing changes, nothing is notified or recorded.
+        again = await store.set_traffic(
+            "docs", canary="v2", weight=10, shadow_percent=50, split_id="r1/0", probe=PROBES
+        )
+        assert again == split
+        await store.set_traffic("docs", canary="v2", weight=50, shadow_percent=0, split_id="r1/2")
+        assert (await store.traffic("docs")).probe is None
+        cleared = await store.clear_traffic("docs", reason="analysis failed: p95 ratio 1.8 > 1.2")
+        assert (cleared.stable, cleared.canary, cleared.canary_weight, cleared.shadow_percent) == ("v1", None, 0, 0)
+        assert (cleared.split_id, cleared.probe) == (None, None)
+        assert await store.clear_traffic("docs") == cleared  # nothing left to clear: a no-op
+
+        notes = await notifications(listener)
+        await listener.close()
+        assert [(n["kb"], n["action"], n["version"]) for n in notes] == [
+            ("docs", "split", "v2"),
+            ("docs", "split", "v2"),
+            ("docs", "abort", "v1"),
+        ]
+        history = await store.history("docs")
+        assert [
+            (h["action"], h["from_version"], h["to_version"], h["canary_weight"], h["shadow_percent"], h["split_id"])
+            for h in history
+        ] == [
+            ("abort", "v2", "v1", 0, 0.0, None),
+            ("split", "v1", "v2", 50, 0.0, "r1/2"),
+            ("split", "v1", "v2", 10, 50.0, "r1/0"),
+            ("activate", None, "v1", None, None, None),
+        ]
+        assert history[0]["reason"] == "analysis failed: p95 ratio 1.8 > 1.2"
+        assert (await store.activation("docs")).active == "v1"  # the pointer never moved
+
+
+async def test_set_traffic_refuses_what_cannot_serve(pg_dsn: str) -> None:
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        await build(store, "docs", "v1", ROWS_V1)
+        with pytest.raises(ActivationRefused, match="has no active version: activate a stable version before"):
+            await store.set_traffic("docs", canary="v1", weight=10, shadow_percent=0, split_id="s")
+        await store.activate("docs", "v1")
+        await build(store, "docs", "good", ROWS_V1)
+        await build(store, "docs", "ungated", ROWS_V1, gate=None)
+        await build(store, "docs", "bad", ROWS_V1, gate=False)
+        await build(store, "faq", "faq-v1", ROWS_V1)
+        half = await store.begin_version("docs", "half", SPACE, SETTINGS)
+        refused = {
+            "v1": "'v1' is already the stable version of 'docs'",
+            "v9": "knowledge base 'docs' has no version 'v9'",
+            "faq-v1": "version 'faq-v1' belongs to knowledge base 'faq', not 'docs'",
+            half.version: "is building, not built",
+            "ungated": "has not been evaluated",
+            "bad": r"failed its gate \(recallAtK=0.1<0.8\)",
+        }
+        for canary, reason in refused.items():
+            with pytest.raises(ActivationRefused, match=reason):
+                await store.set_traffic("docs", canary=canary, weight=10, shadow_percent=0, split_id="s")
+        for weight, shadow, split_id in [
+            (101, 0, "s"),
+            (-1, 0, "s"),
+            (True, 0, "s"),
+            (10, 100.5, "s"),
+            (10, -0.1, "s"),
+        ]:
+            with pytest.raises(ActivationRefused, match="from 0 to 100"):
+                await store.set_traffic("docs", canary="good", weight=weight, shadow_percent=shadow, split_id=split_id)
+        with pytest.raises(ActivationRefused, match="from 0 to 100"):
+            await store.set_traffic("docs", canary="good", weight=10, shadow_percent=float("nan"), split_id="s")
+        with pytest.raises(ActivationRefused, match="split_id must be a non-empty"):
+            await store.set_traffic("docs", canary="good", weight=10, shadow_percent=0, split_id="")
+        assert not (await store.traffic("docs")).active and await store.history("docs", limit=2) == [
+            h for h in await store.history("docs", limit=2) if h["action"] == "activate"
+        ]
+        # Force skips the gate (as for activation), never the build.
+        forced = await store.set_traffic("docs", canary="ungated", weight=5, shadow_percent=0, split_id="s", force=True)
+        assert forced.canary == "ungated"
+        with pytest.raises(ActivationRefused, match="is building, not built"):
+            await store.set_traffic("docs", canary=half.version, weight=5, shadow_percent=0, split_id="s", force=True)
+        with pytest.raises(ValueError, match="at least one query"):
+            ProbePlan(queries=(), per_minute=10)
+        with pytest.raises(ValueError, match="probes per minute"):
+            ProbePlan(queries=(ProbeQuery("q"),), per_minute=0)
+
+
+async def test_activate_clears_the_split_and_a_canary_of_another_dimension_is_promoted(pg_dsn: str) -> None:
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        await build(store, "docs", "v1", ROWS_V1)
+        await store.activate("docs", "v1")
+        await wide_version(store, "docs", "wide")
+        # Another embedding space is served side by side: a canary needs no force for it.
+        await store.set_traffic("docs", canary="wide", weight=20, shadow_percent=0, split_id="migrate/0")
+        with pytest.raises(StoreError, match="is the canary of a rollout; clear the split first"):
+            await store.drop_version("docs", "wide")
+        assert "wide" not in await store.gc("docs", keep=0)
+        # Promote = activate the candidate: it has served in its own space, so no force, and the split ends.
+        promoted = await store.activate("docs", "wide", reason="promote")
+        assert (promoted.active, promoted.previous) == ("wide", "v1")
+        after = await store.traffic("docs")
+        assert (after.stable, after.canary, after.canary_weight, after.split_id) == ("wide", None, 0, None)
+        # Activating the version already stable while a split runs ends the split too.
+        await store.set_traffic("docs", canary="v1", weight=30, shadow_percent=10, split_id="back/0", force=True)
+        assert (await store.activate("docs", "wide", reason="serve wide to everyone")).active == "wide"
+        assert not (await store.traffic("docs")).active
+        assert [(h["action"], h["from_version"], h["to_version"]) for h in await store.history("docs", limit=2)] == [
+            ("activate", "wide", "wide"),
+            ("split", "wide", "v1"),
+        ]
+        # With nothing to clear, activating the active version changes nothing (as before splits).
+        assert len(await store.history("docs")) == 5
+        await store.activate("docs", "wide")
+        assert len(await store.history("docs")) == 5
+
+
+async def test_a_store_created_by_the_previous_release_gets_the_split_columns(pg_dsn: str) -> None:
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        await build(store, "docs", "v1", ROWS_V1)
+        await build(store, "docs", "v2", ROWS_V1)
+    # Back to the previous release's schema (before the split), with a version active and its history.
+    with psycopg.connect(pg_dsn, autocommit=True) as old:
+        for column in ("canary_version_id", "canary_weight", "shadow_percent", "split_id", "probe"):
+            old.execute(f"ALTER TABLE ragops.kb_activation DROP COLUMN {column}")
+        for column in ("canary_weight", "shadow_percent", "split_id"):
+            old.execute(f"ALTER TABLE ragops.kb_activation_history DROP COLUMN {column}")
+        v1 = old.execute("SELECT id FROM ragops.kb_versions WHERE version = 'v1'").fetchone()
+        assert v1 is not None
+        old.execute("INSERT INTO ragops.kb_activation (kb, active_version_id) VALUES ('docs', %s)", v1)
+        old.execute(
+            "INSERT INTO ragops.kb_activation_history (kb, action, to_version) VALUES ('docs', 'activate', 'v1')"
+        )
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        assert (await store.activation("docs")).active == "v1"
+        assert (await store.traffic("docs")).stable == "v1"
+        split = await store.set_traffic("docs", canary="v2", weight=25, shadow_percent=5, split_id="r/0", probe=PROBES)
+        assert (split.canary, split.canary_weight, split.probe) == ("v2", 25, PROBES)
+        assert [h["action"] for h in await store.history("docs")] == ["split", "activate"]
+        with pytest.raises(psycopg.errors.CheckViolation):
+            await store.connection.execute("UPDATE ragops.kb_activation SET canary_weight = 101")
+    # A long reader of the pointer: connecting must not queue behind it once the columns exist.
+    with psycopg.connect(pg_dsn, autocommit=True) as reader:
+        reader.execute("BEGIN")
+        reader.execute("SELECT * FROM ragops.kb_activation")  # holds ACCESS SHARE until rollback
+
+        async def connect() -> None:
+            async with asyncio.timeout(5):
+                async with await KnowledgeStore.connect(pg_dsn):
+                    pass
+
+        await connect()  # an ALTER TABLE here would wait for the reader and time out
+        reader.execute("ROLLBACK")
 
 
 async def test_gc_keeps_active_previous_and_newest_and_deletes_rows(pg_dsn: str) -> None:

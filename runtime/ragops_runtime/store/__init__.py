@@ -9,8 +9,11 @@ from .knowledge import (
     EmbeddingSpace,
     KnowledgeStore,
     PgvectorMissing,
+    ProbePlan,
+    ProbeQuery,
     RetrievedChunk,
     StoreError,
+    TrafficSplit,
     VersionConflict,
     VersionRecord,
 )
@@ -24,8 +27,11 @@ __all__ = [
     "EmbeddingSpace",
     "KnowledgeStore",
     "PgvectorMissing",
+    "ProbePlan",
+    "ProbeQuery",
     "RetrievedChunk",
     "StoreError",
+    "TrafficSplit",
     "VersionConflict",
     "VersionRecord",
 ]

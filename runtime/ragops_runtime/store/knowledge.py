@@ -12,6 +12,11 @@ A version is `building` until `complete_version` writes its membership, document
 in one transaction: an interrupted build never looks complete, and a re-run reuses every chunk
 already stored. Activation changes the pointer and notifies listeners in one transaction.
 
+Next to the pointer lives the traffic split of a progressive rollout (docs/design/progressive-delivery.md):
+a candidate version, the percent of queries it answers, the percent of stable queries mirrored to
+it, the step's identity and the golden-probe plan. Each change is one transaction that records
+history and notifies on the activation channel, like a switch; activating a version clears it.
+
 Every identifier derived from a user's name goes through `identifiers`; values are always bound
 parameters. This module does no embedding, chunking or HTTP.
 """
@@ -20,10 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, LiteralString
 
 import numpy as np
 import psycopg
@@ -87,6 +93,19 @@ _META_DDL = [
         reason text NOT NULL DEFAULT '',
         at timestamptz NOT NULL DEFAULT now())""",
 ]
+_COLUMN_MIGRATIONS: tuple[tuple[str, str, LiteralString], ...] = (
+    # (table, column, definition): columns added after the first release. A store created by an
+    # older release gets them on its next connect; a new one gets them the same way, so both
+    # always have the same schema.
+    ("kb_activation", "canary_version_id", "integer REFERENCES ragops.kb_versions(id)"),
+    ("kb_activation", "canary_weight", "smallint NOT NULL DEFAULT 0 CHECK (canary_weight BETWEEN 0 AND 100)"),
+    ("kb_activation", "shadow_percent", "real NOT NULL DEFAULT 0 CHECK (shadow_percent BETWEEN 0 AND 100)"),
+    ("kb_activation", "split_id", "text"),
+    ("kb_activation", "probe", "jsonb"),
+    ("kb_activation_history", "canary_weight", "smallint"),
+    ("kb_activation_history", "shadow_percent", "real"),
+    ("kb_activation_history", "split_id", "text"),
+)
 
 
 class StoreError(Exception):
@@ -165,6 +184,83 @@ class Activation:
     active: str | None
     previous: str | None
     updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ProbeQuery:
+    """One golden probe: a question and, from the golden set, the documents that answer it."""
+
+    query: str
+    relevant_documents: tuple[str, ...] = ()
+    """Empty for recorded production queries: they measure latency and overlap, not recall."""
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    """Golden probes for a rollout: sent to both versions by one runtime replica at `per_minute`."""
+
+    queries: tuple[ProbeQuery, ...]
+    per_minute: float
+    """Probe queries per minute and per version, over all replicas together."""
+    top_k: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.queries:
+            raise ValueError("a probe plan needs at least one query")
+        if any(not probe.query.strip() for probe in self.queries):
+            raise ValueError("probe queries must not be empty")
+        if not (math.isfinite(self.per_minute) and 0 < self.per_minute <= MAX_PROBES_PER_MINUTE):
+            raise ValueError(f"probes per minute must be above 0 and at most {MAX_PROBES_PER_MINUTE}")
+        if not 1 <= self.top_k <= 200:
+            raise ValueError(f"probe top_k must be between 1 and 200, got {self.top_k}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "queries": [
+                {"query": probe.query, "relevantDocuments": list(probe.relevant_documents)} for probe in self.queries
+            ],
+            "perMinute": self.per_minute,
+            "topK": self.top_k,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProbePlan:
+        return cls(
+            queries=tuple(
+                ProbeQuery(query=str(q["query"]), relevant_documents=tuple(map(str, q.get("relevantDocuments", ()))))
+                for q in data["queries"]
+            ),
+            per_minute=float(data["perMinute"]),
+            top_k=int(data.get("topK", 10)),
+        )
+
+
+MAX_PROBES_PER_MINUTE = 6000.0
+"""100 a second per version: far beyond what an analysis needs, low enough never to load a store."""
+
+
+@dataclass(frozen=True)
+class TrafficSplit:
+    """Who answers the queries of one knowledge base: the stable version and, during a rollout, a candidate.
+
+    `canary_weight` percent of clients are answered by the candidate; `shadow_percent` percent of
+    the queries stable answers are also retrieved on the candidate (never shown). `split_id` names
+    the step: it salts the sticky assignment, so a client keeps its version for the life of a step.
+    """
+
+    kb: str
+    stable: str | None
+    canary: str | None
+    canary_weight: int
+    shadow_percent: float
+    split_id: str | None
+    probe: ProbePlan | None
+    updated_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        """True while a candidate is part of the split (at any weight, shadow or probes)."""
+        return self.canary is not None
 
 
 @dataclass(frozen=True)
@@ -279,7 +375,25 @@ class KnowledgeStore:
             await self._conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             for statement in _META_DDL:
                 await self._conn.execute(statement)
+            await self._add_missing_columns()
         await register_vector_async(self._conn)
+
+    async def _add_missing_columns(self) -> None:
+        # ALTER TABLE takes an exclusive lock even when the column exists, and would queue every
+        # reader of the pointer behind it: only tables that lack a column are altered.
+        cursor = await self._conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'ragops'"
+        )
+        present = {(table, column) for table, column in await cursor.fetchall()}
+        for table, column, definition in _COLUMN_MIGRATIONS:
+            if (table, column) not in present:
+                await self._conn.execute(
+                    sql.SQL("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}").format(
+                        table=sql.Identifier("ragops", table),
+                        column=sql.Identifier(column),
+                        definition=sql.SQL(definition),
+                    )
+                )
 
     # ---- versions ----------------------------------------------------------------------------
 
@@ -562,48 +676,200 @@ class KnowledgeStore:
 
     async def _switch(self, kb: str, version: str, *, action: str, force: bool, reason: str) -> Activation:
         async with self._conn.transaction():
-            # Serializes switches of one knowledge base without blocking readers of the pointer.
-            await self._conn.execute("SELECT pg_advisory_xact_lock(hashtext('ragops.activation'), hashtext(%s))", (kb,))
+            await self._lock_pointer(kb)
             record = await self.get_version(kb, version)
             current = await self.activation(kb)
-            current_record = await self.get_version(kb, current.active) if current.active else None
-            if current.active == version:
+            split = await self.traffic(kb)
+            if current.active == version and not split.active:
                 return current
-            _check_activation(kb, version, record, current_record, force=force)
-            assert record is not None
-            await self._conn.execute(
-                """INSERT INTO ragops.kb_activation AS a (kb, active_version_id, previous_version_id, updated_at)
-                   VALUES (%s, %s, NULL, now())
-                   ON CONFLICT (kb) DO UPDATE SET previous_version_id = a.active_version_id,
-                       active_version_id = EXCLUDED.active_version_id, updated_at = now()""",
-                (kb, record.id),
-            )
-            await self._conn.execute(
-                "INSERT INTO ragops.kb_activation_history (kb, action, from_version, to_version, reason) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                (kb, action, current.active, version, reason),
-            )
-            await self._conn.execute(
-                "SELECT pg_notify(%s, %s)",
-                (ACTIVATION_CHANNEL, json.dumps({"kb": kb, "version": version, "action": action})),
-            )
+            if current.active != version:
+                current_record = await self.get_version(kb, current.active) if current.active else None
+                _check_activation(kb, version, record, current_record, force=force, was_canary=split.canary == version)
+                assert record is not None
+                await self._conn.execute(
+                    """INSERT INTO ragops.kb_activation AS a (kb, active_version_id, previous_version_id, updated_at)
+                       VALUES (%s, %s, NULL, now())
+                       ON CONFLICT (kb) DO UPDATE SET previous_version_id = a.active_version_id,
+                           active_version_id = EXCLUDED.active_version_id, updated_at = now()""",
+                    (kb, record.id),
+                )
+            # Activating a version serves it to every query: any split ends with it (promote = activate
+            # the candidate).
+            await self._write_split(kb, None, weight=0, shadow_percent=0.0, split_id=None, probe=None)
+            await self._record(kb, action, current.active, version, reason)
         return await self.activation(kb)
 
     async def history(self, kb: str, limit: int = 50) -> list[dict[str, Any]]:
         async with self._conn.cursor(row_factory=dict_row) as cursor:
             await cursor.execute(
-                "SELECT action, from_version, to_version, reason, at FROM ragops.kb_activation_history "
-                "WHERE kb = %s ORDER BY id DESC LIMIT %s",
+                "SELECT action, from_version, to_version, reason, at, canary_weight, shadow_percent, split_id "
+                "FROM ragops.kb_activation_history WHERE kb = %s ORDER BY id DESC LIMIT %s",
                 (kb, limit),
             )
             return list(await cursor.fetchall())
 
+    # ---- traffic split -----------------------------------------------------------------------
+
+    async def traffic(self, kb: str) -> TrafficSplit:
+        """The split of `kb`: stable version, candidate, weight, shadow share, step and probe plan."""
+        cursor = await self._conn.execute(
+            """SELECT stable.version, canary.version, a.canary_weight, a.shadow_percent, a.split_id, a.probe,
+                      a.updated_at
+               FROM ragops.kb_activation a
+               LEFT JOIN ragops.kb_versions stable ON stable.id = a.active_version_id
+               LEFT JOIN ragops.kb_versions canary ON canary.id = a.canary_version_id
+               WHERE a.kb = %s""",
+            (kb,),
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            return TrafficSplit(kb, None, None, 0, 0.0, None, None, None)
+        stable, canary, weight, shadow, split_id, probe, updated_at = row
+        return TrafficSplit(
+            kb=kb,
+            stable=stable,
+            canary=canary,
+            canary_weight=int(weight),
+            shadow_percent=float(shadow),
+            split_id=split_id,
+            probe=ProbePlan.from_json(probe) if probe is not None else None,
+            updated_at=updated_at,
+        )
+
+    async def set_traffic(
+        self,
+        kb: str,
+        *,
+        canary: str,
+        weight: int,
+        shadow_percent: float,
+        split_id: str,
+        probe: ProbePlan | None = None,
+        reason: str = "",
+        force: bool = False,
+    ) -> TrafficSplit:
+        """Sends `weight` percent of clients to `canary` and mirrors `shadow_percent` of stable's queries to it.
+
+        One transaction, recorded in the history (action "split") and notified on the activation
+        channel; the same values again change nothing and notify nothing. Refuses a candidate that
+        cannot serve: unknown, of another knowledge base, not built, not gated (unless `force`), the
+        stable version itself, or when no version is active.
+        """
+        _check_split_values(weight, shadow_percent, split_id)
+        async with self._conn.transaction():
+            await self._lock_pointer(kb)
+            current = await self.traffic(kb)
+            if current.stable is None:
+                raise ActivationRefused(
+                    f"knowledge base {kb!r} has no active version: activate a stable version before a canary"
+                )
+            if canary == current.stable:
+                raise ActivationRefused(
+                    f"version {canary!r} is already the stable version of {kb!r}: a canary needs another version"
+                )
+            record = await self.get_version(kb, canary)
+            if record is None:
+                await self._refuse_unknown(kb, canary)
+            _check_servable(kb, canary, record, force=force)
+            assert record is not None
+            wanted = (canary, weight, float(shadow_percent), split_id, probe)
+            if (current.canary, current.canary_weight, current.shadow_percent, current.split_id, current.probe) == (
+                wanted
+            ):
+                return current
+            await self._write_split(
+                kb, record.id, weight=weight, shadow_percent=shadow_percent, split_id=split_id, probe=probe
+            )
+            await self._record(
+                kb,
+                "split",
+                current.stable,
+                canary,
+                reason,
+                weight=weight,
+                shadow_percent=shadow_percent,
+                split_id=split_id,
+            )
+        return await self.traffic(kb)
+
+    async def clear_traffic(self, kb: str, *, reason: str = "") -> TrafficSplit:
+        """Ends the split at once: every query goes to the stable version again (action "abort").
+
+        Nothing to clear changes nothing and notifies nothing.
+        """
+        async with self._conn.transaction():
+            await self._lock_pointer(kb)
+            current = await self.traffic(kb)
+            if not current.active:
+                return current
+            assert current.canary is not None and current.stable is not None
+            await self._write_split(kb, None, weight=0, shadow_percent=0.0, split_id=None, probe=None)
+            await self._record(kb, "abort", current.canary, current.stable, reason, weight=0, shadow_percent=0.0)
+        return await self.traffic(kb)
+
+    async def _lock_pointer(self, kb: str) -> None:
+        # Serializes changes of one knowledge base's pointer and split without blocking their readers.
+        await self._conn.execute("SELECT pg_advisory_xact_lock(hashtext('ragops.activation'), hashtext(%s))", (kb,))
+
+    async def _write_split(
+        self,
+        kb: str,
+        canary_id: int | None,
+        *,
+        weight: int,
+        shadow_percent: float,
+        split_id: str | None,
+        probe: ProbePlan | None,
+    ) -> None:
+        await self._conn.execute(
+            """UPDATE ragops.kb_activation
+               SET canary_version_id = %s, canary_weight = %s, shadow_percent = %s, split_id = %s, probe = %s,
+                   updated_at = now()
+               WHERE kb = %s""",
+            (canary_id, weight, shadow_percent, split_id, Jsonb(probe.to_json()) if probe else None, kb),
+        )
+
+    async def _record(
+        self,
+        kb: str,
+        action: str,
+        from_version: str | None,
+        to_version: str,
+        reason: str,
+        *,
+        weight: int | None = None,
+        shadow_percent: float | None = None,
+        split_id: str | None = None,
+    ) -> None:
+        """History row and notification of one change, inside the caller's transaction."""
+        await self._conn.execute(
+            "INSERT INTO ragops.kb_activation_history (kb, action, from_version, to_version, reason, "
+            "canary_weight, shadow_percent, split_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (kb, action, from_version, to_version, reason, weight, shadow_percent, split_id),
+        )
+        await self._conn.execute(
+            "SELECT pg_notify(%s, %s)",
+            (ACTIVATION_CHANNEL, json.dumps({"kb": kb, "version": to_version, "action": action})),
+        )
+
+    async def _refuse_unknown(self, kb: str, version: str) -> None:
+        cursor = await self._conn.execute(
+            "SELECT kb FROM ragops.kb_versions WHERE version = %s AND kb <> %s ORDER BY kb LIMIT 1", (version, kb)
+        )
+        other = await cursor.fetchone()
+        if other is not None:
+            raise ActivationRefused(
+                f"version {version!r} belongs to knowledge base {other[0]!r}, not {kb!r}: "
+                "a canary must be a version of the knowledge base it serves"
+            )
+        raise ActivationRefused(f"knowledge base {kb!r} has no version {version!r}")
+
     # ---- deletion ----------------------------------------------------------------------------
 
     async def drop_version(self, kb: str, version: str) -> None:
-        """Deletes a version and every chunk no other version uses; refuses the active or previous one."""
+        """Deletes a version and every chunk no other version uses; refuses the active, previous or canary one."""
         async with self._conn.transaction():
-            await self._conn.execute("SELECT pg_advisory_xact_lock(hashtext('ragops.activation'), hashtext(%s))", (kb,))
+            await self._lock_pointer(kb)
             record = await self.get_version(kb, version)
             if record is None:
                 return
@@ -611,6 +877,8 @@ class KnowledgeStore:
             if version in (current.active, current.previous):
                 role = "active" if version == current.active else "the rollback target (previous)"
                 raise StoreError(f"version {version!r} of {kb!r} is {role}; activate another version first")
+            if version == (await self.traffic(kb)).canary:
+                raise StoreError(f"version {version!r} of {kb!r} is the canary of a rollout; clear the split first")
             members = derived_identifier(kb, record.space.key, suffix="_members")
             chunks = derived_identifier(kb, record.space.key, suffix="_chunks")
             await self._conn.execute(sql.SQL("DELETE FROM {m} WHERE version_id = %s").format(m=members), (record.id,))
@@ -634,9 +902,9 @@ class KnowledgeStore:
                 )
 
     async def gc(self, kb: str, *, keep: int) -> list[str]:
-        """Drops versions beyond the `keep` newest built ones, never the active or previous one."""
+        """Drops versions beyond the `keep` newest built ones, never the active, previous or canary one."""
         current = await self.activation(kb)
-        protected = {current.active, current.previous}
+        protected = {current.active, current.previous, (await self.traffic(kb)).canary}
         built = [v for v in await self.list_versions(kb) if v.status == "built"]
         newest = (
             {v.version for v in sorted(built, key=lambda v: (v.built_at or v.created_at, v.id))[-keep:]}
@@ -728,10 +996,8 @@ def _retrieved(row: Sequence[Any], score: float) -> RetrievedChunk:
     )
 
 
-def _check_activation(
-    kb: str, version: str, record: VersionRecord | None, current: VersionRecord | None, *, force: bool
-) -> None:
-    """Refuses a switch that would serve an incomplete, ungated or incompatible version."""
+def _check_servable(kb: str, version: str, record: VersionRecord | None, *, force: bool) -> None:
+    """Refuses a version that would serve incomplete or ungated data (force skips the gate only)."""
     if record is None:
         raise ActivationRefused(f"knowledge base {kb!r} has no version {version!r}")
     if record.status != "built":
@@ -741,12 +1007,39 @@ def _check_activation(
     if record.gate_passed is False and not force:
         failed = ", ".join((record.gate or {}).get("failedMetrics", [])) or "see its gate report"
         raise ActivationRefused(f"version {version!r} failed its gate ({failed}); pass --force to override")
-    if current is not None and current.space.dimensions != record.space.dimensions and not force:
+
+
+def _check_activation(
+    kb: str,
+    version: str,
+    record: VersionRecord | None,
+    current: VersionRecord | None,
+    *,
+    force: bool,
+    was_canary: bool = False,
+) -> None:
+    """Refuses a switch that would serve an incomplete, ungated or incompatible version.
+
+    A candidate promoted from a canary has already been served in its own embedding space by every
+    runtime (an embedding-model migration), so a dimension change needs no force then.
+    """
+    _check_servable(kb, version, record, force=force)
+    assert record is not None
+    if current is not None and current.space.dimensions != record.space.dimensions and not (force or was_canary):
         raise ActivationRefused(
             f"version {version!r} uses {record.space.dimensions}-dimension embeddings but the active version "
             f"{current.version!r} uses {current.space.dimensions}: runtimes embed queries for the active "
             "dimension; reconfigure them, then pass --force"
         )
+
+
+def _check_split_values(weight: int, shadow_percent: float, split_id: str) -> None:
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
+        raise ActivationRefused(f"canary weight must be a whole percent from 0 to 100, got {weight!r}")
+    if not (math.isfinite(shadow_percent) and 0 <= shadow_percent <= 100):
+        raise ActivationRefused(f"shadow percent must be from 0 to 100, got {shadow_percent!r}")
+    if not split_id or len(split_id) > 253:
+        raise ActivationRefused("split_id must be a non-empty identity of the step, at most 253 characters")
 
 
 def _similarity(distance: str, value: float) -> float:
