@@ -4,7 +4,8 @@ The pydantic models in `ragops_operator.api` are the single source of the schema
 emits JSON Schema 2020-12 with `$ref`s and `anyOf: [X, null]`; Kubernetes wants a structural
 OpenAPI v3 schema: every type inline, optionality as `nullable`, no `additionalProperties`
 beside `properties`, and a description on every field (`kubectl explain` shows them). This
-module does that translation and refuses a model that would yield an undocumented field.
+module does that translation and refuses a model that would yield an undocumented field or an
+unbounded string, list or map.
 The same manifests, wrapped for Helm, are the Helm chart's CRD templates (`render_chart_crds`).
 It writes files only in `write_crds` and `write_chart_crds`; everything else is pure.
 """
@@ -115,7 +116,24 @@ def _structural(node: Schema, definitions: Mapping[str, Schema], path: str) -> S
     if "description" in out and isinstance(out.get("default"), bool | int | float | str):
         # kubectl explain prints descriptions but not defaults; say it where users look.
         out["description"] += f" Defaults to {json.dumps(out['default']).strip(chr(34))}."
+    _check_bounded(out, path)
     return dict(sorted(out.items()))
+
+
+def _check_bounded(node: Schema, path: str) -> None:
+    """Refuses a string, list or map without a size limit.
+
+    The apiserver estimates the cost of every CEL rule from these limits; without them a rule
+    touching the field is costed as if it were megabytes long, and the CRD itself is refused. They
+    also cap what one object can make the operator hold and write.
+    """
+    is_string = node.get("type") == "string" or node.get("x-kubernetes-int-or-string")
+    if is_string and "maxLength" not in node and "enum" not in node and node.get("format") != "date-time":
+        raise CrdSchemaError(f"{path}: a string needs a maxLength (max_length=...)")
+    if node.get("type") == "array" and "maxItems" not in node:
+        raise CrdSchemaError(f"{path}: a list needs a maxItems (max_length=...)")
+    if isinstance(node.get("additionalProperties"), dict) and "maxProperties" not in node:
+        raise CrdSchemaError(f"{path}: a map needs a maxProperties (max_length=...)")
 
 
 def _inline(node: Schema, definitions: Mapping[str, Schema]) -> Schema:

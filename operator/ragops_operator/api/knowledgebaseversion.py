@@ -8,20 +8,26 @@ Pure models only: the CRD schema is generated from them (see crdgen).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from .common import (
+    ALLOW_LINK_LOCAL_DESCRIPTION,
     ApiModel,
     Conditions,
+    ConfigMapKey,
     ConfigMapKeyRef,
     DnsLabel,
     DnsSubdomain,
+    FileGlob,
     HttpUrl,
     Rule,
     SecretKeyRef,
     StatusModel,
+    Text,
+    VolumePath,
+    not_link_local,
 )
 from .conditions import KnowledgeBaseVersionPhase
 
@@ -41,8 +47,9 @@ class ConfigMapSource(ApiModel):
     """Documents stored as the data keys of a ConfigMap, one document per key."""
 
     name: DnsSubdomain = Field(description="Name of the ConfigMap, in the namespace of this resource.")
-    keys: list[str] | None = Field(
+    keys: list[ConfigMapKey] | None = Field(
         default=None,
+        min_length=1,
         max_length=1000,
         description="Keys to read; all keys of the ConfigMap when omitted.",
     )
@@ -52,13 +59,11 @@ class PvcSource(ApiModel):
     """Documents on a PersistentVolumeClaim, mounted read-only into the build Job."""
 
     claim_name: DnsSubdomain = Field(description="Name of the PersistentVolumeClaim to mount read-only.")
-    path: str = Field(
+    path: VolumePath = Field(
         default="/",
-        max_length=1024,
-        pattern=r"^/",
         description="Directory within the volume to read, absolute (e.g. /docs).",
     )
-    include: list[str] = Field(
+    include: list[FileGlob] = Field(
         default=["**/*.md", "**/*.txt", "**/*.html", "**/*.jsonl"],
         min_length=1,
         max_length=64,
@@ -75,6 +80,7 @@ class Source(ApiModel):
             message="exactly one of configMap, url or pvc must be set",
             holds=lambda s: sum(x is not None for x in (s.config_map, s.url, s.pvc)) == 1,
         ),
+        not_link_local("url", "url"),
     )
 
     config_map: ConfigMapSource | None = Field(
@@ -85,6 +91,7 @@ class Source(ApiModel):
         description="Fetch one document over HTTP(S): Markdown, plain text, HTML or JSONL records.",
     )
     pvc: PvcSource | None = Field(default=None, description="Read documents from files on a PersistentVolumeClaim.")
+    allow_link_local: bool = Field(default=False, description=ALLOW_LINK_LOCAL_DESCRIPTION.format(field="url"))
 
 
 class ChunkingSpec(ApiModel):
@@ -126,6 +133,7 @@ class EmbeddingSpec(ApiModel):
             field_path=".model",
             holds=lambda e: e.provider != "openai" or e.model != "hashing-v1",
         ),
+        not_link_local("endpoint", "endpoint"),
     )
 
     provider: Literal["hashing", "openai"] = Field(
@@ -135,10 +143,9 @@ class EmbeddingSpec(ApiModel):
             "calls any OpenAI-compatible /v1/embeddings endpoint (OpenAI, vLLM, TEI, Ollama)."
         ),
     )
-    model: str = Field(
+    model: Text = Field(
         default="hashing-v1",
         min_length=1,
-        max_length=256,
         description="Embedding model name; part of the embedding cache key, so changing it re-embeds all.",
     )
     dimensions: int = Field(
@@ -154,6 +161,7 @@ class EmbeddingSpec(ApiModel):
         default=None, description="Secret key holding the API key; omit for endpoints without auth."
     )
     batch_size: int = Field(default=64, ge=1, le=2048, description="Chunks sent per embedding request.")
+    allow_link_local: bool = Field(default=False, description=ALLOW_LINK_LOCAL_DESCRIPTION.format(field="endpoint"))
 
 
 class IndexSpec(ApiModel):
@@ -245,7 +253,7 @@ class GateStatus(StatusModel):
     metrics: GateMetrics = Field(description="Mean scores over all cases.")
     passed: bool = Field(description="Whether every threshold was met.")
     cases: int = Field(ge=0, description="Number of golden-set cases evaluated.")
-    failed_metrics: list[str] = Field(
+    failed_metrics: list[Annotated[str, StringConstraints(max_length=256)]] = Field(
         default=[], max_length=16, description="Metrics below their threshold, as name=value<threshold."
     )
     evaluated_at: datetime | None = Field(default=None, description="When the evaluation finished.")
@@ -254,12 +262,12 @@ class GateStatus(StatusModel):
 class VersionManifest(StatusModel):
     """What exactly was built, as recorded in the store: enough to reproduce or audit the version."""
 
-    embedding_provider: str = Field(description="Embedding provider used.")
-    embedding_model: str = Field(description="Embedding model used.")
+    embedding_provider: str = Field(max_length=64, description="Embedding provider used.")
+    embedding_model: str = Field(max_length=256, description="Embedding model used.")
     dimensions: int = Field(description="Vector dimensions.")
-    chunking: str = Field(description="Chunking strategy, size and overlap, e.g. recursive/512/64.")
-    index: str = Field(description="Index type and parameters, e.g. hnsw/m=16/ef=64/cosine.")
-    sources_digest: str = Field(description="SHA-256 over the sorted per-document content digests.")
+    chunking: str = Field(max_length=128, description="Chunking strategy, size and overlap, e.g. recursive/512/64.")
+    index: str = Field(max_length=128, description="Index type and parameters, e.g. hnsw/m=16/ef=64/cosine.")
+    sources_digest: str = Field(max_length=128, description="SHA-256 over the sorted per-document content digests.")
     documents: int = Field(ge=0, description="Documents ingested.")
     chunks: int = Field(ge=0, description="Chunks stored.")
     reused_embeddings: int = Field(ge=0, description="Chunks whose embedding came from the cache.")

@@ -6,23 +6,29 @@ also the CRD default, so `kubectl get -o yaml` shows the settings the operator a
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
 from .common import (
+    ALLOW_LINK_LOCAL_DESCRIPTION,
     ApiModel,
     Conditions,
     DnsLabel,
     DnsSubdomain,
     Duration,
     HttpUrl,
-    Quantity,
+    ImageReference,
+    ResourceList,
     Rule,
     SecretKeyRef,
     StatusModel,
+    Text,
+    duration_between,
+    not_link_local,
     parse_duration,
+    parse_quantity,
 )
 from .conditions import RagDeploymentPhase
 
@@ -39,15 +45,51 @@ class KnowledgeBaseRef(ApiModel):
     )
 
 
+def _quantity(side: str) -> str:
+    """CEL: the quantity of resource `k` in `self.<side>` (an int-or-string, so made a string first)."""
+    return f"quantity(string(self.{side}[k]))"
+
+
+def _overcommittable(name: str) -> bool:
+    """Whether the kubelet lets a container's request stay below its limit (Kubernetes' IsOvercommitAllowed)."""
+    return not name.startswith("hugepages-") and "/" not in name
+
+
 class ResourceRequirements(ApiModel):
     """Compute resources of one runtime container, as in a Pod spec."""
 
-    requests: dict[str, Quantity] = Field(
+    rules = (
+        Rule(
+            cel=(
+                "self.requests.all(k, !(k in self.limits) || "
+                f"{_quantity('requests')}.compareTo({_quantity('limits')}) <= 0)"
+            ),
+            message="each request must be less than or equal to its limit",
+            field_path=".requests",
+            holds=lambda r: all(
+                parse_quantity(value) <= parse_quantity(r.limits[name])
+                for name, value in r.requests.items()
+                if name in r.limits
+            ),
+        ),
+        Rule(
+            cel=(
+                "self.requests.all(k, !(k.startsWith('hugepages-') || k.contains('/')) || "
+                f"(k in self.limits && {_quantity('requests')}.compareTo({_quantity('limits')}) == 0))"
+            ),
+            message="hugepages and extended resources (example.com/gpu) need a limit equal to their request",
+            field_path=".limits",
+            holds=lambda r: all(
+                _overcommittable(name) or (name in r.limits and parse_quantity(value) == parse_quantity(r.limits[name]))
+                for name, value in r.requests.items()
+            ),
+        ),
+    )
+
+    requests: ResourceList = Field(
         default={}, description="Minimum resources the scheduler reserves, e.g. cpu: 250m, memory: 512Mi."
     )
-    limits: dict[str, Quantity] = Field(
-        default={}, description="Maximum resources the container may use, e.g. memory: 1Gi."
-    )
+    limits: ResourceList = Field(default={}, description="Maximum resources the container may use, e.g. memory: 1Gi.")
 
 
 class AutoscalingSpec(ApiModel):
@@ -76,10 +118,8 @@ class AutoscalingSpec(ApiModel):
 class RuntimeSpec(ApiModel):
     """The runtime pods that answer queries."""
 
-    image: str | None = Field(
+    image: ImageReference | None = Field(
         default=None,
-        min_length=1,
-        max_length=512,
         description="Runtime container image; the operator's matching ragops image when omitted.",
     )
     replicas: int = Field(default=2, ge=0, le=1000, description="Number of runtime pods (without autoscaling).")
@@ -105,6 +145,7 @@ class RerankerSpec(ApiModel):
             field_path=".endpoint",
             holds=lambda r: r.provider != "http" or r.endpoint is not None,
         ),
+        not_link_local("endpoint", "endpoint"),
     )
 
     provider: Literal["none", "http"] = Field(
@@ -112,13 +153,14 @@ class RerankerSpec(ApiModel):
         description="none keeps the retrieval order; http calls a Cohere/TEI-style /rerank endpoint.",
     )
     endpoint: HttpUrl | None = Field(default=None, description="URL of the /rerank endpoint.")
-    model: str | None = Field(default=None, max_length=256, description="Reranker model name, if it needs one.")
+    model: Text | None = Field(default=None, description="Reranker model name, if it needs one.")
     timeout_ms: int = Field(
         default=1000,
         ge=10,
         le=60000,
         description="Give up reranking after this long and keep the retrieval order.",
     )
+    allow_link_local: bool = Field(default=False, description=ALLOW_LINK_LOCAL_DESCRIPTION.format(field="endpoint"))
 
 
 class RetrievalSpec(ApiModel):
@@ -160,7 +202,7 @@ class GenerationSpec(ApiModel):
         default="none",
         description="anthropic generates cited answers; none answers with the retrieved chunks only.",
     )
-    model: str = Field(default="claude-sonnet-4-6", min_length=1, max_length=256, description="Anthropic model name.")
+    model: Text = Field(default="claude-sonnet-4-6", min_length=1, description="Anthropic model name.")
     max_tokens: int = Field(default=500, ge=1, le=8192, description="Most output tokens per answer.")
     api_key_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret key holding the Anthropic API key."
@@ -228,14 +270,7 @@ class CacheSpec(ApiModel):
 class JobsSpec(ApiModel):
     """Async and batch queries (POST /v1/jobs): a queue in the store, worked by every replica."""
 
-    rules = (
-        Rule(
-            cel="duration(self.retention) >= duration('1m') && duration(self.retention) <= duration('8760h')",
-            message="retention must be between 1m and 8760h (a year)",
-            field_path=".retention",
-            holds=lambda j: timedelta(minutes=1) <= parse_duration(j.retention) <= timedelta(hours=8760),
-        ),
-    )
+    rules = (duration_between("retention", "retention", "1m", "8760h"),)
 
     concurrency: int = Field(
         default=4, ge=0, le=1000, description="Job queries each replica works on at once; 0 leaves jobs to others."
@@ -253,6 +288,9 @@ class SloSpec(ApiModel):
     """Service-level objectives checked against Prometheus; breaches trigger rollback."""
 
     rules = (
+        # A window under a second is an empty PromQL range, an interval of 0 a busy loop.
+        duration_between("window", "window", "1s", "8760h"),
+        duration_between("checkInterval", "check_interval", "1s", "8760h"),
         Rule(
             cel="duration(self.checkInterval) <= duration(self.window)",
             message="checkInterval must not be longer than window",
@@ -298,9 +336,14 @@ class RolloutSpec(ApiModel):
 class MonitoringSpec(ApiModel):
     """Where the SLO metrics are read."""
 
+    rules = (not_link_local("prometheusUrl", "prometheus_url"),)
+
     prometheus_url: HttpUrl | None = Field(
         default=None,
         description=("Base URL of the Prometheus HTTP API; without it SLOs are not checked and never roll back."),
+    )
+    allow_link_local: bool = Field(
+        default=False, description=ALLOW_LINK_LOCAL_DESCRIPTION.format(field="prometheusUrl")
     )
 
 
@@ -338,8 +381,8 @@ class Revision(StatusModel):
     """One promoted combination of knowledge-base version and runtime template."""
 
     revision: int = Field(ge=1, description="Monotonic revision number.")
-    kb_version: str = Field(description="KnowledgeBaseVersion served by this revision.")
-    runtime_hash: str = Field(description="Hash of the rendered runtime pod template.")
+    kb_version: str = Field(max_length=253, description="KnowledgeBaseVersion served by this revision.")
+    runtime_hash: str = Field(max_length=64, description="Hash of the rendered runtime pod template.")
     promoted_at: datetime = Field(description="When the revision was promoted.")
     outcome: Literal["Baking", "KnownGood", "Superseded", "RolledBack"] = Field(
         description="Baking, KnownGood, Superseded by a later revision, or RolledBack after an SLO breach."
@@ -353,11 +396,13 @@ class RagDeploymentStatus(StatusModel):
     phase: RagDeploymentPhase | None = Field(
         default=None, description="Pending, Progressing, Baking, Healthy, Degraded or Failed."
     )
-    active_version: str | None = Field(default=None, description="KnowledgeBaseVersion being served.")
+    active_version: str | None = Field(default=None, max_length=253, description="KnowledgeBaseVersion being served.")
     last_known_good_version: str | None = Field(
-        default=None, description="Latest version that completed its bake without breaching the SLOs."
+        default=None, max_length=253, description="Latest version that completed its bake without breaching the SLOs."
     )
-    runtime_revision: str | None = Field(default=None, description="Hash of the live runtime pod template.")
+    runtime_revision: str | None = Field(
+        default=None, max_length=64, description="Hash of the live runtime pod template."
+    )
     replicas: int | None = Field(default=None, ge=0, description="Runtime pods that exist.")
     ready_replicas: int | None = Field(default=None, ge=0, description="Runtime pods ready to serve.")
     conditions: Conditions = Field(

@@ -7,7 +7,7 @@ Nothing in this package does I/O, reads the clock, imports Kopf or a Kubernetes 
 operator settings: callers pass everything in (the image included) and apply the result.
 """
 
-from .common import InvalidSpecError, Manifest
+from .common import Manifest
 from .jobs import VersionContext, build_build_job, build_eval_job
 from .naming import child_name, common_labels, label_value, selector_labels
 from .owner import owner_reference
@@ -35,7 +35,6 @@ from .runtime import (
 __all__ = [
     "RUNTIME_HASH_ANNOTATION",
     "RUNTIME_HASH_LABEL",
-    "InvalidSpecError",
     "Manifest",
     "RuntimeContext",
     "StoredTemplate",

@@ -19,18 +19,6 @@ RUN_AS_USER = 65532
 """The non-root UID every ragops container runs as: the images' USER, distroless's "nonroot" (65532)."""
 
 
-class InvalidSpecError(ValueError):
-    """A spec the API schema accepts but no valid object can be built from.
-
-    `field` is the spec path at fault (e.g. `sources[0].pvc.path`), so the handler can report
-    Ready=False with reason InvalidSpec and a message naming the field.
-    """
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no whitespace: equal values always give equal text."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -4,20 +4,19 @@ The command lines are the `ragops kb` CLI's contract (see ragops_runtime.cli): e
 parameter becomes a flag, sources become mounted volumes or URLs, and credentials come only
 from secretKeyRef env vars the CLI reads itself (RAGOPS_DSN, RAGOPS_EMBEDDING_API_KEY).
 
-Pure: this module must not do I/O, read the clock, or import Kopf or a Kubernetes client. A spec
-no valid Job can be built from raises `InvalidSpecError` naming the field.
+Pure: this module must not do I/O, read the clock, or import Kopf or a Kubernetes client. Every
+spec the API accepts builds valid Jobs: paths, globs and ConfigMap keys that could lead out of their
+volume are refused by the schema (api.common's VolumePath, FileGlob, ConfigMapKey), not here.
 """
 
 from __future__ import annotations
 
 import posixpath
-import re
 from dataclasses import dataclass
 
 from ..api.kinds import KNOWLEDGE_BASE_VERSION
 from ..api.knowledgebaseversion import KnowledgeBaseVersionSpec
 from .common import (
-    InvalidSpecError,
     Manifest,
     object_meta,
     restricted_container_security_context,
@@ -57,10 +56,6 @@ def job_resources() -> Manifest:
     return {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
 
 
-# What Kubernetes accepts as a ConfigMap key, hence as a file name under a ConfigMap mount.
-_CONFIG_MAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-
-
 @dataclass(frozen=True)
 class VersionContext:
     """Everything the Jobs of one KnowledgeBaseVersion are built from; `image` is the ragops image."""
@@ -79,15 +74,6 @@ class _Sources:
     mounts: list[Manifest]
 
 
-def _check_config_map_key(key: str, field: str) -> None:
-    if not _CONFIG_MAP_KEY.match(key) or key in (".", "..") or key.startswith(".."):
-        raise InvalidSpecError(field, f"{key!r} is not a valid ConfigMap key")
-
-
-def _within(path: str, directory: str) -> bool:
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
-
-
 def _sources(spec: KnowledgeBaseVersionSpec) -> _Sources:
     """The `--source` arguments and the read-only volumes behind them, in spec order.
 
@@ -98,15 +84,9 @@ def _sources(spec: KnowledgeBaseVersionSpec) -> _Sources:
     config_maps: dict[str, list[str] | None] = {}
     claims: list[str] = []
     arguments: list[str] = []
-    for index, source in enumerate(spec.sources):
-        field = f"sources[{index}]"
+    for source in spec.sources:
         if source.config_map is not None:
             name, keys = source.config_map.name, source.config_map.keys
-            if keys == []:
-                # An empty `items` projects every key: the opposite of what an empty list says.
-                raise InvalidSpecError(f"{field}.configMap.keys", "list at least one key, or omit it for all keys")
-            for position, key in enumerate(keys or ()):
-                _check_config_map_key(key, f"{field}.configMap.keys[{position}]")
             if name not in config_maps:
                 config_maps[name] = list(keys) if keys is not None else None
                 arguments.append(f"{CONFIGMAP_SOURCES_ROOT}/{name}")
@@ -120,16 +100,11 @@ def _sources(spec: KnowledgeBaseVersionSpec) -> _Sources:
             mount = f"{PVC_SOURCES_ROOT}/{pvc.claim_name}"
             if pvc.claim_name not in claims:
                 claims.append(pvc.claim_name)
-            # normpath resolves "..", which may not lead out of the claim into the container's
-            # own filesystem (/proc/self/environ holds the DSN).
+            # The schema refuses ".." segments, so normalising cannot lead out of the claim into the
+            # container's own filesystem (/proc/self/environ holds the DSN); it only tidies "./".
             directory = posixpath.normpath(f"{mount}/{pvc.path}")
-            if not _within(directory, mount):
-                raise InvalidSpecError(f"{field}.pvc.path", "must stay within the volume")
-            for position, pattern in enumerate(pvc.include):
-                pattern_glob = posixpath.normpath(f"{directory}/{pattern}")
-                if not _within(pattern_glob, directory) or pattern_glob == directory:
-                    raise InvalidSpecError(f"{field}.pvc.include[{position}]", "must match files within path")
-                arguments.append(pattern_glob)
+            for pattern in pvc.include:
+                arguments.append(posixpath.normpath(f"{directory}/{pattern}"))
 
     volumes: list[Manifest] = []
     mounts: list[Manifest] = []
@@ -256,7 +231,6 @@ def build_eval_job(ctx: VersionContext) -> Manifest:
     spec = ctx.spec
     golden = spec.golden_set
     key = golden.config_map_ref.key
-    _check_config_map_key(key, "goldenSet.configMapRef.key")
     thresholds = golden.thresholds
     command = [
         "ragops", "kb", "eval",
