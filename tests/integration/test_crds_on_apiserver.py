@@ -1,8 +1,7 @@
-"""The generated CRDs on a real kube-apiserver: accepted examples, refused mistakes, kubectl UX."""
+"""The generated CRDs on a real kube-apiserver: accepted examples, defaults, status, immutability, kubectl UX."""
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from datetime import UTC, datetime
@@ -18,8 +17,8 @@ from ragops_operator.api import (
     RagDeploymentSpec,
     RagDeploymentStatus,
 )
-from ragops_operator.api.common import ApiModel
 from tests.support.controlplane import ControlPlane
+from tests.support.hostile_crs import apply_changes
 
 pytestmark = pytest.mark.cluster
 
@@ -206,203 +205,16 @@ def test_status_is_not_writable_through_the_main_resource(control_plane: Control
     assert "status" not in get(control_plane, namespace, "ragd", document["metadata"]["name"])
 
 
-def _set(document: Doc, path: str, value: Any) -> Doc:
-    """A copy of `document` with the dotted `path` set to `value` (or removed, for DELETE)."""
-    out = copy.deepcopy(document)
-    *parents, leaf = path.split(".")
-    node = out
-    for part in parents:
-        node = node.setdefault(part, {})
-    if value is DELETE:
-        del node[leaf]
-    else:
-        node[leaf] = value
-    return out
-
-
-DELETE = object()
 KBV = "knowledgebaseversion.yaml"
 RAGD = "ragdeployment.yaml"
-
-# (example, dotted path to change, new value, text the apiserver's error must contain)
-INVALID = [
-    (KBV, "spec.knowledgeBase", 5, 'spec.knowledgeBase: Invalid value: "integer"'),
-    (KBV, "spec.knowledgeBase", "Docs_v1", 'spec.knowledgeBase: Invalid value: "Docs_v1"'),
-    (KBV, "spec.store", DELETE, "spec.store: Required value"),
-    (KBV, "spec.sources", DELETE, "spec.sources: Required value"),
-    (KBV, "spec.sources", [], "spec.sources: Invalid value: 0"),
-    (
-        KBV,
-        "spec.sources",
-        [{}],
-        "spec.sources[0]: Invalid value: exactly one of configMap, url or pvc must be set",
-    ),
-    (
-        KBV,
-        "spec.sources",
-        [{"url": "https://a.example/x.md", "pvc": {"claimName": "c"}}],
-        "spec.sources[0]: Invalid value: exactly one of configMap, url or pvc must be set",
-    ),
-    (KBV, "spec.sources", [{"url": "ftp://a.example/x.md"}], "spec.sources[0].url: Invalid value"),
-    (KBV, "spec.store.dsnSecretRef.key", "dsn key", "spec.store.dsnSecretRef.key: Invalid value"),
-    (KBV, "spec.chunking.strategy", "semantic", 'spec.chunking.strategy: Unsupported value: "semantic"'),
-    (KBV, "spec.chunking.size", 10, "spec.chunking.size: Invalid value: 10"),
-    (
-        KBV,
-        "spec.chunking.overlap",
-        600,
-        "spec.chunking.overlap: Invalid value: overlap must be smaller than size",
-    ),
-    (KBV, "spec.chunking.sise", 600, 'unknown field "spec.chunking.sise"'),
-    (KBV, "spec.embedding.provider", "cohere", 'spec.embedding.provider: Unsupported value: "cohere"'),
-    (KBV, "spec.embedding.dimensions", 4096, "spec.embedding.dimensions: Invalid value: 4096"),
-    (
-        KBV,
-        "spec.embedding.provider",
-        "openai",
-        "spec.embedding.endpoint: Invalid value: "
-        "the openai provider needs an endpoint (an OpenAI-compatible /v1 base URL)",
-    ),
-    (
-        KBV,
-        "spec.embedding",
-        {"provider": "openai", "endpoint": "https://api.openai.com/v1"},
-        "spec.embedding.model: Invalid value: the openai provider needs the name of a served embedding model in model",
-    ),
-    (KBV, "spec.index.m", 200, "spec.index.m: Invalid value: 200"),
-    (
-        KBV,
-        "spec.index.efConstruction",
-        20,
-        "spec.index.efConstruction: Invalid value: efConstruction must be at least 2 * m (a pgvector requirement)",
-    ),
-    (KBV, "spec.index.distance", "dot", 'spec.index.distance: Unsupported value: "dot"'),
-    (
-        KBV,
-        "spec.goldenSet.thresholds.recallAtK",
-        1.5,
-        "spec.goldenSet.thresholds.recallAtK: Invalid value: 1.5",
-    ),
-    (KBV, "spec.goldenSet.configMapRef", DELETE, "spec.goldenSet.configMapRef: Required value"),
-    (RAGD, "spec.knowledgeBase.version", DELETE, "spec.knowledgeBase.version: Required value"),
-    (RAGD, "spec.runtime.replicas", -1, "spec.runtime.replicas: Invalid value: -1"),
-    (RAGD, "spec.runtime.replicas", "two", 'spec.runtime.replicas: Invalid value: "string"'),
-    (
-        RAGD,
-        "spec.runtime.autoscaling.maxReplicas",
-        1,
-        "spec.runtime.autoscaling.maxReplicas: Invalid value: maxReplicas must be greater than or equal to minReplicas",
-    ),
-    (
-        RAGD,
-        "spec.runtime.autoscaling.maxReplicas",
-        DELETE,
-        "spec.runtime.autoscaling.maxReplicas: Required value",
-    ),
-    (
-        RAGD,
-        "spec.runtime.resources.requests.cpu",
-        "lots",
-        "spec.runtime.resources.requests.cpu: Invalid value",
-    ),
-    (
-        RAGD,
-        "spec.retrieval.rerankTopK",
-        30,
-        "spec.retrieval.rerankTopK: Invalid value: rerankTopK must be less than or equal to topK",
-    ),
-    (
-        RAGD,
-        "spec.retrieval.reranker.provider",
-        "http",
-        "spec.retrieval.reranker.endpoint: Invalid value: the http reranker needs an endpoint",
-    ),
-    (
-        RAGD,
-        "spec.generation.apiKeySecretRef",
-        DELETE,
-        "spec.generation.apiKeySecretRef: Invalid value: the anthropic provider needs apiKeySecretRef",
-    ),
-    (RAGD, "spec.generation.provider", "openai", 'spec.generation.provider: Unsupported value: "openai"'),
-    (RAGD, "spec.slo.maxErrorRate", 2, "spec.slo.maxErrorRate: Invalid value: 2"),
-    (RAGD, "spec.slo.window", "5 minutes", 'spec.slo.window: Invalid value: "5 minutes"'),
-    (
-        RAGD,
-        "spec.slo.checkInterval",
-        "10m",
-        "spec.slo.checkInterval: Invalid value: checkInterval must not be longer than window",
-    ),
-    (RAGD, "spec.limits.maxQueryChars", 0, "spec.limits.maxQueryChars: Invalid value: 0"),
-    (
-        RAGD,
-        "spec.cache.backend",
-        "redis",
-        "spec.cache.redisUrlSecretRef: Invalid value: the redis cache backend needs redisUrlSecretRef",
-    ),
-    (RAGD, "spec.cache.backend", "memcached", 'spec.cache.backend: Unsupported value: "memcached"'),
-    (
-        RAGD,
-        "spec.jobs.retention",
-        "30s",
-        "spec.jobs.retention: Invalid value: retention must be between 1m and 8760h (a year)",
-    ),
-    (RAGD, "spec.jobs.concurrency", -1, "spec.jobs.concurrency: Invalid value: -1"),
-    (
-        RAGD,
-        "spec.monitoring.prometheusUrl",
-        "prometheus:9090",
-        "spec.monitoring.prometheusUrl: Invalid value",
-    ),
-    (RAGD, "spec", DELETE, "spec: Required value"),
-]
-
-
-@pytest.mark.parametrize(
-    ("example", "path", "value", "expected"),
-    INVALID,
-    ids=[
-        f"{example.split('.')[0]}:{path}={value if value is not DELETE else '<deleted>'}"
-        for example, path, value, _ in INVALID
-    ],
-)
-def test_invalid_objects_are_refused_naming_the_field(
-    control_plane: ControlPlane, namespace: str, example: str, path: str, value: Any, expected: str
-) -> None:
-    code, stderr = create(control_plane, namespace, _set(load(example), path, value))
-    assert code != 0, f"accepted: {path}={value!r}"
-    assert expected in stderr
-
-
-def test_every_cel_rule_has_a_refused_case_above() -> None:
-    # Each Rule's message must appear in the expected error of at least one case, so a new
-    # rule cannot ship without the apiserver proving it refuses what it should.
-    messages = {rule.message for model in _api_models() for rule in model.rules}
-    covered = {message for message in messages if any(message in case[3] for case in INVALID)}
-    covered |= {m for m in messages if m.startswith("spec is immutable")}  # the update test below
-    assert messages - covered == set()
-
-
-def _api_models() -> list[type[ApiModel]]:
-    seen: list[type[ApiModel]] = []
-    pending: list[type[ApiModel]] = [KnowledgeBaseVersionSpec, RagDeploymentSpec]
-    while pending:
-        model = pending.pop()
-        if model in seen:
-            continue
-        seen.append(model)
-        for info in model.model_fields.values():
-            for candidate in (info.annotation, *getattr(info.annotation, "__args__", ())):
-                for inner in (candidate, *getattr(candidate, "__args__", ())):
-                    if isinstance(inner, type) and issubclass(inner, ApiModel):
-                        pending.append(inner)
-    return seen
+# Invalid objects, and valid edge cases, are the hostile suite's: tests/integration/test_hostile_crs.py.
 
 
 def test_knowledge_base_version_spec_is_immutable(control_plane: ControlPlane, namespace: str) -> None:
     plane = control_plane
     document = load(KBV)
     assert create(plane, namespace, document)[0] == 0
-    changed = _set(document, "spec.chunking.size", 256)
+    changed = apply_changes(document, {"spec.chunking.size": 256})
     result = plane.kubectl(
         "apply",
         "--server-side",

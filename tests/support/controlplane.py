@@ -29,6 +29,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from cryptography import x509
@@ -214,6 +215,13 @@ def kubeconfig_document(server: str, pki: Pki) -> dict[str, object]:
         "contexts": [{"name": "ragops-test", "context": {"cluster": "ragops-test", "user": "admin"}}],
         "current-context": "ragops-test",
     }
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    body: dict[str, Any]
+    warnings: list[str]
 
 
 @dataclass
@@ -418,6 +426,22 @@ class ControlPlane:
         with urllib.request.urlopen(f"{self.server}{path}", context=self.ssl_context(), timeout=5) as response:
             body: bytes = response.read()
             return body.decode()
+
+    def request(self, method: str, path: str, body: str | None = None) -> ApiResponse:
+        """One call to the API as the admin: any status comes back (no raise), with the Warning headers."""
+        request = urllib.request.Request(
+            f"{self.server}{path}",
+            data=body.encode() if body is not None else None,
+            method=method,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, context=self.ssl_context(), timeout=60) as response:
+                return ApiResponse(
+                    response.status, json.loads(response.read() or b"{}"), response.headers.get_all("Warning") or []
+                )
+        except urllib.error.HTTPError as error:
+            return ApiResponse(error.code, json.loads(error.read() or b"{}"), error.headers.get_all("Warning") or [])
 
     def version(self) -> dict[str, str]:
         document: dict[str, str] = json.loads(self.api_get("/version"))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from ragops_operator.api import KnowledgeBaseVersionSpec, RagDeploymentSpec, parse_duration
-from ragops_operator.api.common import ApiModel
+from ragops_operator.api.common import ApiModel, is_link_local_url, parse_quantity
 
 KBV_MINIMAL: dict[str, Any] = {
     "knowledgeBase": "docs",
@@ -131,7 +132,51 @@ def test_parse_duration(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "5", "m5", "5 m", "5d", "-5s"])
+@pytest.mark.parametrize("text", ["", "5", "m5", "5 m", "5d", "-5s", "1h1x"])
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (2, Decimal(2)),
+        ("500m", Decimal("0.5")),
+        ("0.5", Decimal("0.5")),
+        ("1Gi", Decimal(1 << 30)),
+        ("1e9", Decimal(10**9)),
+        ("1E", Decimal(10**18)),
+        (".5Ki", Decimal(512)),
+        ("1.", Decimal(1)),
+        ("250n", Decimal("0.00000025")),
+    ],
+)
+def test_parse_quantity_gives_the_value_cel_compares(text: int | str, expected: Decimal) -> None:
+    assert parse_quantity(text) == expected
+
+
+@pytest.mark.parametrize("text", ["-1", "+1", "1e", "lots", "1.5.5Gi", "512mi", "1e1.5"])
+def test_parse_quantity_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="not a quantity"):
+        parse_quantity(text)
+
+
+@pytest.mark.parametrize(
+    ("url", "link_local"),
+    [
+        ("http://169.254.169.254/latest", True),
+        ("HTTP://METADATA.GOOGLE.INTERNAL./x", True),
+        ("http://metadata", True),
+        ("http://[FD00:EC2::254]:80/", True),
+        ("http://[::ffff:a9fe:a9fe]/", True),
+        ("http://[febf::1]/", True),
+        ("http://metadata.example.com/", False),
+        ("http://169.254.example.com/", False),
+        ("http://[fec0::1]/", False),
+        ("http://10.169.254.1/", False),
+        ("https://api.openai.com/v1", False),
+    ],
+)
+def test_link_local_and_metadata_urls(url: str, link_local: bool) -> None:
+    assert is_link_local_url(url) is link_local

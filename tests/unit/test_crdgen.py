@@ -161,3 +161,32 @@ def test_refuses_undocumented_fields_and_non_structural_unions() -> None:
         crdgen.openapi_schema(_Undocumented)
     with pytest.raises(crdgen.CrdSchemaError, match="unions other than Optional"):
         crdgen.openapi_schema(_Union)
+
+
+class _Unbounded(BaseModel):
+    name: str = Field(default="", description="A string without max_length.")
+
+
+class _UnboundedList(BaseModel):
+    names: list[int] = Field(default=[], description="A list without max_length.")
+
+
+def test_refuses_unbounded_strings_and_lists() -> None:
+    # The apiserver costs CEL rules from these bounds, and refuses a CRD whose rules could cost too much.
+    with pytest.raises(crdgen.CrdSchemaError, match=r"_Unbounded\.name: a string needs a maxLength"):
+        crdgen.openapi_schema(_Unbounded)
+    with pytest.raises(crdgen.CrdSchemaError, match=r"_UnboundedList\.names: a list needs a maxItems"):
+        crdgen.openapi_schema(_UnboundedList)
+
+
+@pytest.mark.parametrize("kind_index", range(len(KINDS)))
+def test_every_string_list_and_map_is_bounded(kind_index: int) -> None:
+    for path, node in walk(root_schema(kind_index)):
+        if path in ("", ".apiVersion", ".kind", ".metadata"):
+            continue
+        if node.get("type") == "string" and "enum" not in node and node.get("format") != "date-time":
+            assert "maxLength" in node, path
+        if node.get("type") == "array":
+            assert "maxItems" in node, path
+        if isinstance(node.get("additionalProperties"), dict):
+            assert "maxProperties" in node, path

@@ -338,7 +338,7 @@ def not_link_local(field: str, attribute: str) -> Rule:
     """Refuses a URL in `field` that names a metadata address, unless the sibling allowLinkLocal is set."""
     return Rule(
         cel=f"self.allowLinkLocal || !has(self.{field}) || !self.{field}.matches(r'{_LINK_LOCAL_URL}')",
-        message=f"{field} names a link-local or cloud metadata address; set allowLinkLocal: true if that is intended",
+        message="must not name a link-local or cloud metadata address unless allowLinkLocal is true",
         field_path=f".{field}",
         holds=lambda model: (
             bool(model.allow_link_local)
