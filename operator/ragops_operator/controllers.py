@@ -225,7 +225,10 @@ async def reconcile_version(
                 type=KnowledgeBaseVersionCondition.READY,
                 status="False",
                 reason=Reason.PENDING,
-                message=f"waiting for Secret {ref.name} (key {ref.key}) with the store's DSN",
+                message=(
+                    f"waiting for Secret {ref.name} (key {ref.key}) with the store's DSN; if it exists, "
+                    "the operator may not be allowed to read it (the chart's rbac.storeSecretNames)"
+                ),
                 observed_generation=generation,
                 now=now,
             )

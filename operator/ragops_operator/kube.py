@@ -8,6 +8,7 @@ subresource only, so the user's spec is never touched (no perpetual diff for Git
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from .api.common import GROUP, VERSION
 from .api.kinds import KINDS
 
 FIELD_MANAGER = "ragops-operator"
+log = logging.getLogger("ragops.operator")
 
 for _kind in KINDS:
     create_namespaced_resource(GROUP, VERSION, _kind.kind, _kind.plural)
@@ -100,7 +102,20 @@ class Kube:
         )
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
-        secret = await self.get("v1", "Secret", namespace, name)
+        """The decoded value, or None when the Secret or its key is missing or may not be read.
+
+        A refusal (403) is expected where the chart narrows Secret access to named Secrets
+        (`rbac.storeSecretNames`): the object waits for the Secret like a missing one, not crash.
+        """
+        try:
+            secret = await self.get("v1", "Secret", namespace, name)
+        except ApiError as error:
+            if error.status.code != 403:
+                raise
+            log.warning(
+                "not allowed to read Secret %s/%s: add it to the chart's rbac.storeSecretNames", namespace, name
+            )
+            return None
         if secret is None:
             return None
         encoded = (secret.get("data") or {}).get(key)

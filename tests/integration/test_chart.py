@@ -11,23 +11,31 @@ so the RBAC the chart grants is all it has.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from lightkube import ApiError, AsyncClient
+from lightkube.config.kubeconfig import KubeConfig
 
+from ragops_operator.api import RagDeploymentSpec
+from ragops_operator.api.knowledgebaseversion import StoreSpec
+from ragops_operator.builders import RuntimeContext, build_runtime_children
+from ragops_operator.kube import FIELD_MANAGER, Kube
 from tests.integration.test_operator import apply, eventually, get
 from tests.integration.test_operator_e2e import LENIENT, phase, prepare_sources, version
 from tests.support.controlplane import REPO_ROOT, TOOLS_BIN, ControlPlane
 from tests.support.kubeconform_schemas import SCHEMA_LOCATION, write_schemas
 from tests.support.kubelet import ProcessKubelet
-from tests.support.pod_process import PodProcess
+from tests.support.pod_process import PodProcess, service_account_kubeconfig
 
 CHART = REPO_ROOT / "charts" / "ragops"
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -274,6 +282,12 @@ def test_install_upgrade_and_uninstall_in_restricted_namespaces(
     # CRDs) is refused by design and Kopf falls back to the namespaces it was given.
     refused = set(re.findall(r'cannot (\w+) resource \\?"([\w./]+)\\?"', process.log()))
     assert refused <= KOPF_SCANNING, f"calls the chart's RBAC does not allow: {sorted(refused - KOPF_SCANNING)}"
+    # ...and under the chart's admission policy, which was in force, none of its writes was denied.
+    assert (
+        plane.kubectl("get", "validatingadmissionpolicybinding", f"{RELEASE}-confine-writes", check=False).returncode
+        == 0
+    )
+    assert "denied request" not in process.log()
 
     # An upgrade with changed values rolls the operator.
     upgrade_values = [*values, "--set=replicaCount=3", "--set-json=prometheusRule.thresholds.p95LatencySeconds=0.7"]
@@ -308,3 +322,99 @@ def _answers(url: str) -> bool:
         return http_get(url)[0] == 200
     except OSError:
         return False
+
+
+CLUSTER_RELEASE = "ragops-cluster"
+
+
+async def _refusal(call: Awaitable[Any]) -> str:
+    """The apiserver's message when `call` is refused (403), or "" when it succeeds."""
+    try:
+        await call
+    except ApiError as error:
+        assert error.status.code == 403, error.status
+        return str(error.status.message)
+    return ""
+
+
+async def test_cluster_mode_confines_the_operator_to_its_own_objects_and_named_secrets(
+    control_plane: ControlPlane, namespace: str, watched_namespace: str, tmp_path: Path
+) -> None:
+    """Cluster mode grants by kind in every namespace; the chart narrows it to what the operator uses.
+
+    The operator's own client, with the chart's ServiceAccount token, reads only the Secrets named
+    in rbac.storeSecretNames, and the chart's admission policy lets it write only the objects it
+    labels as its own, in no protected namespace. (The reconciling operator under the chart's
+    RBAC and policy is test_install_upgrade_and_uninstall_in_restricted_namespaces.)
+    """
+    plane, apps = control_plane, watched_namespace
+    preview = helm(
+        plane,
+        tmp_path,
+        "install",
+        CLUSTER_RELEASE,
+        str(CHART),
+        "-n",
+        namespace,
+        "--dry-run",
+        "--set=crds.install=false",
+    )
+    assert "The operator may read any Secret in the cluster by name" in preview.stdout
+    values = ["--set=crds.install=false", "--set=rbac.storeSecretNames={pg}"]
+    install = helm(plane, tmp_path, "install", CLUSTER_RELEASE, str(CHART), "-n", namespace, *values)
+    assert "may read any Secret" not in install.stdout
+    assert f"confined by the ValidatingAdmissionPolicy {CLUSTER_RELEASE}-confine-writes" in install.stdout
+    try:
+        plane.kubectl("create", "secret", "generic", "pg", "-n", apps, "--from-literal=dsn=postgresql://x")
+        plane.kubectl("create", "secret", "generic", "other", "-n", apps, "--from-literal=dsn=postgresql://y")
+        plane.kubectl("create", "configmap", "admins", "-n", apps, "--from-literal=a=b")
+        kubeconfig = service_account_kubeconfig(plane, namespace, CLUSTER_RELEASE, tmp_path / "operator.kubeconfig")
+        kube = Kube(AsyncClient(config=KubeConfig.from_file(kubeconfig), field_manager=FIELD_MANAGER))
+        try:
+            assert await kube.secret_value(apps, "pg", "dsn") == "postgresql://x"
+            assert await kube.secret_value(apps, "other", "dsn") is None  # refused: waits like a missing Secret
+
+            # The operator's own children, exactly as it builds them, pass the policy...
+            document = yaml.safe_load((REPO_ROOT / "examples" / "ragdeployment.yaml").read_text())
+            spec = RagDeploymentSpec.model_validate(document["spec"])
+            store = StoreSpec.model_validate({"dsnSecretRef": {"name": "pg", "key": "dsn"}})
+            runtime = RuntimeContext("docs", apps, str(uuid.uuid4()), spec, store, "ghcr.io/ragops/ragops:0.1.0")
+            children = [c for c in build_runtime_children(runtime) if c["kind"] != "ServiceMonitor"]
+            config_map = next(c for c in children if c["kind"] == "ConfigMap")
+            unlabelled = {**config_map, "metadata": {**config_map["metadata"], "name": "unlabelled", "labels": {}}}
+
+            # ...once the policy is in force (admission reads policies from a cache: give it a moment).
+            async def policy_in_force() -> str:
+                deadline = asyncio.get_running_loop().time() + 30
+                while asyncio.get_running_loop().time() < deadline:
+                    if refusal := await _refusal(kube.apply(unlabelled)):
+                        return refusal
+                    await kube.delete("v1", "ConfigMap", apps, "unlabelled")  # allowed: not yet in force
+                    await asyncio.sleep(0.5)
+                pytest.fail("the admission policy never refused an unlabelled ConfigMap")
+
+            assert (
+                "only writes objects labelled app.kubernetes.io/managed-by=ragops-operator" in await policy_in_force()
+            )
+            for child in children:
+                await kube.apply(child)
+            assert get(plane, apps, "deployment", "docs-runtime") is not None
+
+            # ...while what is not its own is refused: taking over, changing or deleting another's
+            # object, and anything in a protected namespace.
+            takeover = {**config_map, "metadata": {**config_map["metadata"], "name": "admins"}}
+            assert "only changes or deletes objects it created" in await _refusal(kube.apply(takeover))
+            assert "only changes or deletes objects it created" in await _refusal(
+                kube.delete("v1", "ConfigMap", apps, "admins")
+            )
+            system = {**config_map, "metadata": {**config_map["metadata"], "namespace": "kube-system"}}
+            assert "may not write in namespace kube-system" in await _refusal(kube.apply(system))
+            assert await _refusal(kube.delete("v1", "ConfigMap", apps, config_map["metadata"]["name"])) == ""
+        finally:
+            await kube.close()
+        assert get(plane, apps, "configmap", "admins") is not None
+    finally:
+        helm(plane, tmp_path, "uninstall", CLUSTER_RELEASE, "-n", namespace, "--wait", "--timeout=60s")
+    for kind in ("clusterrole", "validatingadmissionpolicy", "validatingadmissionpolicybinding"):
+        name = CLUSTER_RELEASE if kind == "clusterrole" else f"{CLUSTER_RELEASE}-confine-writes"
+        assert plane.kubectl("get", kind, name, check=False).returncode != 0, f"{kind} left behind"

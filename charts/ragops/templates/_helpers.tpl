@@ -82,6 +82,27 @@ The namespaces the operator watches: empty in cluster mode.
 {{- end }}
 
 {{/*
+The objects the operator creates and changes in the namespaces it watches (not its own custom
+resources, Events or Lease): `rbac.confineWrites` limits its writes to those labelled as its own.
+*/}}
+{{- define "ragops.childResources" -}}
+- apiGroups: [""]
+  resources: ["configmaps", "serviceaccounts", "services"]
+- apiGroups: ["apps"]
+  resources: ["controllerrevisions", "deployments"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+{{- end }}
+
+{{/*
 What the operator does in each namespace it watches, derived from the calls it makes
 (operator/ragops_operator/kube.py, controllers.py) and Kopf's own (watch, annotate, finalize,
 post Events). Children are server-side applied: an apply that creates needs `create` as well as
@@ -108,8 +129,12 @@ post Events). Children are server-side applied: an apply that creates needs `cre
   resources: ["events"]
   verbs: ["create"]
 # Only the store DSN Secret a KnowledgeBaseVersion names, read by name: never listed or watched.
+# rbac.storeSecretNames narrows it to those names.
 - apiGroups: [""]
   resources: ["secrets"]
+  {{- with .Values.rbac.storeSecretNames }}
+  resourceNames: {{ toJson (uniq .) }}
+  {{- end }}
   verbs: ["get"]
 # The runtime's children, applied every pass. ConfigMaps (one per runtime template) are listed
 # and deleted when no revision can return to them.
@@ -122,10 +147,11 @@ post Events). Children are server-side applied: an apply that creates needs `cre
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "create", "patch"]
-# A record of every runtime template that ran, so a rollback restores it exactly.
+# A record of every runtime template that ran, so a rollback restores it exactly: listed by
+# label, created once, deleted when no revision can return to it.
 - apiGroups: ["apps"]
   resources: ["controllerrevisions"]
-  verbs: ["get", "list", "create", "delete"]
+  verbs: ["list", "create", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["create", "patch"]
