@@ -177,9 +177,27 @@ def _enum_type(values: list[Any], path: str) -> str:
     raise CrdSchemaError(f"{path}: enum of mixed or unsupported types {kinds}")
 
 
+def _check_no_defaults_in_lists(node: Schema, path: str, in_list: bool = False) -> None:
+    """Refuses a default inside a list item of a spec.
+
+    The apiserver writes such a default into the user's list, so the stored list differs from the
+    one in Git, and a GitOps tool that compares lists whole (Argo CD's default diff) reports the
+    resource out of sync forever. Omitted values inside list items are defaulted in code instead.
+    """
+    if in_list and "default" in node:
+        raise CrdSchemaError(f"{path}: a default inside a list item; make it optional and default it in code")
+    for name, sub in node.get("properties", {}).items():
+        _check_no_defaults_in_lists(sub, f"{path}.{name}", in_list)
+    if "items" in node:
+        _check_no_defaults_in_lists(node["items"], f"{path}[]", True)
+    if isinstance(node.get("additionalProperties"), dict):
+        _check_no_defaults_in_lists(node["additionalProperties"], f"{path}{{}}", in_list)
+
+
 def build_crd(kind: ResourceKind) -> Schema:
     """The CustomResourceDefinition manifest of one kind."""
     spec_schema = openapi_schema(kind.spec_model)
+    _check_no_defaults_in_lists(spec_schema, f"{kind.kind}.spec")
     status_schema = openapi_schema(kind.status_model)
     root: Schema = {
         "type": "object",

@@ -16,7 +16,6 @@ import json
 import re
 import subprocess
 import urllib.request
-import uuid
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
@@ -374,11 +373,16 @@ async def test_cluster_mode_confines_the_operator_to_its_own_objects_and_named_s
             assert await kube.secret_value(apps, "pg", "dsn") == "postgresql://x"
             assert await kube.secret_value(apps, "other", "dsn") is None  # refused: waits like a missing Secret
 
-            # The operator's own children, exactly as it builds them, pass the policy...
+            # The operator's own children, exactly as it builds them for a real RagDeployment (their
+            # owner: garbage collection would take children of a missing one), pass the policy...
             document = yaml.safe_load((REPO_ROOT / "examples" / "ragdeployment.yaml").read_text())
-            spec = RagDeploymentSpec.model_validate(document["spec"])
+            owner = json.loads(
+                plane.kubectl("create", "-n", apps, "-o", "json", "-f", "-", input=json.dumps(document)).stdout
+            )
+            spec = RagDeploymentSpec.model_validate(owner["spec"])
             store = StoreSpec.model_validate({"dsnSecretRef": {"name": "pg", "key": "dsn"}})
-            runtime = RuntimeContext("docs", apps, str(uuid.uuid4()), spec, store, "ghcr.io/ragops/ragops:0.1.0")
+            uid = owner["metadata"]["uid"]
+            runtime = RuntimeContext("docs", apps, uid, spec, store, "ghcr.io/ragops/ragops:0.1.0")
             children = [c for c in build_runtime_children(runtime) if c["kind"] != "ServiceMonitor"]
             config_map = next(c for c in children if c["kind"] == "ConfigMap")
             unlabelled = {**config_map, "metadata": {**config_map["metadata"], "name": "unlabelled", "labels": {}}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -190,3 +191,20 @@ def test_every_string_list_and_map_is_bounded(kind_index: int) -> None:
             assert "maxItems" in node, path
         if isinstance(node.get("additionalProperties"), dict):
             assert "maxProperties" in node, path
+
+
+class _Item(BaseModel):
+    path: str = Field(default="/", max_length=10, description="A defaulted field of a list item.")
+
+
+class _WithList(BaseModel):
+    items: list[_Item] = Field(default=[], max_length=3, description="A list of items.")
+
+
+def test_refuses_a_default_inside_a_spec_list_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The apiserver would write it into the user's list, and Argo CD's diff would never settle.
+    kind = dataclasses.replace(RAG_DEPLOYMENT, spec_model=_WithList)
+    with pytest.raises(
+        crdgen.CrdSchemaError, match=r"RagDeployment\.spec\.items\[\]\.path: a default inside a list item"
+    ):
+        crdgen.build_crd(kind)

@@ -328,16 +328,19 @@ def is_link_local_url(url: str) -> bool:
 
 ALLOW_LINK_LOCAL_DESCRIPTION = (
     "Allow {field} to name a link-local or cloud metadata address (169.254.0.0/16, fe80::/10, "
-    "fd00:ec2::/32, metadata.google.internal, 100.100.100.200, 168.63.129.16 ...). Off, such URLs are "
-    "refused: a spec must not make ragops fetch a node's cloud credentials. Names that resolve there "
-    "are not caught by this check; egress policy is the defence for those."
+    "fd00:ec2::/32, metadata.google.internal, 100.100.100.200, 168.63.129.16 ...). Off or omitted, "
+    "such URLs are refused: a spec must not make ragops fetch a node's cloud credentials. Names that "
+    "resolve there are not caught by this check; egress policy is the defence for those."
 )
 
 
 def not_link_local(field: str, attribute: str) -> Rule:
     """Refuses a URL in `field` that names a metadata address, unless the sibling allowLinkLocal is set."""
     return Rule(
-        cel=f"self.allowLinkLocal || !has(self.{field}) || !self.{field}.matches(r'{_LINK_LOCAL_URL}')",
+        cel=(
+            f"(has(self.allowLinkLocal) && self.allowLinkLocal) || !has(self.{field}) || "
+            f"!self.{field}.matches(r'{_LINK_LOCAL_URL}')"
+        ),
         message="must not name a link-local or cloud metadata address unless allowLinkLocal is true",
         field_path=f".{field}",
         holds=lambda model: (

@@ -55,19 +55,28 @@ class ConfigMapSource(ApiModel):
     )
 
 
+PVC_DEFAULT_PATH = "/"
+PVC_DEFAULT_INCLUDE = ("**/*.md", "**/*.txt", "**/*.html", "**/*.jsonl")
+
+
 class PvcSource(ApiModel):
     """Documents on a PersistentVolumeClaim, mounted read-only into the build Job."""
 
     claim_name: DnsSubdomain = Field(description="Name of the PersistentVolumeClaim to mount read-only.")
-    path: VolumePath = Field(
-        default="/",
-        description="Directory within the volume to read, absolute (e.g. /docs).",
+    # No schema defaults inside a list item: the apiserver would add them to the user's list, and a
+    # GitOps tool comparing lists would see every source as changed. Omitted means these:
+    path: VolumePath | None = Field(
+        default=None,
+        description=f"Directory within the volume to read, absolute (e.g. /docs); {PVC_DEFAULT_PATH} when omitted.",
     )
-    include: list[FileGlob] = Field(
-        default=["**/*.md", "**/*.txt", "**/*.html", "**/*.jsonl"],
+    include: list[FileGlob] | None = Field(
+        default=None,
         min_length=1,
         max_length=64,
-        description="Glob patterns, relative to path, selecting the files to ingest.",
+        description=(
+            "Glob patterns, relative to path, selecting the files to ingest; "
+            f"{', '.join(PVC_DEFAULT_INCLUDE)} when omitted."
+        ),
     )
 
 
@@ -91,7 +100,7 @@ class Source(ApiModel):
         description="Fetch one document over HTTP(S): Markdown, plain text, HTML or JSONL records.",
     )
     pvc: PvcSource | None = Field(default=None, description="Read documents from files on a PersistentVolumeClaim.")
-    allow_link_local: bool = Field(default=False, description=ALLOW_LINK_LOCAL_DESCRIPTION.format(field="url"))
+    allow_link_local: bool | None = Field(default=None, description=ALLOW_LINK_LOCAL_DESCRIPTION.format(field="url"))
 
 
 class ChunkingSpec(ApiModel):
@@ -161,7 +170,9 @@ class EmbeddingSpec(ApiModel):
         default=None, description="Secret key holding the API key; omit for endpoints without auth."
     )
     batch_size: int = Field(default=64, ge=1, le=2048, description="Chunks sent per embedding request.")
-    allow_link_local: bool = Field(default=False, description=ALLOW_LINK_LOCAL_DESCRIPTION.format(field="endpoint"))
+    allow_link_local: bool | None = Field(
+        default=None, description=ALLOW_LINK_LOCAL_DESCRIPTION.format(field="endpoint")
+    )
 
 
 class IndexSpec(ApiModel):

@@ -160,7 +160,9 @@ class RerankerSpec(ApiModel):
         le=60000,
         description="Give up reranking after this long and keep the retrieval order.",
     )
-    allow_link_local: bool = Field(default=False, description=ALLOW_LINK_LOCAL_DESCRIPTION.format(field="endpoint"))
+    allow_link_local: bool | None = Field(
+        default=None, description=ALLOW_LINK_LOCAL_DESCRIPTION.format(field="endpoint")
+    )
 
 
 class RetrievalSpec(ApiModel):
@@ -342,8 +344,8 @@ class MonitoringSpec(ApiModel):
         default=None,
         description=("Base URL of the Prometheus HTTP API; without it SLOs are not checked and never roll back."),
     )
-    allow_link_local: bool = Field(
-        default=False, description=ALLOW_LINK_LOCAL_DESCRIPTION.format(field="prometheusUrl")
+    allow_link_local: bool | None = Field(
+        default=None, description=ALLOW_LINK_LOCAL_DESCRIPTION.format(field="prometheusUrl")
     )
 
 

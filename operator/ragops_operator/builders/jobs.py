@@ -15,7 +15,7 @@ import posixpath
 from dataclasses import dataclass
 
 from ..api.kinds import KNOWLEDGE_BASE_VERSION
-from ..api.knowledgebaseversion import KnowledgeBaseVersionSpec
+from ..api.knowledgebaseversion import PVC_DEFAULT_INCLUDE, PVC_DEFAULT_PATH, KnowledgeBaseVersionSpec
 from .common import (
     Manifest,
     object_meta,
@@ -102,8 +102,8 @@ def _sources(spec: KnowledgeBaseVersionSpec) -> _Sources:
                 claims.append(pvc.claim_name)
             # The schema refuses ".." segments, so normalising cannot lead out of the claim into the
             # container's own filesystem (/proc/self/environ holds the DSN); it only tidies "./".
-            directory = posixpath.normpath(f"{mount}/{pvc.path}")
-            for pattern in pvc.include:
+            directory = posixpath.normpath(f"{mount}/{pvc.path or PVC_DEFAULT_PATH}")
+            for pattern in pvc.include or PVC_DEFAULT_INCLUDE:
                 arguments.append(posixpath.normpath(f"{directory}/{pattern}"))
 
     volumes: list[Manifest] = []
