@@ -29,7 +29,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, LiteralString
+from typing import Any, Literal
 
 import numpy as np
 import psycopg
@@ -40,6 +40,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from .identifiers import derived_identifier, sanitized_name
+from .migrations import ColumnMigration, add_missing_columns
 
 Distance = Literal["cosine", "l2", "innerProduct"]
 VersionStatus = Literal["building", "built", "failed"]
@@ -93,10 +94,8 @@ _META_DDL = [
         reason text NOT NULL DEFAULT '',
         at timestamptz NOT NULL DEFAULT now())""",
 ]
-_COLUMN_MIGRATIONS: tuple[tuple[str, str, LiteralString], ...] = (
-    # (table, column, definition): columns added after the first release. A store created by an
-    # older release gets them on its next connect; a new one gets them the same way, so both
-    # always have the same schema.
+_COLUMN_MIGRATIONS: tuple[ColumnMigration, ...] = (
+    # The traffic split of progressive delivery (see migrations.py for how they reach old stores).
     ("kb_activation", "canary_version_id", "integer REFERENCES ragops.kb_versions(id)"),
     ("kb_activation", "canary_weight", "smallint NOT NULL DEFAULT 0 CHECK (canary_weight BETWEEN 0 AND 100)"),
     ("kb_activation", "shadow_percent", "real NOT NULL DEFAULT 0 CHECK (shadow_percent BETWEEN 0 AND 100)"),
@@ -375,25 +374,8 @@ class KnowledgeStore:
             await self._conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             for statement in _META_DDL:
                 await self._conn.execute(statement)
-            await self._add_missing_columns()
+            await add_missing_columns(self._conn, _COLUMN_MIGRATIONS)
         await register_vector_async(self._conn)
-
-    async def _add_missing_columns(self) -> None:
-        # ALTER TABLE takes an exclusive lock even when the column exists, and would queue every
-        # reader of the pointer behind it: only tables that lack a column are altered.
-        cursor = await self._conn.execute(
-            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'ragops'"
-        )
-        present = {(table, column) for table, column in await cursor.fetchall()}
-        for table, column, definition in _COLUMN_MIGRATIONS:
-            if (table, column) not in present:
-                await self._conn.execute(
-                    sql.SQL("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}").format(
-                        table=sql.Identifier("ragops", table),
-                        column=sql.Identifier(column),
-                        definition=sql.SQL(definition),
-                    )
-                )
 
     # ---- versions ----------------------------------------------------------------------------
 
