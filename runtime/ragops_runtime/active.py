@@ -1,9 +1,9 @@
-"""Follows the activation pointer of the served knowledge base, so a switch reaches every replica fast.
+"""Follows the activation pointer and traffic split of the served knowledge base: changes reach every replica fast.
 
-A dedicated connection LISTENs on the activation channel (a switch arrives in milliseconds), and
-the pointer is also re-read every `poll_seconds`, so a lost notification or a dropped connection
-delays a switch by at most that long. When the database goes away the watcher keeps the version
-it has, reports the outage, and reconnects by itself.
+A dedicated connection LISTENs on the activation channel (a switch, a new canary weight or an
+abort arrives in milliseconds), and the pointer and split are also re-read every `poll_seconds`,
+so a lost notification or a dropped connection delays a change by at most that long. When the
+database goes away the watcher keeps the split it has, reports the outage, and reconnects by itself.
 """
 
 from __future__ import annotations
@@ -17,16 +17,18 @@ from collections.abc import Awaitable, Callable
 import psycopg
 from psycopg import sql
 
+from .rollout import ServedSplit
 from .store import ACTIVATION_CHANNEL, KnowledgeStore, VersionRecord
 
 log = logging.getLogger("ragops.active")
 
 
-SwitchCallback = Callable[[VersionRecord | None, VersionRecord], Awaitable[None]]
+ChangeCallback = Callable[[ServedSplit | None, ServedSplit], Awaitable[None]]
+"""Called with the previous split (None at start) and the new one, whenever anything in it changed."""
 
 
 class ActiveVersionWatcher:
-    """Holds the version currently served and replaces it when the pointer moves."""
+    """Holds the split currently served (stable version, candidate, weights) and replaces it when it moves."""
 
     def __init__(
         self,
@@ -34,13 +36,13 @@ class ActiveVersionWatcher:
         knowledge_base: str,
         *,
         poll_seconds: float,
-        on_switch: SwitchCallback,
+        on_change: ChangeCallback,
     ) -> None:
         self._dsn = dsn
         self._kb = knowledge_base
         self._poll_seconds = poll_seconds
-        self._on_switch = on_switch
-        self._current: VersionRecord | None = None
+        self._on_change = on_change
+        self._served: ServedSplit | None = None
         self._problem: str | None = "not started"
         self._task: asyncio.Task[None] | None = None
         self._store: KnowledgeStore | None = None
@@ -48,7 +50,13 @@ class ActiveVersionWatcher:
 
     @property
     def current(self) -> VersionRecord | None:
-        return self._current
+        """The stable version: the one the activation pointer names."""
+        return self._served.stable if self._served is not None else None
+
+    @property
+    def served(self) -> ServedSplit:
+        """The whole split, read once per query so one query sees one consistent split."""
+        return self._served if self._served is not None else ServedSplit(stable=None)
 
     @property
     def problem(self) -> str | None:
@@ -110,24 +118,61 @@ class ActiveVersionWatcher:
                 self._store = None
 
     async def _follow(self, store: KnowledgeStore) -> None:
-        activation = await store.activation(self._kb)
-        if activation.active is None:
+        split = await store.traffic(self._kb)
+        if split.stable is None:
             self._problem = f"knowledge base {self._kb!r} has no active version"
             return
-        if self._current is not None and self._current.version == activation.active:
-            self._problem = None
+        previous = self._served
+        known = (previous.stable, previous.canary) if previous is not None else ()
+        stable = await self._record(store, split.stable, known)
+        if stable is None:
+            self._problem = f"active version {split.stable!r} is missing from the store"
             return
-        record = await store.get_version(self._kb, activation.active)
-        if record is None:
-            self._problem = f"active version {activation.active!r} is missing from the store"
-            return
-        previous, self._current = self._current, record
-        self._problem = None
-        log.info(
-            "serving knowledge base version",
-            extra={"kb": self._kb, "version": record.version, "previous": previous.version if previous else None},
+        canary = await self._record(store, split.canary, known) if split.canary is not None else None
+        served = ServedSplit(
+            stable=stable,
+            canary=canary,
+            canary_weight=split.canary_weight if canary is not None else 0,
+            shadow_percent=split.shadow_percent if canary is not None else 0.0,
+            split_id=split.split_id,
+            probe=split.probe if canary is not None else None,
         )
-        await self._on_switch(previous, record)
+        self._problem = None
+        if served == previous:
+            return
+        self._served = served
+        if previous is None or previous.stable != stable:
+            log.info(
+                "serving knowledge base version",
+                extra={
+                    "kb": self._kb,
+                    "version": stable.version,
+                    "previous": previous.stable.version if previous and previous.stable else None,
+                },
+            )
+        if _shares(previous) != _shares(served):
+            log.info(
+                f"traffic split: canary {canary.version if canary else None} at {served.canary_weight} %, "
+                f"shadow {served.shadow_percent:g} %, step {served.split_id}",
+                extra={"kb": self._kb},
+            )
+        await self._on_change(previous, served)
+
+    async def _record(
+        self, store: KnowledgeStore, version: str, known: tuple[VersionRecord | None, ...]
+    ) -> VersionRecord | None:
+        """The record of `version`, reusing one already held (versions are immutable once built)."""
+        for record in known:
+            if record is not None and record.version == version:
+                return record
+        return await store.get_version(self._kb, version)
+
+
+def _shares(split: ServedSplit | None) -> tuple[object, ...]:
+    """What a split log line reports; nothing for no split."""
+    if split is None or split.canary is None:
+        return ()
+    return (split.canary.version, split.canary_weight, split.shadow_percent, split.split_id)
 
 
 def _first_line(error: BaseException) -> str:

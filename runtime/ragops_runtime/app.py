@@ -37,6 +37,9 @@ from .protection.cache import AnswerCache, AnswerCacheBackend, MemoryAnswerCache
 from .protection.limits import ConcurrencyLimiter, TokenBucketLimiter
 from .protection.redis_cache import RedisAnswerCache
 from .retrieval.reranker import HttpReranker
+from .rollout import ServedSplit
+from .rollout.probes import ProbeRunner
+from .rollout.shadow import ShadowRunner
 from .service import (
     Answer,
     QueryEmbeddings,
@@ -97,7 +100,11 @@ class Usage(WireModel):
 class QueryResponse(WireModel):
     query_id: uuid.UUID
     knowledge_base: str
-    kb_version: str = Field(description="The knowledge-base version that answered.")
+    kb_version: str = Field(description="The knowledge-base version that answered (also in X-RagOps-KB-Version).")
+    role: Literal["stable", "canary"] = Field(
+        description="Whether that version answered as the stable version or as the canary of a rollout "
+        "(also in X-RagOps-Role); citations come from that version only."
+    )
     answer: str | None = Field(description="Generated answer citing [n] passages; null when retrieval-only.")
     mode: Literal["generated", "retrieval_only", "cached"]
     degraded: bool = Field(description="True when a dependency failed and a fallback answered.")
@@ -146,6 +153,7 @@ def to_response(answer: Answer) -> QueryResponse:
         query_id=answer.query_id,
         knowledge_base=answer.knowledge_base,
         kb_version=answer.kb_version,
+        role=answer.role,
         answer=answer.answer,
         mode=answer.mode,
         degraded=answer.degraded,
@@ -155,6 +163,11 @@ def to_response(answer: Answer) -> QueryResponse:
         cost_usd=answer.cost_usd,
         timings_ms=dict(answer.timings_ms),
     )
+
+
+def served_headers(kb_version: str, role: str) -> dict[str, str]:
+    """The version and role that answered, for clients and proxies that read headers, not bodies."""
+    return {"X-RagOps-KB-Version": kb_version, "X-RagOps-Role": role}
 
 
 def error(status: int, code: str, message: str, retry_after: float | None = None) -> JSONResponse:
@@ -243,16 +256,17 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
             cache_size=settings.query_embedding_cache_size,
         )
         service_holder: list[QueryService] = []
+        probes_holder: list[ProbeRunner] = []
         cache = _answer_cache(settings, metrics)
 
-        async def on_switch(previous: Any, current: Any) -> None:
+        async def on_change(previous: ServedSplit | None, current: ServedSplit) -> None:
             if service_holder:
-                await service_holder[0].on_switch(previous, current)
-            else:
-                metrics.set_active_version(settings.knowledge_base, current.version)
+                await service_holder[0].on_change(previous, current)
+            for runner in probes_holder:
+                runner.split_changed()
 
         watcher = ActiveVersionWatcher(
-            dsn, settings.knowledge_base, poll_seconds=settings.version_poll_seconds, on_switch=on_switch
+            dsn, settings.knowledge_base, poll_seconds=settings.version_poll_seconds, on_change=on_change
         )
         service = QueryService(
             knowledge_base=settings.knowledge_base,
@@ -274,10 +288,23 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
             database_timeout_seconds=settings.database_timeout_seconds,
             active=watcher,
         )
+        service.shadow = ShadowRunner(
+            search=service.search, metrics=metrics, max_in_flight=settings.shadow_max_concurrency
+        )
+        probes = ProbeRunner(
+            dsn=dsn,
+            scope=f"{settings.namespace}/{settings.deployment}/{settings.knowledge_base}",
+            served=lambda: watcher.served,
+            search=service.search,
+            metrics=metrics,
+        )
+        probes_holder.append(probes)
         service_holder.append(service)
         await watcher.start()
+        probes.start()
         app.state.service = service
         app.state.watcher = watcher
+        app.state.probes = probes
         app.state.pool = pool
         jobs = JobWorker(
             config=job_config,
@@ -300,6 +327,8 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
         finally:
             retention.cancel()
             await jobs.stop()
+            await probes.stop()
+            await service.shadow.aclose()
             await watcher.stop()
             await embeddings.aclose()
             await cache.aclose()
@@ -414,9 +443,14 @@ def _query_router(request_model: type[QueryRequest]) -> APIRouter:
         question = Question(query=body.query, client_id=_client_id(request), top_k=body.top_k, filters=body.filters)
         try:
             if body.stream:
-                events = await service.stream(question)
+                head, events = await service.stream(question)
+                version, role = (
+                    (head.record.version, head.role) if isinstance(head, Retrieved) else (head.kb_version, head.role)
+                )
                 return StreamingResponse(
-                    _sse(events), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+                    _sse(events),
+                    media_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache", **served_headers(version, role)},
                 )
             answer = await service.answer(question)
         except QueryTooLong as exc:
@@ -425,7 +459,10 @@ def _query_router(request_model: type[QueryRequest]) -> APIRouter:
             return error(429, "rate_limited", str(exc), retry_after=exc.retry_after)
         except ServiceUnavailable as exc:
             return error(503, exc.code, str(exc), retry_after=exc.retry_after)
-        return JSONResponse(to_response(answer).model_dump(mode="json", by_alias=True))
+        return JSONResponse(
+            to_response(answer).model_dump(mode="json", by_alias=True),
+            headers=served_headers(answer.kb_version, answer.role),
+        )
 
     # The body type is this runtime's model (with its length limit), chosen when the app is built.
     query.__annotations__["body"] = request_model
@@ -445,20 +482,23 @@ def _query_router(request_model: type[QueryRequest]) -> APIRouter:
         responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
     )
     async def feedback(body: FeedbackRequest, request: Request, service: ServiceDep) -> Response:
-        """Rate an answer (0..1 or thumbs); feeds the satisfaction SLO and drift detection."""
+        """Rate an answer (0..1 or thumbs); feeds the satisfaction SLO and drift detection.
+
+        The rating counts for the version and role that answered the query, whatever is served now.
+        """
         try:
             async with service.pool.connection(timeout=service.database_timeout_seconds) as connection:
-                found = await record_feedback(connection, body.query_id, feedback_score(body))
+                rated = await record_feedback(connection, body.query_id, feedback_score(body))
         except (PoolTimeout, psycopg.OperationalError):
             return error(503, "database_unavailable", "the database is unavailable; retry shortly", retry_after=2)
-        if not found:
+        if rated is None:
             return error(404, "unknown_query", f"no answered query has id {body.query_id}")
-        service.metrics.feedback(feedback_score(body))
+        service.metrics.feedback(feedback_score(body), kb_version=rated.version, role=rated.role)
         return Response(status_code=204)
 
     @router.get("/info")
     async def info(request: Request, service: ServiceDep) -> dict[str, Any]:
-        """The served knowledge base, its active version and that version's manifest."""
+        """The served knowledge base, its active version, that version's manifest and the traffic split."""
         record = service.active.current
         settings: RuntimeSettings = request.app.state.settings
         rated: dict[str, Any] = {}
@@ -483,10 +523,33 @@ def _query_router(request_model: type[QueryRequest]) -> APIRouter:
             "hybrid": settings.hybrid,
             "reranker": settings.reranker_provider,
             "cache": _cache_status(service.cache),
+            "traffic": _traffic(service.active.served, request.app.state.probes),
             **rated,
         }
 
     return router
+
+
+def _traffic(served: ServedSplit, probes: ProbeRunner) -> dict[str, Any] | None:
+    """The split this replica applies (null when every query goes to the active version)."""
+    if served.canary is None:
+        return None
+    return {
+        "stableVersion": served.stable.version if served.stable else None,
+        "canaryVersion": served.canary.version,
+        "canaryWeight": served.canary_weight,
+        "shadowPercent": served.shadow_percent,
+        "splitId": served.split_id,
+        "probes": (
+            {
+                "queries": len(served.probe.queries),
+                "perMinute": served.probe.per_minute,
+                "runningHere": probes.running_here,
+            }
+            if served.probe
+            else None
+        ),
+    }
 
 
 def _operations_router() -> APIRouter:
@@ -510,7 +573,14 @@ def _operations_router() -> APIRouter:
         if record is None:
             return error(503, "no_active_version", service.active.problem or "no active version")
         # An unreachable shared cache never makes a replica unready: it answers without the cache.
-        return JSONResponse({"status": "ready", "activeVersion": record.version, "cache": _cache_status(service.cache)})
+        return JSONResponse(
+            {
+                "status": "ready",
+                "activeVersion": record.version,
+                "cache": _cache_status(service.cache),
+                "traffic": _traffic(service.active.served, request.app.state.probes),
+            }
+        )
 
     @router.get("/metrics", response_class=Response)
     async def metrics(request: Request) -> Response:
@@ -529,12 +599,14 @@ async def _sse(events: AsyncIterator[tuple[str, Any]]) -> AsyncIterator[bytes]:
                 data = {
                     "queryId": str(payload.query_id),
                     "kbVersion": payload.record.version,
+                    "role": payload.role,
                     "citations": passages(payload.chunks),
                 }
             else:
                 data = {
                     "queryId": str(payload.query_id),
                     "kbVersion": payload.kb_version,
+                    "role": payload.role,
                     "citations": passages(payload.chunks),
                 }
         elif kind == "delta":

@@ -1,10 +1,16 @@
-"""The query pipeline: limits, cache, embed, retrieve, rerank, generate, log, in that order.
+"""The query pipeline: limits, version choice, cache, embed, retrieve, rerank, generate, log, in that order.
 
 Each stage has a budget and a fallback: a failing reranker keeps the retrieval order, a failing
 generator answers retrieval-only; both mark the answer `degraded` with the reason, and degraded
 answers are never cached. What cannot be answered at all (no active version, database down,
 retrieval over budget) raises `ServiceUnavailable`, which the HTTP layer turns into a 503.
 This module decides; the HTTP layer only translates (see app.py).
+
+During a progressive rollout each query is answered by one version, stable or canary, chosen
+by the client's sticky assignment (rollout/assignment.py); everything after the choice (cache
+key, embedding space, citations, metrics, answer log) belongs to that version. A share of the
+queries stable answered is also retrieved on the candidate by the shadow runner, off the
+response path.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from .protection.cache import AnswerCacheBackend, make_key, normalize_query
 from .protection.limits import ConcurrencyLimiter, TokenBucketLimiter
 from .retrieval.hybrid import retrieve
 from .retrieval.reranker import HttpReranker, RerankUnavailable
+from .rollout import Role, ServedSplit
+from .rollout.shadow import ShadowRunner
 from .store import KnowledgeStore, RetrievedChunk, VersionRecord
 from .store.answers import AnswerRecord, log_answer
 
@@ -82,6 +90,8 @@ class Answer:
     timings_ms: Mapping[str, float]
     generation_error: GenerationUnavailable | None = None
     """Why generation failed, typed, when it did (`degraded_reason` says it in words): a job retries on it."""
+    role: Role = "stable"
+    """Whether `kb_version` answered as the stable version or as the canary of a rollout."""
 
     @property
     def degraded(self) -> bool:
@@ -94,6 +104,7 @@ class Retrieved:
 
     query_id: uuid.UUID
     record: VersionRecord
+    role: Role
     chunks: tuple[RetrievedChunk, ...]
     degraded_reason: str | None
     timings_ms: dict[str, float]
@@ -160,6 +171,7 @@ class QueryService:
     retrieval_timeout_seconds: float
     database_timeout_seconds: float
     active: Any  # ActiveVersionWatcher; typed loosely to keep this module free of the watcher's task logic
+    shadow: ShadowRunner | None = None
     clock: Any = time.monotonic
 
     # ---- admission --------------------------------------------------------------------------
@@ -194,15 +206,16 @@ class QueryService:
         finally:
             self.concurrency.release()
 
-    async def stream(self, question: Question) -> AsyncIterator[tuple[str, Any]]:
-        """Events: ("retrieval", Retrieved | Answer), ("delta", str)..., ("done", Answer)."""
+    async def stream(self, question: Question) -> tuple[Retrieved | Answer, AsyncIterator[tuple[str, Any]]]:
+        """What retrieval produced (which version and role answer), then the events:
+        ("retrieval", Retrieved | Answer), ("delta", str)..., ("done", Answer)."""
         self._enter(question)
         try:
             retrieved_or_cached = await self._retrieve(question)
         except BaseException:
             self.concurrency.release()
             raise
-        return self._stream_events(question, retrieved_or_cached)
+        return retrieved_or_cached, self._stream_events(question, retrieved_or_cached)
 
     async def _stream_events(self, question: Question, retrieved: Retrieved | Answer) -> AsyncIterator[tuple[str, Any]]:
         try:
@@ -228,7 +241,7 @@ class QueryService:
                 except GenerationUnavailable as error:
                     degraded = _join(degraded, f"generation {error.reason}: {error.detail}")
                     generation_error = error
-                    self.metrics.degraded(f"generation_{error.reason}")
+                    self.metrics.degraded(f"generation_{error.reason}", **_labels(retrieved))
                 retrieved.timings_ms["generate"] = (self.clock() - started) * 1000
             yield "done", await self._finish(question, retrieved, generation, degraded, generation_error)
         finally:
@@ -236,9 +249,11 @@ class QueryService:
 
     async def _retrieve(self, question: Question) -> Retrieved | Answer:
         started = self.clock()
-        record = self.active.current
-        if record is None:
+        served: ServedSplit = self.active.served
+        if served.stable is None:
             raise ServiceUnavailable("no_active_version", self.active.problem or "no active knowledge-base version")
+        role, record = served.route(question.client_id)
+        labels = {"kb_version": record.version, "role": role}
         top_k = question.top_k or self.top_k
         params = {
             "topK": top_k,
@@ -251,22 +266,67 @@ class QueryService:
             "model": self.generator.model if self.generator is not None else None,
             "maxTokens": self.generator.max_tokens if self.generator is not None else None,
         }
+        # Keyed by the version that answers: a cached stable answer is never served as canary.
         key = make_key(cache_version(record), question.query, params)
         hit = await self.cache.get(key)
         if hit is not None:
             self.metrics.cache_hit()
             answer = replace(
-                hit, query_id=uuid.uuid4(), mode="cached", timings_ms={"total": (self.clock() - started) * 1000}
+                hit,
+                query_id=uuid.uuid4(),
+                mode="cached",
+                role=role,
+                timings_ms={"total": (self.clock() - started) * 1000},
             )
-            self.metrics.observe_query(mode="cached", status="ok", seconds=self.clock() - started, stages={})
+            self.metrics.observe_query(mode="cached", status="ok", seconds=self.clock() - started, stages={}, **labels)
             return answer
         self.metrics.cache_miss()
 
+        try:
+            chunks, timings = await self.search(record, question.query, top_k=top_k, filters=question.filters)
+        except ServiceUnavailable:
+            self.metrics.observe_query(mode="none", status="error", seconds=self.clock() - started, stages={}, **labels)
+            raise
+        query_id = uuid.uuid4()
+        candidate = served.mirrors(query_id) if role == "stable" else None
+        if candidate is not None and self.shadow is not None:
+            self.shadow.submit(candidate, question.query, top_k=top_k, filters=question.filters, stable=chunks)
+
+        degraded: str | None = None
+        if not chunks:
+            self.metrics.retrieval_empty(**labels)
+        if self.reranker is not None and chunks:
+            stage = self.clock()
+            try:
+                chunks = await self.reranker.rerank(question.query, chunks, self.rerank_top_k)
+            except RerankUnavailable as error:
+                degraded = f"reranker {error.reason}: kept the retrieval order"
+                self.metrics.degraded(f"rerank_{error.reason}", **labels)
+            timings["rerank"] = (self.clock() - stage) * 1000
+        return Retrieved(
+            query_id=query_id,
+            record=record,
+            role=role,
+            chunks=tuple(chunks[: self.rerank_top_k]),
+            degraded_reason=degraded,
+            timings_ms=timings,
+            started=started,
+            cache_key=key,
+        )
+
+    async def search(
+        self, record: VersionRecord, query: str, *, top_k: int, filters: Mapping[str, Scalar] | None = None
+    ) -> tuple[list[RetrievedChunk], dict[str, float]]:
+        """Embeds `query` in `record`'s own space and retrieves its top_k, within the retrieval budget.
+
+        The one retrieval path: users' queries, shadow retrievals and golden probes all take it.
+        Raises ServiceUnavailable when retrieval cannot be done now.
+        """
         timings: dict[str, float] = {}
         try:
             async with asyncio.timeout(self.retrieval_timeout_seconds):
                 stage = self.clock()
-                vector = await self.embeddings.embed(record, normalize_query(question.query))
+                vector = await self.embeddings.embed(record, normalize_query(query))
                 timings["embed"] = (self.clock() - stage) * 1000
                 stage = self.clock()
                 async with self.pool.connection(timeout=self.database_timeout_seconds) as connection:
@@ -275,50 +335,27 @@ class QueryService:
                         store,
                         record,
                         vector,
-                        question.query,
+                        query,
                         top_k=top_k,
                         hybrid=self.hybrid,
-                        metadata=dict(question.filters) or None,
+                        metadata=dict(filters or {}) or None,
                     )
                 timings["retrieve"] = (self.clock() - stage) * 1000
         except TimeoutError:
-            self._failed(started)
             raise ServiceUnavailable(
                 "retrieval_timeout",
                 f"retrieval took longer than {self.retrieval_timeout_seconds * 1000:.0f} ms",
                 retry_after=1,
             ) from None
         except (PoolTimeout, psycopg.OperationalError) as error:
-            self._failed(started)
             raise ServiceUnavailable(
                 "database_unavailable", f"the database is unavailable: {_first_line(error)}", retry_after=2
             ) from None
         except EmbeddingError as error:
-            self._failed(started)
             raise ServiceUnavailable(
                 "embedding_unavailable", f"query embedding failed: {error}", retry_after=2
             ) from None
-
-        degraded: str | None = None
-        if not chunks:
-            self.metrics.retrieval_empty()
-        if self.reranker is not None and chunks:
-            stage = self.clock()
-            try:
-                chunks = await self.reranker.rerank(question.query, chunks, self.rerank_top_k)
-            except RerankUnavailable as error:
-                degraded = f"reranker {error.reason}: kept the retrieval order"
-                self.metrics.degraded(f"rerank_{error.reason}")
-            timings["rerank"] = (self.clock() - stage) * 1000
-        return Retrieved(
-            query_id=uuid.uuid4(),
-            record=record,
-            chunks=tuple(chunks[: self.rerank_top_k]),
-            degraded_reason=degraded,
-            timings_ms=timings,
-            started=started,
-            cache_key=key,
-        )
+        return chunks, timings
 
     async def _generate(
         self, question: Question, retrieved: Retrieved
@@ -330,7 +367,7 @@ class QueryService:
         try:
             generation = await self.generator.generate(question.query, retrieved.chunks)
         except GenerationUnavailable as error:
-            self.metrics.degraded(f"generation_{error.reason}")
+            self.metrics.degraded(f"generation_{error.reason}", **_labels(retrieved))
             return None, _join(degraded, f"generation {error.reason}: {error.detail}"), error
         finally:
             retrieved.timings_ms["generate"] = (self.clock() - stage) * 1000
@@ -361,16 +398,19 @@ class QueryService:
             cost_usd=cost,
             timings_ms={**retrieved.timings_ms, "total": total},
             generation_error=generation_error,
+            role=retrieved.role,
         )
+        labels = _labels(retrieved)
         if generation:
-            self.metrics.tokens(input_tokens=input_tokens, output_tokens=output_tokens)
+            self.metrics.tokens(input_tokens=input_tokens, output_tokens=output_tokens, **labels)
             if cost is not None:
-                self.metrics.cost(service="generation", usd=cost)
+                self.metrics.cost(service="generation", usd=cost, **labels)
         self.metrics.observe_query(
             mode=answer.mode,
             status="degraded" if answer.degraded else "ok",
             seconds=total / 1000,
             stages={stage: ms / 1000 for stage, ms in retrieved.timings_ms.items()},
+            **labels,
         )
         if not answer.degraded:
             await self.cache.put(retrieved.cache_key, answer)
@@ -387,6 +427,7 @@ class QueryService:
                         query_id=answer.query_id,
                         kb=self.knowledge_base,
                         version=answer.kb_version,
+                        role=answer.role,
                         deployment=self.deployment,
                         query_digest=hashlib.sha256(normalize_query(question.query).encode()).hexdigest(),
                         document_ids=[chunk.document_id for chunk in answer.chunks],
@@ -399,16 +440,38 @@ class QueryService:
                     ),
                 )
         except (PoolTimeout, psycopg.Error):
-            self.metrics.degraded("answer_log_unavailable")
+            self.metrics.degraded("answer_log_unavailable", kb_version=answer.kb_version, role=answer.role)
 
-    def _failed(self, started: float) -> None:
-        self.metrics.observe_query(mode="none", status="error", seconds=self.clock() - started, stages={})
+    async def on_change(self, previous: ServedSplit | None, current: ServedSplit) -> None:
+        """Called by the watcher when the split moves: publish its versions, forget the answers of those that left."""
+        assert current.stable is not None
+        self.metrics.set_active_version(self.knowledge_base, current.stable.version)
+        self.metrics.prepare_split(
+            current.stable.version,
+            current.canary.version if current.canary else None,
+            probes=current.probe is not None,
+        )
+        if previous is None:
+            return
+        served = {current.stable.version, *(r.version for r in (current.canary,) if r)}
+        for record in (previous.stable, previous.canary):
+            if record is not None and record.version not in served:
+                await self.cache.drop_version(cache_version(record))
+                # Kept long enough for Prometheus to scrape the last samples (and an analysis to read them).
+                asyncio.get_running_loop().call_later(RETIRED_SERIES_SECONDS, self._forget_version, record.version)
 
-    async def on_switch(self, previous: VersionRecord | None, current: VersionRecord) -> None:
-        """Called by the watcher: forget the old version's answers, publish the new version."""
-        if previous is not None:
-            await self.cache.drop_version(cache_version(previous))
-        self.metrics.set_active_version(self.knowledge_base, current.version)
+    def _forget_version(self, version: str) -> None:
+        if version not in self.active.served.versions:
+            self.metrics.forget_version(version)
+
+
+RETIRED_SERIES_SECONDS = 1800.0
+"""How long the series of a version that left the split stay exported: well past a scrape and an analysis window."""
+
+
+def _labels(retrieved: Retrieved) -> dict[str, str]:
+    """The metric labels of a query: the version that answered and its role."""
+    return {"kb_version": retrieved.record.version, "role": retrieved.role}
 
 
 def cache_version(record: VersionRecord) -> str:
@@ -446,6 +509,7 @@ def answer_to_json(answer: Answer) -> dict[str, Any]:
         "outputTokens": answer.output_tokens,
         "costUsd": answer.cost_usd,
         "timingsMs": dict(answer.timings_ms),
+        "role": answer.role,
     }
 
 
@@ -475,6 +539,8 @@ def answer_from_json(data: Any) -> Answer:
         output_tokens=int(data["outputTokens"]),
         cost_usd=None if data["costUsd"] is None else float(data["costUsd"]),
         timings_ms={str(stage): float(ms) for stage, ms in data["timingsMs"].items()},
+        # Entries written before progressive delivery carry no role; a cache hit sets the current one anyway.
+        role="canary" if data.get("role") == "canary" else "stable",
     )
 
 

@@ -91,6 +91,9 @@ class RuntimeSettings(BaseSettings):
     version_poll_seconds: float = Field(
         default=0.5, gt=0, le=60, description="Fallback check of the activation pointer besides LISTEN/NOTIFY."
     )
+    shadow_max_concurrency: int = Field(
+        default=4, ge=1, le=1000, description="Shadow retrievals in flight on a canary; more are dropped and counted."
+    )
 
     # ---- async and batch jobs (POST /v1/jobs) ----------------------------------------------------
     job_concurrency: int = Field(

@@ -28,6 +28,7 @@ from ragops_runtime.observability import DeploymentIdentity, RuntimeMetrics
 from tests.support.prometheus import PROMTOOL, RunningPrometheus, running_prometheus, scrape_config, serving_metrics
 
 WINDOW = "30s"
+SERVED = {"kb_version": "v1", "role": "stable"}
 DOCS_PODS = (
     DeploymentIdentity(namespace="test", deployment="docs", pod="docs-7d9f-a"),
     DeploymentIdentity(namespace="test", deployment="docs", pod="docs-7d9f-b"),
@@ -50,7 +51,7 @@ OTHER_USD = 1.0
 
 
 def _record(pod: RuntimeMetrics, status: str, seconds: float) -> None:
-    pod.observe_query(mode="hybrid", status=status, seconds=seconds, stages={})
+    pod.observe_query(mode="hybrid", status=status, seconds=seconds, stages={}, **SERVED)
 
 
 BASELINE_PER_STATUS = 20
@@ -66,11 +67,12 @@ def _baseline(pods: list[RuntimeMetrics], *, generation_usd: float) -> None:
     each series only down to zero, by a different span per series, which skews their ratios.
     """
     for pod in pods:
+        pod.prepare_split("v1", None, probes=False)  # as the runtime does when it loads its version
         for _ in range(BASELINE_PER_STATUS):
             for status, seconds in (("ok", 0.08), ("degraded", 0.3), ("error", 1.5)):
                 _record(pod, status, seconds)
-            pod.cost(service="embedding", usd=DOCS_EMBEDDING_USD)
-            pod.cost(service="generation", usd=generation_usd)
+            pod.cost(service="embedding", usd=DOCS_EMBEDDING_USD, **SERVED)
+            pod.cost(service="generation", usd=generation_usd, **SERVED)
 
 
 @pytest.fixture(scope="module")
@@ -91,16 +93,16 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProm
         for index, (status, seconds) in enumerate(DOCS_TRAFFIC):
             pod = docs[index % 2]
             _record(pod, status, seconds)
-            pod.cost(service="embedding", usd=DOCS_EMBEDDING_USD)
+            pod.cost(service="embedding", usd=DOCS_EMBEDDING_USD, **SERVED)
             if status != "error":
-                pod.cost(service="generation", usd=DOCS_GENERATION_USD)
+                pod.cost(service="generation", usd=DOCS_GENERATION_USD, **SERVED)
         for score in DOCS_SCORES:
-            docs[0].feedback(score)
+            docs[0].feedback(score, **SERVED)
         for other in others:
             for _ in range(OTHER_QUERIES):
                 _record(other, "error", 8.0)
-                other.cost(service="generation", usd=OTHER_USD)
-                other.feedback(0.0)
+                other.cost(service="generation", usd=OTHER_USD, **SERVED)
+                other.feedback(0.0, **SERVED)
         prometheus.wait_for("sum(ragops_queries_total)", baseline_total + len(DOCS_TRAFFIC) + 2 * OTHER_QUERIES)
         # increase() extrapolates each series by up to ~1.6 scrape intervals past its first and last
         # samples; eight samples (seven intervals) in the window keep that under 25% of the truth.

@@ -2,7 +2,9 @@
 
 Covers answers and their modes, degraded fallbacks, streaming, feedback, the protection limits,
 the cache across a version switch, a switch under load, the database going away and coming
-back, and the metrics exposition (promtool).
+back, the metrics exposition (promtool), and progressive delivery: a canary's sticky share with
+its own citations, cache and log, shadow retrieval off the response path, a candidate in another
+embedding space served side by side, and golden probes from one replica at a time.
 """
 
 from __future__ import annotations
@@ -30,17 +32,21 @@ from ragops_runtime.app import create_app
 from ragops_runtime.kb.build import BuildRequest, EmbeddingSettings, build_version
 from ragops_runtime.kb.evaluation import Thresholds
 from ragops_runtime.kb.gate import evaluate_version
+from ragops_runtime.rollout import assign
 from ragops_runtime.settings import RuntimeSettings
-from ragops_runtime.store import KnowledgeStore
+from ragops_runtime.store import KnowledgeStore, ProbePlan, ProbeQuery
 from ragops_runtime.store.embedded import start_embedded
 from tests.support.anthropic_messages import DEFAULT_API_KEY, FakeAnthropic, Reply, running_anthropic_server
+from tests.support.cluster_story import wait_for
 from tests.support.runtime_server import serving
 
 QUESTION = "What does error code E07 on the display mean?"
 
 
-async def publish(dsn: str, version: str, sources: tuple[str, ...] = (str(sample.CORPUS_DIR),)) -> None:
-    """Builds, gates and activates a version of the sample knowledge base."""
+async def publish(
+    dsn: str, version: str, sources: tuple[str, ...] = (str(sample.CORPUS_DIR),), *, activate: bool = True
+) -> None:
+    """Builds, gates and (unless told not to: a candidate) activates a version of the sample knowledge base."""
     async with await KnowledgeStore.connect(dsn) as store:
         await build_version(store, BuildRequest("sample", version, sources))
         await evaluate_version(
@@ -51,7 +57,8 @@ async def publish(dsn: str, version: str, sources: tuple[str, ...] = (str(sample
             k=sample.GATE_K,
             thresholds=Thresholds(**sample.GATE_THRESHOLDS),
         )
-        await store.activate("sample", version)
+        if activate:
+            await store.activate("sample", version)
 
 
 def settings_for(dsn: str, **overrides: Any) -> RuntimeSettings:
@@ -378,14 +385,17 @@ def test_metrics_pass_promtool_and_carry_the_deployment_identity(published: str)
     def value(name: str, **labels: str) -> float | None:
         return samples.get((name, tuple(sorted({**identity, **labels}.items()))))
 
-    assert value("ragops_queries_total", mode="generated", status="ok") == 1
-    assert value("ragops_queries_total", mode="cached", status="ok") == 1
-    assert value("ragops_queries_total", mode="retrieval_only", status="degraded") == 1
+    served = {"kb_version": "v1", "role": "stable"}
+    assert value("ragops_queries_total", mode="generated", status="ok", **served) == 1
+    assert value("ragops_queries_total", mode="cached", status="ok", **served) == 1
+    assert value("ragops_queries_total", mode="retrieval_only", status="degraded", **served) == 1
+    assert value("ragops_queries_total", mode="none", status="error", **served) == 0  # exists before the first
     assert value("ragops_rate_limited_total") == 1
     assert value("ragops_cache_hits_total") == 1
-    assert value("ragops_feedback_score_count") == 1
+    assert value("ragops_feedback_score_count", **served) == 1
     assert value("ragops_active_knowledge_base_info", knowledge_base="sample", version="v1") == 1
-    assert value("ragops_llm_tokens_total", direction="input") == body["usage"]["inputTokens"]
+    assert value("ragops_llm_tokens_total", direction="input", **served) == body["usage"]["inputTokens"]
+    assert value("ragops_degraded_total", reason="generation_upstream_error", **served) == 1
     assert all(dict(labels).keys() >= identity.keys() for (_, labels) in samples)
 
 
@@ -445,3 +455,272 @@ def test_queries_are_embedded_by_the_versions_openai_compatible_endpoint(pg_dsn:
             slow = ask(client, "tyre pressure")
             assert slow.status_code == 503 and slow.json()["error"]["code"] == "retrieval_timeout"
             assert "retrieval took longer than 300 ms" in slow.json()["error"]["message"]
+
+
+# ---- progressive delivery ----------------------------------------------------------------------
+
+CANARY_TEXT = "E07 also flashes while the canary firmware calibrates the torque sensor."
+
+
+def canary_corpus(tmp_path: Path) -> str:
+    """The sample corpus with one edited document: what only the candidate can cite."""
+    edited = tmp_path / "canary-corpus"
+    shutil.copytree(sample.CORPUS_DIR, edited)
+    codes = edited / "batteries" / "error-codes.md"
+    codes.write_text(codes.read_text() + f"\n\n## Display error E07 after an update\n\n{CANARY_TEXT}\n")
+    return str(edited)
+
+
+def split(dsn: str, **traffic: Any) -> None:
+    async def change() -> None:
+        async with await KnowledgeStore.connect(dsn) as store:
+            if traffic:
+                await store.set_traffic("sample", **traffic)
+            else:
+                await store.clear_traffic("sample", reason="test")
+
+    asyncio.run(change())
+
+
+def wait_for_traffic(client: httpx.Client, expected: dict[str, Any] | None) -> None:
+    """Until /v1/info shows the split (the keys of `expected`), or no split for None."""
+
+    def shown() -> bool:
+        traffic = client.get("/v1/info").json()["traffic"]
+        if expected is None:
+            return traffic is None
+        return traffic is not None and all(traffic[key] == value for key, value in expected.items())
+
+    wait_for(f"the runtime to apply the split {expected}", shown, timeout=5, interval=0.02)
+
+
+def metric_values(client: httpx.Client, name: str) -> list[tuple[dict[str, str], float]]:
+    text = client.get("/metrics").text
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+def metric(client: httpx.Client, name: str, **labels: str) -> float:
+    """The sum of `name` over the series whose labels include `labels`."""
+    return sum(value for found, value in metric_values(client, name) if labels.items() <= found.items())
+
+
+def cites_the_canary(body: dict[str, Any]) -> bool:
+    return any(CANARY_TEXT in citation["text"] for citation in body["citations"])
+
+
+def test_a_canary_answers_its_clients_stickily_from_its_own_version_cache_and_log(
+    published: str, tmp_path: Path
+) -> None:
+    asyncio.run(publish(published, "v2", (canary_corpus(tmp_path),), activate=False))
+    with generating_runtime(published, requests_per_minute_per_client=100_000) as (client, fake):
+        split(published, canary="v2", weight=30, shadow_percent=0, split_id="rollout-1/step-0")
+        wait_for_traffic(client, {"canaryVersion": "v2", "canaryWeight": 30, "splitId": "rollout-1/step-0"})
+        assert client.get("/readyz").json()["traffic"]["canaryWeight"] == 30
+        clients = [f"client-{number}" for number in range(300)]
+        served: dict[str, str] = {}
+        modes: dict[str, set[str]] = {"stable": set(), "canary": set()}
+        for client_id in clients:
+            response = ask(client, client_id=client_id)
+            body = response.json()
+            assert response.status_code == 200, body
+            role = assign("rollout-1/step-0", 30, client_id)
+            assert (body["role"], body["kbVersion"]) == (role, "v2" if role == "canary" else "v1")
+            assert (response.headers["x-ragops-role"], response.headers["x-ragops-kb-version"]) == (
+                body["role"],
+                body["kbVersion"],
+            )
+            # Citations from the version that answered only, cached or not.
+            assert cites_the_canary(body) == (role == "canary"), body["citations"]
+            served[client_id] = body["role"]
+            modes[role].add(body["mode"])
+        share = sum(role == "canary" for role in served.values()) / len(served)
+        assert 0.2 < share < 0.4
+        # Each version's answer was generated once and then served from the cache keyed by its version:
+        # a cached stable answer was never served to a canary client, nor the other way round.
+        assert modes == {"stable": {"generated", "cached"}, "canary": {"generated", "cached"}}
+        assert len(fake.requests) == 2
+        # Sticky: the same clients again get the same versions.
+        assert all(ask(client, client_id=c).json()["role"] == served[c] for c in clients[:40])
+
+        canary_client = next(c for c in clients if served[c] == "canary")
+        with client.stream(
+            "POST", "/v1/query", json={"query": QUESTION, "stream": True}, headers={"X-Client-Id": canary_client}
+        ) as response:
+            assert (response.headers["x-ragops-role"], response.headers["x-ragops-kb-version"]) == ("canary", "v2")
+            first = json.loads(response.read().decode().split("\n\n")[0].split("\n")[1][6:])
+        assert (first["role"], first["kbVersion"]) == ("canary", "v2")
+
+        # Feedback counts for the version and role that answered.
+        rated = ask(client, "How do I read the battery error codes?", client_id=canary_client).json()
+        assert rated["mode"] == "generated" and rated["role"] == "canary"
+        assert client.post("/v1/feedback", json={"queryId": rated["queryId"], "rating": 0.25}).status_code == 204
+        assert metric(client, "ragops_feedback_score_sum", kb_version="v2", role="canary") == 0.25
+        assert metric(client, "ragops_feedback_score_count", kb_version="v1", role="stable") == 0
+        with psycopg.connect(published) as connection:
+            logged = connection.execute(
+                "SELECT version, role, count(*) FROM ragops.answer_log GROUP BY version, role ORDER BY version"
+            ).fetchall()
+        assert logged == [("v1", "stable", 1), ("v2", "canary", 2)]
+        # The loop, the sticky check, the stream and the rated question: every canary answer counted as such.
+        canary_answers = [served[c] for c in clients + clients[:40]].count("canary") + 2
+        assert metric(client, "ragops_queries_total", kb_version="v2", role="canary") == canary_answers
+
+        # Abort: every client is back on stable at once.
+        split(published)
+        wait_for_traffic(client, None)
+        again = ask(client, client_id=canary_client).json()
+        assert (again["role"], again["kbVersion"], cites_the_canary(again)) == ("stable", "v1", False)
+
+
+def semantic_candidate(dsn: str, embeddings_url: str) -> None:
+    """A gated candidate embedded by another model in another dimension (the OpenAI-compatible double)."""
+
+    async def build() -> None:
+        async with await KnowledgeStore.connect(dsn) as store:
+            request = BuildRequest(
+                "sample",
+                "semantic",
+                (str(sample.CORPUS_DIR),),
+                embedding=EmbeddingSettings(provider="openai", model="emb", dimensions=32, endpoint=embeddings_url),
+            )
+            await build_version(store, request, api_key="sk-test")
+            # The double's vectors are not semantic: the gate here only has to be run, not met.
+            zero = Thresholds(precision_at_k=0, recall_at_k=0, mrr=0, ndcg_at_k=0)
+            await evaluate_version(
+                store, "sample", "semantic", sample.GOLDEN_SET, k=sample.GATE_K, thresholds=zero, api_key="sk-test"
+            )
+
+    asyncio.run(build())
+
+
+def test_shadow_retrieval_runs_off_the_response_path_and_is_never_shown(published: str) -> None:
+    from tests.support.openai_embeddings import Reply as EmbeddingReply
+    from tests.support.openai_embeddings import running_openai_embeddings_server
+
+    with running_openai_embeddings_server(32) as embeddings:
+        semantic_candidate(published, embeddings.url)
+        with generating_runtime(published, embedding_api_key="sk-test", shadow_max_concurrency=2) as (client, fake):
+            split(published, canary="semantic", weight=0, shadow_percent=100, split_id="shadow-1")
+            wait_for_traffic(client, {"canaryVersion": "semantic", "canaryWeight": 0, "shadowPercent": 100})
+            before = len(embeddings.requests)
+            embeddings.script(*[EmbeddingReply.slow(1.2)] * 6)  # the candidate embeds slowly (within its budget)
+            questions = [f"battery error code E0{number}" for number in range(1, 7)]
+            for question in questions:
+                started = time.monotonic()
+                body = ask(client, question).json()
+                # The user never waits for the 1.2 s shadow, and never sees it.
+                assert time.monotonic() - started < 0.8
+                assert (body["role"], body["kbVersion"], body["mode"]) == ("stable", "v1", "generated")
+            wait_for(
+                "the shadows to finish",
+                lambda: metric(client, "ragops_shadow_queries_total", kb_version="semantic") == 6,
+                timeout=10,
+                interval=0.1,
+            )
+            # Two ran (the bound), four were dropped and counted; none generated (one LLM call per question).
+            assert metric(client, "ragops_shadow_queries_total", kb_version="semantic", outcome="ok") == 2
+            assert metric(client, "ragops_shadow_queries_total", kb_version="semantic", outcome="dropped") == 4
+            assert len(fake.requests) == 6
+            assert len(embeddings.requests) - before == 2
+            duration = metric(client, "ragops_query_duration_seconds_sum", kb_version="semantic", role="shadow")
+            assert duration >= 2.4
+            for level in ("chunk", "document"):
+                for measure in ("jaccard", "rbo"):
+                    labels = {"kb_version": "semantic", "role": "shadow", "level": level, "measure": measure}
+                    assert metric(client, "ragops_shadow_overlap_count", **labels) == 2
+            assert metric(client, "ragops_queries_total", role="canary") == 0
+        with psycopg.connect(published) as connection:
+            logged = connection.execute(
+                "SELECT version, role, count(*) FROM ragops.answer_log GROUP BY 1, 2"
+            ).fetchall()
+        assert logged == [("v1", "stable", 6)]
+
+
+def test_a_candidate_with_another_embedding_model_is_served_side_by_side_and_promoted(published: str) -> None:
+    from tests.support.openai_embeddings import running_openai_embeddings_server
+
+    with running_openai_embeddings_server(32) as embeddings:
+        semantic_candidate(published, embeddings.url)
+        with runtime(published, embedding_api_key="sk-test", cache_ttl_seconds=0) as client:
+            split(published, canary="semantic", weight=50, shadow_percent=0, split_id="migrate-1")
+            wait_for_traffic(client, {"canaryVersion": "semantic", "canaryWeight": 50})
+            before = len(embeddings.requests)
+            answered: dict[str, int] = {"v1": 0, "semantic": 0}
+            for number in range(40):
+                response = ask(client, f"tyre pressure {number}", client_id=f"rider-{number}")
+                assert response.status_code == 200, response.text
+                body = response.json()
+                assert body["citations"]
+                answered[body["kbVersion"]] += 1
+            # Only the candidate's queries went to its model (384-d hashing for stable, 32-d for it).
+            assert answered["semantic"] > 5 and answered["v1"] > 5
+            assert len(embeddings.requests) - before == answered["semantic"]
+
+            async def promote() -> None:
+                async with await KnowledgeStore.connect(published) as store:
+                    # No force: the candidate has served in its own space already.
+                    await store.activate("sample", "semantic", reason="promote")
+
+            asyncio.run(promote())
+            wait_for_traffic(client, None)
+            body = ask(client, "tyre pressure", client_id="rider-1").json()
+            assert (body["kbVersion"], body["role"]) == ("semantic", "stable")
+            assert client.get("/readyz").json()["activeVersion"] == "semantic"
+
+
+GOLDEN_PROBES = ProbePlan(
+    queries=(
+        ProbeQuery("What does error code E07 on the display mean?", ("batteries/error-codes.md",)),
+        ProbeQuery("How long is the frame warranty?", ("warranty/frame-warranty.md",)),
+        ProbeQuery("a recorded production query about brakes"),
+    ),
+    per_minute=600,
+    top_k=5,
+)
+
+
+def test_golden_probes_run_on_one_replica_at_a_time_and_never_reach_the_answer_log(
+    published: str, tmp_path: Path
+) -> None:
+    asyncio.run(publish(published, "v2", (canary_corpus(tmp_path),), activate=False))
+    with runtime(published, pod="docs-0") as first, runtime(published, pod="docs-1") as second:
+        split(published, canary="v2", weight=0, shadow_percent=0, split_id="probe-1", probe=GOLDEN_PROBES)
+        for client in (first, second):
+            wait_for_traffic(client, {"canaryVersion": "v2", "canaryWeight": 0})
+
+        def probes_of(client: httpx.Client) -> float:
+            return metric(client, "ragops_queries_total", role="probe")
+
+        holder, other = wait_for(
+            "one replica to run the probes",
+            lambda: next(
+                (
+                    (a, b)
+                    for a, b in ((first, second), (second, first))
+                    if a.get("/v1/info").json()["traffic"]["probes"]["runningHere"]
+                ),
+                None,
+            ),
+            timeout=10,
+            interval=0.05,
+        )
+        wait_for("probes at 600 a minute", lambda: probes_of(holder) >= 20, timeout=10, interval=0.1)
+        assert probes_of(other) == 0 and not other.get("/v1/info").json()["traffic"]["probes"]["runningHere"]
+        # Both versions, labelled probe: golden hits per version, overlap of the candidate with stable.
+        for version in ("v1", "v2"):
+            assert metric(holder, "ragops_queries_total", kb_version=version, role="probe", status="ok") >= 10
+            assert metric(holder, "ragops_probe_hits_total", kb_version=version, hit="true") >= 5
+            assert metric(holder, "ragops_probe_hits_total", kb_version=version, hit="false") == 0
+        assert metric(holder, "ragops_shadow_overlap_count", kb_version="v2", role="probe", level="chunk") > 0
+        # Not users: no rate limit charged, no cache, no answer log, no cost.
+        assert metric(holder, "ragops_rate_limited_total") == 0
+        assert metric(holder, "ragops_cache_misses_total") == 0
+        assert metric(holder, "ragops_queries_total", role="stable") == 0
+        with psycopg.connect(published) as connection:
+            assert connection.execute("SELECT count(*) FROM ragops.answer_log").fetchone() == (0,)
+    # (Hand-over when the holder dies is tested with real processes in test_serve.py.)

@@ -289,7 +289,10 @@ def _runtime_metric_names() -> set[str]:
     metrics = RuntimeMetrics(DeploymentIdentity("ns", "docs", "pod-0"))
     # Series of labelled collectors exist once a child does: create the ones without pre-made children.
     metrics.set_active_version("docs", "docs-v1")
-    metrics.degraded("generation_timeout")
+    served = {"kb_version": "docs-v1", "role": "stable"}
+    metrics.degraded("generation_timeout", **served)
+    metrics.observe_query(mode="generated", status="ok", seconds=0.2, stages={"generate": 0.1}, **served)
+    metrics.prepare_split("docs-v1", "docs-v2", probes=True)
     body, _ = metrics.render()
     names: set[str] = set()
     for family in text_string_to_metric_families(body.decode()):

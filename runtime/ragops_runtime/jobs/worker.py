@@ -1,8 +1,9 @@
 """The job worker: each runtime replica claims job items from PostgreSQL and answers them.
 
 One asyncio task per replica claims items (store/jobs.py), at most `concurrency` in flight, and
-answers each through the query pipeline (service.py): the answer cache, the active version,
-every stage budget and fallback apply as for POST /v1/query. The client's rate limit was charged
+answers each through the query pipeline (service.py): the answer cache, the active version (or,
+during a rollout, the version the submitting client is assigned to), every stage budget and
+fallback apply as for POST /v1/query. The client's rate limit was charged
 when the job was submitted, and the worker's own bound replaces the interactive concurrency
 limit, so a batch never takes the slots of interactive queries nor is refused by them.
 
@@ -258,9 +259,9 @@ class JobWorker:
         limit = self.config.max_attempts
         if item.attempts > limit:
             return _Failed(f"gave up after {limit} attempts: the replica working on it was lost each time")
-        question = Question(
-            query=item.query, client_id=f"job:{item.job_id}", top_k=item.top_k, filters=dict(item.filters)
-        )
+        # The submitter's identity: during a rollout its job is answered by the version its
+        # interactive queries get (the sticky assignment), never half by one and half by the other.
+        question = Question(query=item.query, client_id=item.client_id, top_k=item.top_k, filters=dict(item.filters))
         try:
             answer = await self._service.answer(question)
         except ServiceUnavailable as error:

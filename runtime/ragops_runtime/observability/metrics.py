@@ -6,7 +6,11 @@ has its own `CollectorRegistry` because tests build many apps in one process and
 registry refuses a second collector of the same name.
 
 The `namespace`, `deployment` and `pod` labels are on every series, so the SLO rules that judge a
-rollout can tell RagDeployments apart without relabelling in the scrape config.
+rollout can tell RagDeployments apart without relabelling in the scrape config. The series of a
+query also carry `kb_version` (the version that answered) and `role` (`stable`, `canary`,
+`shadow`, `probe`): a progressive rollout compares candidate with stable on exactly these
+(docs/design/progressive-delivery.md lists them). Sums over all labels still read the whole
+deployment, as the SLO queries do.
 
 Label values must come from closed sets chosen by the code (modes, statuses, reasons), never from
 a request: every distinct value is a new time series. Stages, token directions and cost services
@@ -16,8 +20,9 @@ are checked here; this module must not log, read the clock or serve HTTP.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
@@ -45,6 +50,16 @@ STAGE_BUCKETS = QUERY_BUCKETS
 """Stages share the query buckets, so a stage's share of the whole can be read bucket by bucket."""
 
 FEEDBACK_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+ROLES = ("stable", "canary", "shadow", "probe")
+"""Who a query was for: users on the stable or the candidate version, a shadow copy, a golden probe."""
+COMPARISON_ROLES = ("shadow", "probe")
+"""Where stable and candidate are compared on the same query."""
+OVERLAP_LEVELS = ("chunk", "document")
+OVERLAP_MEASURES = ("jaccard", "rbo")
+OVERLAP_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+SHADOW_OUTCOMES = ("ok", "empty", "error", "dropped")
+"""A shadow retrieval found chunks, found none, failed, or was not run because shadows were saturated."""
 
 JOB_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
 """A job lasts from one cached answer (under a second) to a large batch behind a busy queue (hours)."""
@@ -77,29 +92,24 @@ class RuntimeMetrics:
 
         self._queries = Counter(
             "ragops_queries_total",
-            "Queries answered by the runtime, by retrieval mode and outcome.",
-            [*labels, "mode", "status"],
+            "Queries answered by the runtime, by retrieval mode and outcome, version and role.",
+            [*labels, "mode", "status", "kb_version", "role"],
             registry=self.registry,
         )
-        # Every (mode, status) series exists at 0 from the start: Prometheus' increase() cannot see
-        # the increment that creates a series, so a pod's first error would otherwise never count.
-        for mode, status in QUERY_OUTCOMES:
-            self._queries.labels(*ids, mode, status)
         self._query_duration = Histogram(
             "ragops_query_duration_seconds",
-            "Time from receiving a query to sending its answer, in seconds.",
-            labels,
+            "Time from receiving a query to sending its answer, in seconds, by version and role.",
+            [*labels, "kb_version", "role"],
             buckets=QUERY_BUCKETS,
             registry=self.registry,
-        ).labels(*ids)
-        stage_duration = Histogram(
+        )
+        self._stage_duration = Histogram(
             "ragops_stage_duration_seconds",
             "Time spent in one stage of answering a query (embed, retrieve, rerank, generate), in seconds.",
-            [*labels, "stage"],
+            [*labels, "stage", "kb_version", "role"],
             buckets=STAGE_BUCKETS,
             registry=self.registry,
         )
-        self._stage_duration = {stage: stage_duration.labels(*ids, stage) for stage in STAGES}
         self._cache_hits = Counter(
             "ragops_cache_hits_total",
             "Queries answered from the answer cache.",
@@ -119,33 +129,53 @@ class RuntimeMetrics:
             registry=self.registry,
         )
         self._cache_errors = {operation: cache_errors.labels(*ids, operation) for operation in CACHE_OPERATIONS}
-        tokens = Counter(
+        self._tokens = Counter(
             "ragops_llm_tokens_total",
             "Tokens sent to (input) and received from (output) the generation model.",
-            [*labels, "direction"],
+            [*labels, "direction", "kb_version", "role"],
             registry=self.registry,
         )
-        self._tokens = {direction: tokens.labels(*ids, direction) for direction in TOKEN_DIRECTIONS}
-        cost = Counter(
+        self._cost = Counter(
             "ragops_cost_usd_total",
             "Estimated spend on paid model APIs, in US dollars, by service.",
-            [*labels, "service"],
+            [*labels, "service", "kb_version", "role"],
             registry=self.registry,
         )
-        self._cost = {service: cost.labels(*ids, service) for service in COST_SERVICES}
         self._feedback = Histogram(
             "ragops_feedback_score",
-            "Scores users gave to answers, from 0 (useless) to 1 (perfect).",
-            labels,
+            "Scores users gave to answers, from 0 (useless) to 1 (perfect), by the version and role that answered.",
+            [*labels, "kb_version", "role"],
             buckets=FEEDBACK_BUCKETS,
             registry=self.registry,
-        ).labels(*ids)
+        )
         self._retrieval_empty = Counter(
             "ragops_retrieval_empty_total",
             "Queries for which retrieval found no chunk at all.",
-            labels,
+            [*labels, "kb_version", "role"],
             registry=self.registry,
-        ).labels(*ids)
+        )
+        self._overlap = Histogram(
+            "ragops_shadow_overlap",
+            "Agreement of the candidate's top-k with stable's on the same query (1 = the same), "
+            "by level (chunk, document) and measure (jaccard, rbo); kb_version is the candidate.",
+            [*labels, "kb_version", "role", "level", "measure"],
+            buckets=OVERLAP_BUCKETS,
+            registry=self.registry,
+        )
+        self._shadow_queries = Counter(
+            "ragops_shadow_queries_total",
+            "Shadow retrievals on the candidate (kb_version), by outcome: ok, empty, error, or dropped when saturated.",
+            [*labels, "kb_version", "outcome"],
+            registry=self.registry,
+        )
+        self._probe_hits = Counter(
+            "ragops_probe_hits_total",
+            "Golden probes sent to a version, by whether its top-k held one of the probe's relevant documents.",
+            [*labels, "kb_version", "hit"],
+            registry=self.registry,
+        )
+        # Series created per version, so a version that left the split can be forgotten whole.
+        self._version_series: dict[str, set[tuple[Any, tuple[str, ...]]]] = {}
         self._rate_limited = Counter(
             "ragops_rate_limited_total",
             "Requests refused because their client exceeded its rate limit.",
@@ -161,7 +191,7 @@ class RuntimeMetrics:
         self._degraded = Counter(
             "ragops_degraded_total",
             "Answers served with a degraded pipeline, by the reason a stage was skipped or replaced.",
-            [*labels, "reason"],
+            [*labels, "reason", "kb_version", "role"],
             registry=self.registry,
         )
         # An Info holds one label set per child: setting a new version replaces the old series, so
@@ -206,16 +236,69 @@ class RuntimeMetrics:
         )
         self._job_retries = {reason: retries.labels(*ids, reason) for reason in JOB_RETRY_REASONS}
 
-    def observe_query(self, *, mode: str, status: str, seconds: float, stages: Mapping[str, float]) -> None:
+    def _child(self, collector: Any, kb_version: str, *values: str) -> Any:
+        """The child of `collector` for this pod, `values` and `kb_version` (values end with the version's labels)."""
+        key = (*self._ids, *values)
+        self._version_series.setdefault(kb_version, set()).add((collector, key))
+        return collector.labels(*key)
+
+    def observe_query(
+        self, *, mode: str, status: str, seconds: float, stages: Mapping[str, float], kb_version: str, role: str
+    ) -> None:
         """One answered query: its outcome, its total duration and the duration of each stage it ran."""
         unknown = sorted(set(stages) - set(STAGES))
         if unknown:
             # Checked before anything is recorded, so a bad call leaves no partial sample behind.
             raise ValueError(f"unknown stages {unknown}; expected some of {list(STAGES)}")
-        self._queries.labels(*self._ids, mode, status).inc()
-        self._query_duration.observe(seconds)
+        _check_role(role)
+        self._child(self._queries, kb_version, mode, status, kb_version, role).inc()
+        self._child(self._query_duration, kb_version, kb_version, role).observe(seconds)
         for stage, stage_seconds in stages.items():
-            self._stage_duration[stage].observe(stage_seconds)
+            self._child(self._stage_duration, kb_version, stage, kb_version, role).observe(stage_seconds)
+
+    def prepare_split(self, stable: str, canary: str | None, *, probes: bool) -> None:
+        """Creates the series of the versions in a split at zero, for each role they can be seen in.
+
+        Prometheus' increase() cannot see the increment that creates a series: without this, a
+        candidate's first error, rating or empty retrieval would be invisible to the analysis.
+        """
+        self._prepare(stable, ("stable", "probe") if probes else ("stable",))
+        if canary is not None:
+            self._prepare(canary, ("canary", "shadow", "probe") if probes else ("canary", "shadow"))
+            for role in ("shadow", "probe") if probes else ("shadow",):
+                for level in OVERLAP_LEVELS:
+                    for measure in OVERLAP_MEASURES:
+                        self._child(self._overlap, canary, canary, role, level, measure)
+            for outcome in SHADOW_OUTCOMES:
+                self._child(self._shadow_queries, canary, canary, outcome)
+
+    def _prepare(self, kb_version: str, roles: Iterable[str]) -> None:
+        for role in roles:
+            for mode, status in QUERY_OUTCOMES:
+                self._child(self._queries, kb_version, mode, status, kb_version, role)
+            self._child(self._query_duration, kb_version, kb_version, role)
+            self._child(self._retrieval_empty, kb_version, kb_version, role)
+            for stage in STAGES if role in ("stable", "canary") else ("embed", "retrieve"):
+                self._child(self._stage_duration, kb_version, stage, kb_version, role)
+            if role in ("stable", "canary"):
+                self._child(self._feedback, kb_version, kb_version, role)
+                for direction in TOKEN_DIRECTIONS:
+                    self._child(self._tokens, kb_version, direction, kb_version, role)
+                for service in COST_SERVICES:
+                    self._child(self._cost, kb_version, service, kb_version, role)
+            if role == "probe":
+                for hit in ("true", "false"):
+                    self._child(self._probe_hits, kb_version, kb_version, hit)
+
+    def forget_version(self, kb_version: str) -> None:
+        """Removes every series of a version no longer served, so a long-lived pod does not pile them up."""
+        for collector, key in self._version_series.pop(kb_version, set()):
+            collector.remove(*key)
+
+    @property
+    def versions(self) -> frozenset[str]:
+        """The versions that have series here."""
+        return frozenset(self._version_series)
 
     def cache_hit(self) -> None:
         self._cache_hits.inc()
@@ -228,27 +311,51 @@ class RuntimeMetrics:
             raise ValueError(f"unknown cache operation {operation!r}; expected one of {list(CACHE_OPERATIONS)}")
         self._cache_errors[operation].inc()
 
-    def tokens(self, *, input_tokens: int, output_tokens: int) -> None:
+    def tokens(self, *, input_tokens: int, output_tokens: int, kb_version: str, role: str) -> None:
         if input_tokens < 0 or output_tokens < 0:
             raise ValueError(f"token counts must not be negative, got {input_tokens} and {output_tokens}")
-        self._tokens["input"].inc(input_tokens)
-        self._tokens["output"].inc(output_tokens)
+        _check_role(role)
+        self._child(self._tokens, kb_version, "input", kb_version, role).inc(input_tokens)
+        self._child(self._tokens, kb_version, "output", kb_version, role).inc(output_tokens)
 
-    def cost(self, *, service: str, usd: float) -> None:
-        if service not in self._cost:
+    def cost(self, *, service: str, usd: float, kb_version: str, role: str) -> None:
+        if service not in COST_SERVICES:
             raise ValueError(f"unknown cost service {service!r}; expected one of {list(COST_SERVICES)}")
         if not math.isfinite(usd) or usd < 0:
             raise ValueError(f"cost must be a finite amount not below 0, got {usd}")
-        self._cost[service].inc(usd)
+        _check_role(role)
+        self._child(self._cost, kb_version, service, kb_version, role).inc(usd)
 
-    def feedback(self, score: float) -> None:
+    def feedback(self, score: float, *, kb_version: str, role: str) -> None:
         # The API validates the feedback body; this guards the histogram's 0..1 buckets against a caller bug.
         if not 0.0 <= score <= 1.0:
             raise ValueError(f"feedback score must be between 0 and 1, got {score}")
-        self._feedback.observe(score)
+        _check_role(role)
+        self._child(self._feedback, kb_version, kb_version, role).observe(score)
 
-    def retrieval_empty(self) -> None:
-        self._retrieval_empty.inc()
+    def retrieval_empty(self, *, kb_version: str, role: str) -> None:
+        _check_role(role)
+        self._child(self._retrieval_empty, kb_version, kb_version, role).inc()
+
+    def overlap(self, values: Mapping[tuple[str, str], float], *, kb_version: str, role: str) -> None:
+        """One comparison of the candidate (`kb_version`) with stable: a value per (level, measure)."""
+        if role not in COMPARISON_ROLES:
+            raise ValueError(f"unknown comparison role {role!r}; expected one of {list(COMPARISON_ROLES)}")
+        for (level, measure), value in values.items():
+            if level not in OVERLAP_LEVELS or measure not in OVERLAP_MEASURES:
+                raise ValueError(f"unknown overlap {level}/{measure}")
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"overlap must be between 0 and 1, got {value}")
+        for (level, measure), value in values.items():
+            self._child(self._overlap, kb_version, kb_version, role, level, measure).observe(value)
+
+    def shadow_query(self, outcome: str, *, kb_version: str) -> None:
+        if outcome not in SHADOW_OUTCOMES:
+            raise ValueError(f"unknown shadow outcome {outcome!r}; expected one of {list(SHADOW_OUTCOMES)}")
+        self._child(self._shadow_queries, kb_version, kb_version, outcome).inc()
+
+    def probe_hit(self, hit: bool, *, kb_version: str) -> None:
+        self._child(self._probe_hits, kb_version, kb_version, "true" if hit else "false").inc()
 
     def rate_limited(self) -> None:
         self._rate_limited.inc()
@@ -256,8 +363,9 @@ class RuntimeMetrics:
     def saturated(self) -> None:
         self._saturated.inc()
 
-    def degraded(self, reason: str) -> None:
-        self._degraded.labels(*self._ids, reason).inc()
+    def degraded(self, reason: str, *, kb_version: str, role: str) -> None:
+        _check_role(role)
+        self._child(self._degraded, kb_version, reason, kb_version, role).inc()
 
     def set_job_queue_depth(self, depth: Mapping[str, int]) -> None:
         """The unfinished items by state; a state missing from `depth` reads 0."""
@@ -291,3 +399,8 @@ class RuntimeMetrics:
         UTF-8 escaping that the newer formats negotiate.
         """
         return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; expected one of {list(ROLES)}")

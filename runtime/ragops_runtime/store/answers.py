@@ -1,7 +1,7 @@
 """The answer log: one row per answered query, with user feedback; the satisfaction signal's source.
 
-Rows keep what SLOs and drift detection need (version, mode, latency, cost, retrieved documents,
-feedback) and a digest of the query, not its text: queries can carry personal data, and nothing
+Rows keep what SLOs and drift detection need (version and role, mode, latency, cost, retrieved
+documents, feedback) and a digest of the query, not its text: queries can carry personal data, and nothing
 here needs them. Old rows are purged by retention. Part of the store: the only SQL on the log.
 """
 
@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+
+from .migrations import ColumnMigration, add_missing_columns
 
 ANSWER_LOG_DDL = [
     """CREATE TABLE IF NOT EXISTS ragops.answer_log (
@@ -33,6 +35,11 @@ ANSWER_LOG_DDL = [
         feedback_at timestamptz)""",
     "CREATE INDEX IF NOT EXISTS answer_log_kb_at ON ragops.answer_log (kb, at)",
 ]
+ANSWER_LOG_MIGRATIONS: tuple[ColumnMigration, ...] = (
+    # Progressive delivery: whether the version answered as stable or as a canary, so a rating is
+    # attributed to the version and role that earned it. Rows of older releases read 'stable'.
+    ("answer_log", "role", "text NOT NULL DEFAULT 'stable'"),
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class AnswerRecord:
     version: str
     deployment: str
     query_digest: str
+    role: str
     document_ids: list[str]
     mode: str
     degraded_reason: str | None
@@ -56,17 +64,19 @@ async def ensure_answer_log(connection: psycopg.AsyncConnection[Any]) -> None:
         await connection.execute("SELECT pg_advisory_xact_lock(hashtext('ragops.answer_log'))")
         for statement in ANSWER_LOG_DDL:
             await connection.execute(statement)
+        await add_missing_columns(connection, ANSWER_LOG_MIGRATIONS)
 
 
 async def log_answer(connection: psycopg.AsyncConnection[Any], record: AnswerRecord) -> None:
     await connection.execute(
-        """INSERT INTO ragops.answer_log (query_id, kb, version, deployment, query_digest, document_ids, mode,
+        """INSERT INTO ragops.answer_log (query_id, kb, version, role, deployment, query_digest, document_ids, mode,
                degraded_reason, latency_ms, input_tokens, output_tokens, cost_usd)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
         (
             record.query_id,
             record.kb,
             record.version,
+            record.role,
             record.deployment,
             record.query_digest,
             record.document_ids,
@@ -80,12 +90,24 @@ async def log_answer(connection: psycopg.AsyncConnection[Any], record: AnswerRec
     )
 
 
-async def record_feedback(connection: psycopg.AsyncConnection[Any], query_id: uuid.UUID, rating: float) -> bool:
-    """Stores a rating in [0, 1] for an answered query; False when the query id is unknown."""
+@dataclass(frozen=True)
+class RatedAnswer:
+    """The answer a rating was stored for: the version and role that answered it earn the rating."""
+
+    version: str
+    role: str
+
+
+async def record_feedback(
+    connection: psycopg.AsyncConnection[Any], query_id: uuid.UUID, rating: float
+) -> RatedAnswer | None:
+    """Stores a rating in [0, 1] for an answered query; None when the query id is unknown."""
     cursor = await connection.execute(
-        "UPDATE ragops.answer_log SET feedback = %s, feedback_at = now() WHERE query_id = %s", (rating, query_id)
+        "UPDATE ragops.answer_log SET feedback = %s, feedback_at = now() WHERE query_id = %s RETURNING version, role",
+        (rating, query_id),
     )
-    return cursor.rowcount == 1
+    row = await cursor.fetchone()
+    return RatedAnswer(version=row[0], role=row[1]) if row else None
 
 
 async def satisfaction(connection: psycopg.AsyncConnection[Any], kb: str, since: datetime) -> tuple[float | None, int]:

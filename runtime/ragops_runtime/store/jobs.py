@@ -88,6 +88,8 @@ class ClaimedItem:
     filters: Mapping[str, Any]
     attempts: int
     """The attempt this claim is, counting from 1; with the worker id, the claim's fencing token."""
+    client_id: str
+    """Who submitted the job: answered by the version that client is assigned to during a rollout."""
     reclaimed: bool
     """True when the item was running under an expired lease: a worker was lost while working on it."""
 
@@ -183,9 +185,9 @@ async def claim_items(
            UPDATE ragops.job_items AS i
            SET state = 'running', claimed_by = %(worker)s, attempts = i.attempts + 1,
                available_at = now() + %(lease)s, started_at = coalesce(i.started_at, now())
-           FROM picked
-           WHERE i.job_id = picked.job_id AND i.position = picked.position
-           RETURNING i.job_id, i.position, i.query, i.top_k, i.filters, i.attempts,
+           FROM picked, ragops.jobs j
+           WHERE i.job_id = picked.job_id AND i.position = picked.position AND j.id = i.job_id
+           RETURNING i.job_id, i.position, i.query, i.top_k, i.filters, i.attempts, j.client_id,
                      picked.previous_state = 'running' AS reclaimed""",
         {"queue": queue, "worker": worker, "limit": limit, "lease": lease},
     )
@@ -197,7 +199,8 @@ async def claim_items(
             top_k=row[3],
             filters=row[4],
             attempts=row[5],
-            reclaimed=row[6],
+            client_id=row[6],
+            reclaimed=row[7],
         )
         for row in await cursor.fetchall()
     ]

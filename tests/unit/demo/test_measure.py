@@ -50,6 +50,9 @@ def test_histogram_quantile_interpolates_as_prometheus_does(
         assert result == pytest.approx(expected)
 
 
+SERVED = {"kb_version": "v1", "role": "stable"}
+
+
 def _metrics(deployment: str = "demo") -> RuntimeMetrics:
     return RuntimeMetrics(DeploymentIdentity(namespace="demo", deployment=deployment, pod="demo-0"))
 
@@ -62,16 +65,16 @@ def test_a_window_is_the_difference_of_two_scrapes_of_real_runtime_metrics() -> 
     metrics = _metrics()
     other = _metrics("other")
     for _ in range(5):
-        metrics.observe_query(mode="retrieval_only", status="ok", seconds=0.02, stages={"retrieve": 0.015})
+        metrics.observe_query(mode="retrieval_only", status="ok", seconds=0.02, stages={"retrieve": 0.015}, **SERVED)
     before = parse_scrape(_scrape(metrics), namespace="demo", deployment="demo")
 
     for _ in range(9):
-        metrics.observe_query(mode="retrieval_only", status="ok", seconds=0.4, stages={"retrieve": 0.39})
-        other.observe_query(mode="retrieval_only", status="ok", seconds=9.0, stages={})
-    metrics.observe_query(mode="none", status="error", seconds=0.3, stages={})
-    metrics.feedback(1.0)
-    metrics.feedback(0.5)
-    metrics.cost(service="generation", usd=0.02)
+        metrics.observe_query(mode="retrieval_only", status="ok", seconds=0.4, stages={"retrieve": 0.39}, **SERVED)
+        other.observe_query(mode="retrieval_only", status="ok", seconds=9.0, stages={}, **SERVED)
+    metrics.observe_query(mode="none", status="error", seconds=0.3, stages={}, **SERVED)
+    metrics.feedback(1.0, **SERVED)
+    metrics.feedback(0.5, **SERVED)
+    metrics.cost(service="generation", usd=0.02, **SERVED)
     text = _scrape(metrics) + _scrape(other)
     after = parse_scrape(text, namespace="demo", deployment="demo")
 
@@ -108,7 +111,9 @@ def test_the_fault_breaches_the_objective_whatever_the_buckets(objective_ms: int
     metrics = _metrics()
     before = parse_scrape(_scrape(metrics), namespace="demo", deployment="demo")
     for extra in range(12):
-        metrics.observe_query(mode="retrieval_only", status="ok", seconds=(2 * delay + extra) / 1000, stages={})
+        metrics.observe_query(
+            mode="retrieval_only", status="ok", seconds=(2 * delay + extra) / 1000, stages={}, **SERVED
+        )
     sample = sample_between(before, parse_scrape(_scrape(metrics), namespace="demo", deployment="demo"))
     slo = SloSpec(p95_latency_ms=objective_ms, min_requests=10)
     check = judge(sample, slo)
