@@ -66,7 +66,10 @@ def slo_queries(namespace: str, deployment: str, window: str) -> dict[str, str]:
     Each query returns at most one series: label-free sums, so `pod` (and scrape labels such as
     `instance`) are aggregated away.
     """
-    selector = f"namespace={promql_string(namespace)},deployment={promql_string(deployment)}"
+    # User traffic only: shadow retrievals and golden probes of a progressive rollout are labelled
+    # by role and judged by the rollout's analysis, not by the user-facing objectives. A series
+    # without a role label (a runtime older than the label) matches too.
+    selector = f'namespace={promql_string(namespace)},deployment={promql_string(deployment)},role!~"shadow|probe"'
     span = promql_duration(window)
     queries = f"sum(increase(ragops_queries_total{{{selector}}}[{span}]))"
     return {

@@ -224,7 +224,9 @@ async def usage_from_answer_log(
 
 
 PROMETHEUS_SERIES = {
-    "queries": 'ragops_queries_total{{{selector}status!="error"}}',
+    # Users' answers; a rollout's shadows and probes are not queries anyone pays per, but their
+    # embedding calls are real spend and stay in embedding_calls.
+    "queries": 'ragops_queries_total{{{selector}status!="error",role!~"shadow|probe"}}',
     "input_tokens": 'ragops_llm_tokens_total{{{selector}direction="input"}}',
     "output_tokens": 'ragops_llm_tokens_total{{{selector}direction="output"}}',
     "embedding_calls": 'ragops_stage_duration_seconds_count{{{selector}stage="embed"}}',

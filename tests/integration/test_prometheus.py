@@ -48,6 +48,8 @@ DOCS_COST = 27 * DOCS_GENERATION_USD + 30 * DOCS_EMBEDDING_USD
 # The others fail everything slowly, rate it 0 and cost a dollar a query: mixed in, they would show.
 OTHER_QUERIES = 50
 OTHER_USD = 1.0
+# A rollout's shadow retrievals and golden probes on test/docs fail slowly too: they are not user traffic.
+ROLLOUT_QUERIES = 40
 
 
 def _record(pod: RuntimeMetrics, status: str, seconds: float) -> None:
@@ -67,7 +69,7 @@ def _baseline(pods: list[RuntimeMetrics], *, generation_usd: float) -> None:
     each series only down to zero, by a different span per series, which skews their ratios.
     """
     for pod in pods:
-        pod.prepare_split("v1", None, probes=False)  # as the runtime does when it loads its version
+        pod.prepare_split("v1", "v2", probes=True)  # as the runtime does when it loads its split
         for _ in range(BASELINE_PER_STATUS):
             for status, seconds in (("ok", 0.08), ("degraded", 0.3), ("error", 1.5)):
                 _record(pod, status, seconds)
@@ -103,7 +105,13 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProm
                 _record(other, "error", 8.0)
                 other.cost(service="generation", usd=OTHER_USD, **SERVED)
                 other.feedback(0.0, **SERVED)
-        prometheus.wait_for("sum(ragops_queries_total)", baseline_total + len(DOCS_TRAFFIC) + 2 * OTHER_QUERIES)
+        for index in range(ROLLOUT_QUERIES):
+            role = ("shadow", "probe")[index % 2]
+            docs[index % 2].observe_query(
+                mode="none", status="error", seconds=8.0, stages={}, kb_version="v2", role=role
+            )
+        expected = baseline_total + len(DOCS_TRAFFIC) + 2 * OTHER_QUERIES + ROLLOUT_QUERIES
+        prometheus.wait_for("sum(ragops_queries_total)", expected)
         # increase() extrapolates each series by up to ~1.6 scrape intervals past its first and last
         # samples; eight samples (seven intervals) in the window keep that under 25% of the truth.
         prometheus.wait_for(f"min(count_over_time(ragops_queries_total[{WINDOW}]))", 8, at_least=True)

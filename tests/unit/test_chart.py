@@ -394,6 +394,12 @@ def test_alerts_fire_at_the_seed_thresholds(tmp_path: Path, errors_per_minute: i
         {"series": f"ragops_feedback_score_sum{{{labels}}}", "values": "0+6x120"},
         {"series": f"ragops_feedback_score_count{{{labels}}}", "values": "0+10x120"},
         {"series": f'ragops_cost_usd_total{{{labels}, service="generation"}}', "values": "0+1.4x120"},
+        # A rollout's golden probes fail slowly: counted as user traffic, they would fire every alert.
+        {
+            "series": f'ragops_queries_total{{{labels}, mode="none", status="error", role="probe"}}',
+            "values": "0+100x120",
+        },
+        {"series": f'ragops_query_duration_seconds_bucket{{{labels}, le="+Inf", role="probe"}}', "values": "0+100x120"},
     ]
     who = "RagDeployment shop/docs"
     annotations = {
