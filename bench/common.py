@@ -298,12 +298,27 @@ def free_port() -> int:
     return port
 
 
+@dataclass(frozen=True)
+class Replica:
+    """One `ragops serve` process and the URL it answers on."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+
 @contextmanager
 def runtime_replicas(dsn: str, count: int, settings: dict[str, str], log_path: Path) -> Iterator[list[str]]:
     """`count` real `ragops serve` processes on `dsn` (knowledge base "bench", retrieval-only); their URLs.
 
     Yields once every replica's /readyz answers 200; stops them (SIGTERM, then SIGKILL) afterwards.
     """
+    with runtime_processes(dsn, count, settings, log_path) as replicas:
+        yield [replica.url for replica in replicas]
+
+
+@contextmanager
+def runtime_processes(dsn: str, count: int, settings: dict[str, str], log_path: Path) -> Iterator[list[Replica]]:
+    """As `runtime_replicas`, with each replica's process (a test may kill one)."""
     ragops = Path(sys.executable).parent / "ragops"
     env = {key: value for key, value in os.environ.items() if not key.startswith("RAGOPS_")}
     env.update(
@@ -342,10 +357,11 @@ def runtime_replicas(dsn: str, count: int, settings: dict[str, str], log_path: P
                     except httpx.TransportError:
                         pass
                     time.sleep(0.1)
-            yield urls
+            yield [Replica(url, process) for url, process in zip(urls, processes, strict=True)]
         finally:
             for process in processes:
-                process.terminate()
+                if process.poll() is None:
+                    process.terminate()
             for process in processes:
                 try:
                     process.wait(timeout=15)
