@@ -27,6 +27,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ragops_runtime.app import QueryResponse
+from ragops_runtime.rollout import assign
 from ragops_runtime.store.jobs import (
     NewItem,
     claim_items,
@@ -36,7 +37,16 @@ from ragops_runtime.store.jobs import (
     renew_leases,
     retry_item,
 )
-from tests.integration.test_runtime import QUESTION, generating_runtime, publish, runtime
+from tests.integration.test_runtime import (
+    QUESTION,
+    ask,
+    canary_corpus,
+    generating_runtime,
+    publish,
+    runtime,
+    split,
+    wait_for_traffic,
+)
 from tests.support.anthropic_messages import DEFAULT_API_KEY, Reply, running_anthropic_server
 from tests.support.http_double import free_port
 
@@ -129,6 +139,23 @@ def test_a_batch_is_accepted_at_once_and_answered_from_the_active_version(publis
         ):
             assert time.monotonic() < deadline, "the queue-depth gauge never came back to 0"
             time.sleep(0.2)
+
+
+def test_during_a_canary_a_job_is_answered_by_the_version_its_submitter_gets(published: str, tmp_path: Path) -> None:
+    asyncio.run(publish(published, "v2", (canary_corpus(tmp_path),), activate=False))
+    canary_client = next(f"team-{n}" for n in range(100) if assign("jobs-1", 50, f"team-{n}") == "canary")
+    stable_client = next(f"team-{n}" for n in range(100) if assign("jobs-1", 50, f"team-{n}") == "stable")
+    with runtime(published) as client:
+        split(published, canary="v2", weight=50, shadow_percent=0, split_id="jobs-1")
+        wait_for_traffic(client, {"canaryVersion": "v2", "canaryWeight": 50})
+        for submitter, role, version in ((canary_client, "canary", "v2"), (stable_client, "stable", "v1")):
+            accepted = submit(client, QUESTION, "How long is the frame warranty?", client_id=submitter).json()
+            job = wait_finished(client, accepted["jobId"])
+            assert [item["kbVersion"] for item in job["items"]] == [version, version]
+            results = [QueryResponse.model_validate(item["result"]) for item in job["items"]]
+            assert {(r.role, r.kb_version) for r in results} == {(role, version)}
+            # The same client asking interactively gets the same version.
+            assert ask(client, client_id=submitter).json()["kbVersion"] == version
 
 
 def test_submissions_over_a_limit_are_refused_whole_with_the_reason(published: str) -> None:
