@@ -38,7 +38,7 @@ from ..observability.metrics import RuntimeMetrics
 from ..store import ProbePlan, ProbeQuery, RetrievedChunk, VersionRecord
 from .assignment import ServedSplit
 from .overlap import compare
-from .shadow import Search
+from .shadow import Search, measured_search
 
 log = logging.getLogger("ragops.rollout.probes")
 
@@ -155,32 +155,13 @@ class ProbeRunner:
             self._metrics.overlap(compare(stable_chunks, canary_chunks, top_k), kb_version=canary.version, role="probe")
 
     async def _one(self, record: VersionRecord, probe: ProbeQuery, top_k: int) -> list[RetrievedChunk] | None:
-        labels = {"kb_version": record.version, "role": "probe"}
-        started = self._clock()
-        try:
-            chunks, timings = await self._search(record, probe.query, top_k=top_k, filters=None)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            log.debug("probe on %s failed: %s", record.version, error)
-            self._metrics.observe_query(
-                mode="none", status="error", seconds=self._clock() - started, stages={}, **labels
-            )
-            return None
-        self._metrics.observe_query(
-            mode="retrieval_only",
-            status="ok",
-            seconds=self._clock() - started,
-            stages={stage: ms / 1000 for stage, ms in timings.items()},
-            **labels,
+        chunks = await measured_search(
+            self._search, self._metrics, self._clock, record, probe.query, top_k=top_k, filters=None, role="probe"
         )
-        if not chunks:
-            self._metrics.retrieval_empty(**labels)
-        if probe.relevant_documents:
+        if chunks is not None and probe.relevant_documents:
             relevant = set(probe.relevant_documents)
-            self._metrics.probe_hit(
-                any(chunk.document_id in relevant for chunk in chunks[:top_k]), kb_version=record.version
-            )
+            hit = any(chunk.document_id in relevant for chunk in chunks[:top_k])
+            self._metrics.probe_hit(hit, kb_version=record.version)
         return chunks
 
     async def _acquire(self) -> bool:

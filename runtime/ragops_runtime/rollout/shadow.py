@@ -75,29 +75,12 @@ class ShadowRunner:
         filters: Mapping[str, Any] | None,
         stable: tuple[RetrievedChunk, ...],
     ) -> None:
-        labels = {"kb_version": candidate.version, "role": "shadow"}
-        started = self._clock()
-        try:
-            chunks, timings = await self._search(candidate, query, top_k=top_k, filters=filters)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            # ServiceUnavailable, or anything else: a shadow's failure is a measurement, never the user's problem.
-            log.debug("shadow retrieval failed: %s", error)
-            self._metrics.shadow_query("error", kb_version=candidate.version)
-            self._metrics.observe_query(
-                mode="none", status="error", seconds=self._clock() - started, stages={}, **labels
-            )
-            return
-        self._metrics.observe_query(
-            mode="retrieval_only",
-            status="ok",
-            seconds=self._clock() - started,
-            stages={stage: ms / 1000 for stage, ms in timings.items()},
-            **labels,
+        chunks = await measured_search(
+            self._search, self._metrics, self._clock, candidate, query, top_k=top_k, filters=filters, role="shadow"
         )
-        if not chunks:
-            self._metrics.retrieval_empty(**labels)
+        if chunks is None:
+            self._metrics.shadow_query("error", kb_version=candidate.version)
+            return
         self._metrics.shadow_query("ok" if chunks else "empty", kb_version=candidate.version)
         if stable:
             self._metrics.overlap(compare(stable, chunks, top_k), kb_version=candidate.version, role="shadow")
@@ -112,3 +95,40 @@ class ShadowRunner:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def measured_search(
+    search: Search,
+    metrics: RuntimeMetrics,
+    clock: Callable[[], float],
+    record: VersionRecord,
+    query: str,
+    *,
+    top_k: int,
+    filters: Mapping[str, Any] | None,
+    role: str,
+) -> list[RetrievedChunk] | None:
+    """A retrieval that is not a user's (a shadow or a probe), recorded under `role`; None when it failed.
+
+    Its failure is a measurement, never anyone's problem: every exception is counted, none raised.
+    """
+    labels = {"kb_version": record.version, "role": role}
+    started = clock()
+    try:
+        chunks, timings = await search(record, query, top_k=top_k, filters=filters)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        log.debug("%s retrieval on %s failed: %s", role, record.version, error)
+        metrics.observe_query(mode="none", status="error", seconds=clock() - started, stages={}, **labels)
+        return None
+    metrics.observe_query(
+        mode="retrieval_only",
+        status="ok",
+        seconds=clock() - started,
+        stages={stage: ms / 1000 for stage, ms in timings.items()},
+        **labels,
+    )
+    if not chunks:
+        metrics.retrieval_empty(**labels)
+    return chunks
