@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: install tools lint typecheck crds test test-fast demo demo-cluster bench clean
+.PHONY: install tools images lint typecheck crds test test-fast demo demo-cluster bench clean
 
 $(UV):
 	$(PYTHON) -m venv .tools/uv
@@ -27,6 +27,11 @@ tools: ## pinned etcd, Kubernetes, kwok, helm, kubeconform (from Go modules) and
 	bash tools/build.sh
 	bash tools/external-crds.sh
 	bash tools/system-packages.sh
+
+# Installs podman, buildah, skopeo and mmdebstrap if missing, bootstraps a Debian base, builds only
+# what changed; OCI archives in dist/images/ (push: skopeo copy oci-archive:FILE docker://REF).
+images: ## the operator and runtime images (podman), exported as OCI archives, with their sizes
+	bash tools/images.sh --measure
 
 lint: install
 	$(BIN)/ruff check .

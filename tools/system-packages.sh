@@ -1,11 +1,26 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests run for real: prometheus (promtool, SLO tests) and redis-server (shared cache).
+# Installs the Debian packages the tests and `make images` run for real: prometheus (promtool,
+# SLO tests), redis-server (shared cache), and the container tools (podman, buildah, skopeo,
+# mmdebstrap, runc; uidmap and fuse-overlayfs for podman's storage) that build and run the images.
 # Skips whatever is already present, so it costs nothing after the first run.
 set -euo pipefail
 
+# The file each package installs, so a present one is never reinstalled.
+packages=(
+  "promtool|prometheus"
+  "redis-server|redis-server"
+  "podman|podman"
+  "buildah|buildah"
+  "skopeo|skopeo"
+  "mmdebstrap|mmdebstrap"
+  "runc|runc"
+  "newuidmap|uidmap"
+  "fuse-overlayfs|fuse-overlayfs"
+)
 need=()
-command -v promtool >/dev/null || need+=(prometheus)
-command -v redis-server >/dev/null || need+=(redis-server)
+for entry in "${packages[@]}"; do
+  command -v "${entry%%|*}" >/dev/null || need+=("${entry##*|}")
+done
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

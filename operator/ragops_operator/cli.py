@@ -111,12 +111,14 @@ def demo(data_dir: Path | None, keep: bool) -> None:
     """The whole story on this machine, no cluster: build, gate, serve, refuse, roll back on an SLO breach."""
     from rich.console import Console
 
+    from ragops_runtime.store.embedded import EmbeddedServerMissing
+
     from .demo import DemoError, run_demo
 
     console = Console(width=None if sys.stdout.isatty() else 120)
     try:
         run_demo(data_dir=data_dir, keep=keep, console=console)
-    except DemoError as error:
+    except (DemoError, EmbeddedServerMissing) as error:
         console.print(f"[bold red]demo failed:[/] {error}", highlight=False)
         sys.exit(1)
     console.print("[bold green]demo complete[/]")

@@ -52,12 +52,19 @@ def _resolve_dsn(dsn: str | None, embedded: bool) -> str:
     if embedded and dsn:
         raise click.UsageError("give either --embedded or --dsn, not both")
     if embedded:
-        from .store.embedded import embedded_dsn
-
-        return embedded_dsn()
+        return _embedded_dsn()
     if not dsn:
         raise click.UsageError(f"give --embedded or --dsn (or set ${DSN_ENV})")
     return dsn
+
+
+def _embedded_dsn() -> str:
+    from .store.embedded import EmbeddedServerMissing, embedded_dsn
+
+    try:
+        return embedded_dsn()
+    except EmbeddedServerMissing as missing:
+        raise click.UsageError(str(missing)) from None
 
 
 def _run(dsn: str, work: Callable[[KnowledgeStore], Awaitable[T]]) -> T:
@@ -441,9 +448,7 @@ def serve(embedded: bool | None, host: str | None, port: int | None) -> None:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
         raise click.UsageError(f"invalid runtime settings: {problems}") from None
     if settings.embedded:
-        from .store.embedded import embedded_dsn
-
-        dsn = embedded_dsn()
+        dsn = _embedded_dsn()
         _bootstrap_sample(dsn, settings.knowledge_base)
     else:
         assert settings.dsn is not None

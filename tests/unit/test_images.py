@@ -1,11 +1,12 @@
-"""Policy checks of the container images' Dockerfiles, by what can run without a Docker engine.
+"""Policy checks of the container images' Dockerfiles, read without building them.
 
-No image can be built on the build machines, so these tests read the Dockerfiles with
-dockerfile-parse and hold them to the image policy: pinned bases, a frozen lock, uv as pinned in
-the Makefile, a final stage that holds only the virtual environment and runs as a numeric non-root
-user, a HEALTHCHECK without curl, COPY sources that exist and survive .dockerignore, and an
-entrypoint that is a real `ragops` command (asked of the real CLI). What stays unchecked here:
-that the images build and start, and the base images' digests (not resolvable offline).
+These tests read the Dockerfiles with dockerfile-parse and hold them to the image policy: pinned
+default bases, a frozen lock, uv as pinned in the Makefile, a final stage that holds only the
+virtual environment, runs as a numeric non-root user and carries the OCI labels, a HEALTHCHECK
+without curl, COPY sources that exist and survive .dockerignore, and an entrypoint that is a real
+`ragops` command (asked of the real CLI). That the images build, start and work is the image tier's
+(tests/integration/test_images.py, with podman); the public bases' digests stay unchecked (not
+resolvable offline).
 """
 
 from __future__ import annotations
@@ -56,8 +57,22 @@ class Stage:
         return [value for name, value in self.instructions if name == instruction]
 
 
+def global_args(dockerfile: str) -> dict[str, str]:
+    """The ARGs before the first FROM, with their defaults: what a FROM line may name."""
+    found: dict[str, str] = {}
+    for item in DockerfileParser(str(DOCKER_DIR / dockerfile)).structure:
+        if item["instruction"] == "FROM":
+            break
+        if item["instruction"] == "ARG":
+            name, _, default = item["value"].partition("=")
+            found[name.strip()] = default.strip()
+    return found
+
+
 def stages(dockerfile: str) -> list[Stage]:
+    """The build stages, each FROM resolved with the default of the global ARG it names."""
     parser = DockerfileParser(str(DOCKER_DIR / dockerfile))
+    defaults = global_args(dockerfile)
     result: list[Stage] = []
     for item in parser.structure:
         instruction, value = item["instruction"], item["value"]
@@ -65,7 +80,10 @@ def stages(dockerfile: str) -> list[Stage]:
             base, _, name = value.partition(" AS ")
             if not name:
                 base, _, name = value.partition(" as ")
-            result.append(Stage(base=base.strip(), name=name.strip() or None))
+            base = re.sub(r"\$\{(\w+)\}", lambda match: defaults[match.group(1)], base.strip())
+            result.append(Stage(base=base, name=name.strip() or None))
+        elif instruction == "ARG" and not result:
+            continue  # a global ARG, read by global_args
         elif instruction != "COMMENT":
             assert result, f"{dockerfile}: {instruction} before the first FROM"
             result[-1].instructions.append((instruction, value))
@@ -194,8 +212,14 @@ def test_base_images_are_pinned_and_the_same_python(image: Image) -> None:
         assert repository and tag and tag != "latest", f"unpinned base image {stage.base}"
         # A full version (3.11.14), not a moving minor tag, and slim.
         assert re.fullmatch(r"\d+\.\d+\.\d+-slim(-\w+)?", tag), stage.base
-    # The venv's interpreter is a symlink to the base's python: both stages must be the same image.
+    # The venv's interpreter is a symlink to the base's python: by default both stages are the same
+    # image, and both bases are build arguments (`make images` passes two Debian bases of one python).
     assert len({stage.base for stage in all_stages}) == 1
+    assert set(global_args(image.dockerfile)) >= {"BASE", "BUILD_BASE"}
+    raw_froms = [
+        line.split()[1] for line in (DOCKER_DIR / image.dockerfile).read_text().splitlines() if line.startswith("FROM")
+    ]
+    assert raw_froms == ["${BUILD_BASE}", "${BASE}"]
     requires = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     minor = re.search(r":(\d+\.\d+)", all_stages[-1].base)
     assert minor is not None and requires == ">=3.11" and tuple(map(int, minor.group(1).split("."))) >= (3, 11)
@@ -245,6 +269,24 @@ def test_the_final_stage_runs_as_numeric_non_root(image: Image) -> None:
     assert user.isdigit() and group.isdigit(), "numeric, so runAsNonRoot can verify it"
     # 65532 is the chart's runAsUser (distroless' "nonroot"): the same uid in and out of Kubernetes.
     assert (int(user), int(group)) == (65532, 65532)
+
+
+@pytest.mark.parametrize("image", IMAGES, ids=IMAGE_IDS)
+def test_the_final_stage_carries_the_oci_labels(image: Image) -> None:
+    final = stages(image.dockerfile)[-1]
+    labels: dict[str, str] = {}
+    for value in final.values("LABEL"):
+        for word in shlex.split(value):
+            key, _, label = word.partition("=")
+            labels[key] = label
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    chart = (REPO_ROOT / "charts" / "ragops" / "Chart.yaml").read_text()
+    assert labels["org.opencontainers.image.source"] in chart  # the chart's sources: one home
+    assert labels["org.opencontainers.image.version"] == "${VERSION}"
+    assert labels["org.opencontainers.image.revision"] == "${REVISION}"
+    # ARG defaults of the final stage: the version is the project's; `make images` passes the git revision.
+    args = dict(arg.partition("=")[::2] for arg in final.values("ARG"))
+    assert args["VERSION"] == version and "REVISION" in args
 
 
 @pytest.mark.parametrize("image", IMAGES, ids=IMAGE_IDS)
