@@ -3,6 +3,8 @@
 Tests marked `cluster` get etcd + kube-apiserver with the CRDs installed; tests marked
 `workloads` also get controller-manager, scheduler and a kwok node. Missing binaries fail
 the run loudly (`make test` builds them) instead of skipping, so CI can't pass vacuously.
+Tests marked `images` get the built container images; they are skipped, with the reason, only
+where podman cannot run at all (`make test` installs it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from tests.support.controlplane import ControlPlane, install_crds
+from tests.support.podman import BuiltImage, build_images, unavailable_reason
 
 CLUSTER_FIXTURES = {"control_plane", "workloads", "namespace"}
 DATABASE_FIXTURES = {"postgres_server", "pg_dsn"}
@@ -36,6 +39,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.workloads)
         if fixtures & DATABASE_FIXTURES:
             item.add_marker(pytest.mark.postgres)
+        if "images" in fixtures:
+            item.add_marker(pytest.mark.images)
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +67,16 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> It
     control_plane.kubectl("create", "namespace", name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, BuiltImage]:
+    """The operator and runtime images, built by `make images`' script once per run (and only
+    when their inputs changed since the last); the tier is skipped, saying why, without podman."""
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"image tier: {reason}")
+    return build_images()
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the pinned test tools (Kubernetes control plane, etcd, kwok, helm, kubeconform)
-# from the Go modules under tools/ into .tools/bin/.
+# Builds the pinned test tools (Kubernetes control plane and kubelet, etcd, kwok, helm,
+# kubeconform, the test node's pause binary) from the Go modules under tools/ into .tools/bin/.
 #
 # Each binary is keyed by the hash of the go.mod/go.sum that pins it plus the Go version.
 # Built binaries are kept in a per-user cache (RAGOPS_TOOLS_CACHE) under that key, so a
@@ -43,6 +43,8 @@ targets=(
   "kube-controller-manager|k8s|k8s.io/kubernetes/cmd/kube-controller-manager|$k8s_ldflags"
   "kube-scheduler|k8s|k8s.io/kubernetes/cmd/kube-scheduler|$k8s_ldflags"
   "kubectl|k8s|k8s.io/kubernetes/cmd/kubectl|$k8s_ldflags"
+  "kubelet|k8s|k8s.io/kubernetes/cmd/kubelet|$k8s_ldflags"
+  "pause|pause|ragops.dev/tools/pause|"
   "etcd|etcd|ragops.dev/tools/etcd|"
   "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|-X sigs.k8s.io/kwok/pkg/consts.Version=$kwok_version"
   "helm|helm|helm.sh/helm/v3/cmd/helm|-X helm.sh/helm/v3/internal/version.version=$helm_version"

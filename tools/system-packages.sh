@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and `make images` run for real: prometheus (promtool,
-# SLO tests), redis-server (shared cache), and the container tools (podman, buildah, skopeo,
-# mmdebstrap, runc; uidmap and fuse-overlayfs for podman's storage) that build and run the images.
+# SLO tests), redis-server (shared cache), the container tools that build and run the images
+# (podman, buildah, skopeo, mmdebstrap, runc; uidmap and fuse-overlayfs for podman's storage;
+# docker-registry, a registry on loopback the archives are pushed to), and the test node's
+# runtime (containerd, the CNI plugins, iptables).
 # Skips whatever is already present, so it costs nothing after the first run.
 set -euo pipefail
 
-# The file each package installs, so a present one is never reinstalled.
+# A command (or file) each package installs, so a present one is never reinstalled.
 packages=(
   "promtool|prometheus"
   "redis-server|redis-server"
@@ -16,10 +18,15 @@ packages=(
   "runc|runc"
   "newuidmap|uidmap"
   "fuse-overlayfs|fuse-overlayfs"
+  "docker-registry|docker-registry"
+  "containerd|containerd"
+  "/usr/lib/cni/bridge|containernetworking-plugins"
+  "iptables|iptables"
 )
 need=()
 for entry in "${packages[@]}"; do
-  command -v "${entry%%|*}" >/dev/null || need+=("${entry##*|}")
+  provided=${entry%%|*}
+  command -v "$provided" >/dev/null || [ -e "$provided" ] || need+=("${entry##*|}")
 done
 [ ${#need[@]} -eq 0 ] && exit 0
 
