@@ -3,7 +3,7 @@
 # SLO tests), redis-server (shared cache), the container tools that build and run the images
 # (podman, buildah, skopeo, mmdebstrap, runc; uidmap and fuse-overlayfs for podman's storage;
 # docker-registry, a registry on loopback the archives are pushed to), and the test node's
-# runtime (containerd, the CNI plugins, iptables).
+# runtime (containerd, the CNI plugins, iptables, and dnsmasq as its cluster DNS).
 # Skips whatever is already present, so it costs nothing after the first run.
 set -euo pipefail
 
@@ -22,6 +22,7 @@ packages=(
   "containerd|containerd"
   "/usr/lib/cni/bridge|containernetworking-plugins"
   "iptables|iptables"
+  "dnsmasq|dnsmasq-base"
 )
 need=()
 for entry in "${packages[@]}"; do

@@ -351,6 +351,11 @@ class ControlPlane:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--authorization-mode=Node,RBAC",
                 "--profiling=false",
+                # For `kubectl logs` and exec on a real kubelet (tests/support/node.py): reach it by
+                # the node's IP, authenticated with the admin's client certificate.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={self.pki.admin_cert}",
+                f"--kubelet-client-key={self.pki.admin_key}",
             ],
         )
         self._wait("kube-apiserver", lambda: self._apiserver_ready(), timeout=120)
@@ -368,27 +373,11 @@ class ControlPlane:
         missing = missing_binaries(WORKLOAD_BINARIES)
         if missing or not KWOK_STAGES.exists():
             raise ControlPlaneError(f"missing {missing or KWOK_STAGES}: run `make tools`")
-        kubeconfig = str(self.kubeconfig)
-        self._spawn(
-            "kube-controller-manager",
-            [
-                f"--kubeconfig={kubeconfig}",
-                "--leader-elect=false",
-                "--secure-port=0",
-                f"--service-account-private-key-file={self.pki.service_account_key}",
-                f"--root-ca-file={self.pki.ca_cert}",
-                "--use-service-account-credentials=false",
-                # No cloud, no node IPAM: kwok nodes carry their own pod CIDR.
-                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
-                # Fake nodes never run pods, so never evict them for a missed heartbeat.
-                "--node-monitor-grace-period=1h",
-            ],
-        )
-        self._spawn("kube-scheduler", [f"--kubeconfig={kubeconfig}", "--leader-elect=false", "--secure-port=0"])
+        self.start_controllers()
         self._spawn(
             "kwok",
             [
-                f"--kubeconfig={kubeconfig}",
+                f"--kubeconfig={self.kubeconfig}",
                 f"--config={KWOK_STAGES}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
@@ -403,6 +392,31 @@ class ControlPlane:
         )
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump(_fake_node(FAKE_NODE_NAME)))
         self._wait("kwok", lambda: self._node_ready(FAKE_NODE_NAME), timeout=60)
+
+    def start_controllers(self) -> None:
+        """Controller-manager (garbage collection, Deployments, Jobs, service accounts) and scheduler.
+
+        Without kwok: for a control plane whose nodes are real kubelets (tests/support/node.py).
+        """
+        if "kube-controller-manager" in self.processes:
+            return
+        kubeconfig = str(self.kubeconfig)
+        self._spawn(
+            "kube-controller-manager",
+            [
+                f"--kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                f"--service-account-private-key-file={self.pki.service_account_key}",
+                f"--root-ca-file={self.pki.ca_cert}",
+                "--use-service-account-credentials=false",
+                # No cloud, no node IPAM: kwok nodes carry their own pod CIDR, real ones a CNI range.
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
+                # Fake nodes never run pods, so never evict them for a missed heartbeat.
+                "--node-monitor-grace-period=1h",
+            ],
+        )
+        self._spawn("kube-scheduler", [f"--kubeconfig={kubeconfig}", "--leader-elect=false", "--secure-port=0"])
         # The service-account controller must have made "default" before pods can be admitted.
         self._wait("kube-controller-manager", lambda: self._has_default_service_account(), timeout=60)
 
