@@ -31,7 +31,7 @@ tools: ## pinned etcd, Kubernetes, kwok, helm, kubeconform (from Go modules) and
 # Installs podman, buildah, skopeo and mmdebstrap if missing, bootstraps a Debian base, builds only
 # what changed; OCI archives in dist/images/ (push: skopeo copy oci-archive:FILE docker://REF).
 images: ## the operator and runtime images (podman), exported as OCI archives, with their sizes
-	bash tools/images.sh --measure
+	bash tools/images.sh
 
 lint: install
 	$(BIN)/ruff check .

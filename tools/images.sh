@@ -10,17 +10,15 @@
 # whose label matches is kept, and podman's layer cache makes a source-only change a seconds-long
 # rebuild. The test tier (tests/support/podman.py) runs this same script.
 #
-#   tools/images.sh [--measure]   --measure also prints each image's gzip-compressed size
-#
-# Prints one line per image: "<name> <reference> <archive>".
+# Prints one line per image, "<name> <reference> <archive>", and reports each image's size on
+# stderr: uncompressed (as `podman images` counts it) and gzip-compressed (its layers in the
+# archive: what a registry stores and a node pulls).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$root/tools/containers/containers.conf}"
 registry=${RAGOPS_IMAGE_REGISTRY:-ghcr.io/ragops}
 dist=${RAGOPS_IMAGES_DIR:-$root/dist/images}
-measure=0
-[ "${1:-}" = --measure ] && measure=1
 
 bash "$root/tools/system-packages.sh"
 if [ -z "${BASE:-}" ] || [ -z "${BUILD_BASE:-}" ]; then
@@ -84,15 +82,9 @@ for name in runtime operator; do
     echo "$inputs" >"$archive.inputs"
   fi
   size=$(podman image inspect --format '{{.Size}}' "$ref")
-  summary="$(numfmt --to=si --suffix=B "$size") uncompressed"
-  if [ "$measure" = 1 ]; then
-    layers=$(mktemp -d)
-    skopeo copy --quiet --dest-compress "oci-archive:$archive" "oci:$layers:image" >/dev/null
-    compressed=$(skopeo inspect --raw "oci:$layers:image" | python3 -c \
-      'import json, sys; print(sum(layer["size"] for layer in json.load(sys.stdin)["layers"]))')
-    rm -rf "$layers"
-    summary+=", $(numfmt --to=si --suffix=B "$compressed") gzip-compressed (what a registry stores)"
-  fi
-  echo "images: $ref: $summary; revision $revision; $archive" >&2
+  compressed=$(skopeo inspect --raw "oci-archive:$archive" | python3 -c \
+    'import json, sys; print(sum(layer["size"] for layer in json.load(sys.stdin)["layers"]))')
+  echo "images: $ref: $(numfmt --to=si --suffix=B "$size") uncompressed, $(numfmt --to=si --suffix=B "$compressed")" \
+    "compressed; revision $revision; $archive" >&2
   echo "$name $ref $archive"
 done

@@ -71,6 +71,43 @@ def _die_with_parent() -> None:
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+class ProcessOwner:
+    """Named child processes, each logging to `<workdir>/<name>.log` and killed with the test process."""
+
+    workdir: Path
+    processes: dict[str, subprocess.Popen[bytes]]
+
+    def spawn_process(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        with (self.workdir / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        self.processes[name] = process
+        return process
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.workdir / f"{name}.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def _wait(self, name: str, ready: Callable[[], bool], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            process = self.processes.get(name)
+            if process is not None and process.poll() is not None:
+                raise ControlPlaneError(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
+            if ready():
+                return
+            time.sleep(0.2)
+        raise ControlPlaneError(f"{name} not ready after {timeout:.0f}s:\n{self.log_tail(name)}")
+
+
 @dataclass(frozen=True)
 class Pki:
     ca_cert: Path
@@ -225,7 +262,7 @@ class ApiResponse:
 
 
 @dataclass
-class ControlPlane:
+class ControlPlane(ProcessOwner):
     """A running control plane. Use `start()`; stop with `stop()` or as a context manager."""
 
     workdir: Path
@@ -280,35 +317,7 @@ class ControlPlane:
                     process.wait()
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = (self.workdir / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            [str(TOOLS_BIN / name), *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        log.close()
-        self.processes[name] = process
-        return process
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        path = self.workdir / f"{name}.log"
-        if not path.exists():
-            return "(no log)"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-    def _wait(self, name: str, ready: Callable[[], bool], timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            process = self.processes.get(name)
-            if process is not None and process.poll() is not None:
-                raise ControlPlaneError(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
-            if ready():
-                return
-            time.sleep(0.2)
-        raise ControlPlaneError(f"{name} not ready after {timeout:.0f}s:\n{self.log_tail(name)}")
+        return self.spawn_process(name, [str(TOOLS_BIN / name), *args])
 
     # ---- components ------------------------------------------------------------------------
 

@@ -41,13 +41,13 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from tests.support.controlplane import TOOLS_BIN, ControlPlane, ControlPlaneError, _die_with_parent
+from tests.support.controlplane import TOOLS_BIN, ControlPlane, ControlPlaneError, ProcessOwner
 from tests.support.http_double import free_port
 from tests.support.podman import podman_env
 
@@ -102,7 +102,7 @@ def _cgroup_hierarchies() -> list[Path]:
 
 
 @dataclass
-class RealNode:
+class RealNode(ProcessOwner):
     """A kubelet + containerd node of `plane`. Use `start()` and `stop()`, or as a context manager."""
 
     plane: ControlPlane
@@ -143,11 +143,6 @@ class RealNode:
         """A container's log as the kubelet wrote it (newest attempt), read from disk."""
         attempts = sorted((self.workdir / "pod-logs").glob(f"{namespace}_{pod}_*/{container}/*.log"))
         return attempts[-1].read_text(errors="replace") if attempts else "(no log)"
-
-    def log_tail(self, name: str, lines: int = 40) -> str:
-        path = self.workdir / f"{name}.log"
-        text = path.read_text(errors="replace") if path.exists() else "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
 
     def ctr(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return _run("ctr", f"--address={self.socket}", "--namespace=k8s.io", *args, timeout=timeout)
@@ -205,30 +200,6 @@ class RealNode:
 
     # ---- pieces ------------------------------------------------------------------------------
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        with (self.workdir / f"{name}.log").open("ab") as log:
-            process = subprocess.Popen(
-                args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        self.processes[name] = process
-        return process
-
-    def _wait(self, name: str, ready: Callable[[], bool], timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            process = self.processes.get(name)
-            if process is not None and process.poll() is not None:
-                raise ControlPlaneError(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
-            if ready():
-                return
-            time.sleep(0.3)
-        raise ControlPlaneError(f"{name} not ready after {timeout:.0f}s:\n{self.log_tail(name)}")
-
     def _rule(self, *rule: str) -> None:
         _run("iptables", *rule)
         self._rules.append(list(rule))
@@ -272,7 +243,7 @@ class RealNode:
         (net_d / "10-ragops.conflist").write_text(json.dumps(conflist, indent=2))
 
     def _start_dns(self) -> None:
-        self._spawn(
+        self.spawn_process(
             "dnsmasq",
             [
                 "dnsmasq",
@@ -319,7 +290,7 @@ state = "{base / "state"}"
     conf_dir = "{self.workdir / "cni"}"
 """
         (base / "config.toml").write_text(config)
-        self._spawn("containerd", ["containerd", f"--config={base / 'config.toml'}"])
+        self.spawn_process("containerd", ["containerd", f"--config={base / 'config.toml'}"])
         answers = ["ctr", f"--address={self.socket}", "version"]
         self._wait("containerd", lambda: _run(*answers, check=False).returncode == 0)
 
@@ -370,7 +341,7 @@ state = "{base / "state"}"
         }
         config_path = self.workdir / "kubelet.yaml"
         config_path.write_text(yaml.safe_dump(config))
-        self._spawn(
+        self.spawn_process(
             "kubelet",
             [
                 str(TOOLS_BIN / "kubelet"),
@@ -490,10 +461,3 @@ def build_pause_archive(path: Path) -> Path:
         check=True,
     )
     return path
-
-
-@contextlib.contextmanager
-def running_node(plane: ControlPlane, workdir: Path, archives: Sequence[Path]) -> Iterator[RealNode]:
-    node = RealNode(plane, workdir, archives)
-    with node:
-        yield node
