@@ -157,9 +157,25 @@ def kb() -> None:
     help="Target chunk size in approximate tokens.",
 )
 @click.option("--chunk-overlap", type=click.IntRange(0, 4096), default=64, show_default=True)
-@click.option("--embedding-provider", type=click.Choice(["hashing", "openai"]), default="hashing", show_default=True)
-@click.option("--embedding-model", default=None, help="Model name (default: hashing-v1 for hashing).")
-@click.option("--embedding-dimensions", type=click.IntRange(8, 2000), default=384, show_default=True)
+@click.option(
+    "--embedding-provider",
+    type=click.Choice(["static", "hashing", "openai"]),
+    default="static",
+    show_default=True,
+    help="static: the semantic model shipped in the wordllama wheel, offline; hashing: lexical, offline; "
+    "openai: an OpenAI-compatible endpoint.",
+)
+@click.option(
+    "--embedding-model",
+    default=None,
+    help="Model name (default: wordllama-l2-supercat for static, hashing-v1 for hashing).",
+)
+@click.option(
+    "--embedding-dimensions",
+    type=click.IntRange(8, 2000),
+    default=None,
+    help="Vector dimensions (default: 256 for static, 384 otherwise).",
+)
 @click.option("--embedding-endpoint", default=None, help=f"OpenAI-compatible /v1 base URL; key from ${API_KEY_ENV}.")
 @click.option("--batch-size", type=click.IntRange(1, 2048), default=64, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
@@ -179,7 +195,7 @@ def build(
     chunk_overlap: int,
     embedding_provider: str,
     embedding_model: str | None,
-    embedding_dimensions: int,
+    embedding_dimensions: int | None,
     embedding_endpoint: str | None,
     batch_size: int,
     concurrency: int,
@@ -190,6 +206,7 @@ def build(
     as_json: bool,
 ) -> None:
     """Build a version: ingest, chunk, embed what is new, store and index it."""
+    from .embedding import DEFAULT_DIMENSIONS, DEFAULT_MODELS
     from .kb.build import BuildRequest, ChunkingSettings, EmbeddingSettings, IndexSettings, build_version
 
     if chunk_overlap >= chunk_size:
@@ -205,8 +222,8 @@ def build(
         chunking=ChunkingSettings(strategy=chunk_strategy, size=chunk_size, overlap=chunk_overlap),  # type: ignore[arg-type]
         embedding=EmbeddingSettings(
             provider=embedding_provider,
-            model=embedding_model or "hashing-v1",
-            dimensions=embedding_dimensions,
+            model=embedding_model or DEFAULT_MODELS[embedding_provider],
+            dimensions=embedding_dimensions or DEFAULT_DIMENSIONS[embedding_provider],
             endpoint=embedding_endpoint,
             batch_size=batch_size,
             concurrency=concurrency,
@@ -536,7 +553,10 @@ def cost() -> None:
 @click.option("--deployment", default=None, help="Only this RagDeployment's answers (answer log and Prometheus).")
 @click.option("--model", default="claude-sonnet-4-6", show_default=True, help="Generation model whose prices apply.")
 @click.option(
-    "--embedding-model", default="hashing-v1", show_default=True, help="Query embedding model whose price applies."
+    "--embedding-model",
+    default="wordllama-l2-supercat",
+    show_default=True,
+    help="Query embedding model whose price applies.",
 )
 @click.option(
     "--reranker-model", default=None, help="Reranker model (default: no reranker, except what Prometheus counted)."

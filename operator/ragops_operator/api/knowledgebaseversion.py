@@ -127,7 +127,7 @@ class ChunkingSpec(ApiModel):
 
 
 class EmbeddingSpec(ApiModel):
-    """The model that turns chunks and queries into vectors."""
+    """The model that turns chunks and queries into vectors; name, dimensions and weights define the version."""
 
     rules = (
         Rule(
@@ -137,31 +137,52 @@ class EmbeddingSpec(ApiModel):
             holds=lambda e: e.provider != "openai" or e.endpoint is not None,
         ),
         Rule(
-            cel="self.provider != 'openai' || self.model != 'hashing-v1'",
+            cel="self.provider != 'openai' || !(self.model in ['hashing-v1', 'wordllama-l2-supercat'])",
             message="the openai provider needs the name of a served embedding model in model",
             field_path=".model",
-            holds=lambda e: e.provider != "openai" or e.model != "hashing-v1",
+            holds=lambda e: e.provider != "openai" or e.model not in ("hashing-v1", "wordllama-l2-supercat"),
+        ),
+        Rule(
+            cel="self.provider != 'static' || (self.model == 'wordllama-l2-supercat' && self.dimensions in [64, 128, 256])",
+            message="the static provider's model is wordllama-l2-supercat, with 64, 128 or 256 dimensions",
+            field_path=".model",
+            holds=lambda e: e.provider != "static"
+            or (e.model == "wordllama-l2-supercat" and e.dimensions in (64, 128, 256)),
+        ),
+        Rule(
+            cel="self.provider != 'hashing' || self.model == 'hashing-v1'",
+            message="the hashing provider's model is hashing-v1",
+            field_path=".model",
+            holds=lambda e: e.provider != "hashing" or e.model == "hashing-v1",
         ),
         not_link_local("endpoint", "endpoint"),
     )
 
-    provider: Literal["hashing", "openai"] = Field(
-        default="hashing",
+    provider: Literal["static", "hashing", "openai"] = Field(
+        default="static",
         description=(
-            "hashing is built in, offline and deterministic, but lexical, not semantic; openai "
-            "calls any OpenAI-compatible /v1/embeddings endpoint (OpenAI, vLLM, TEI, Ollama)."
+            "static (the default) is a semantic static-embedding model whose weights ship in the runtime "
+            "image (WordLlama l2_supercat): offline, no API key, about a millisecond per query; hashing is "
+            "built in and deterministic but lexical, not semantic; openai calls any OpenAI-compatible "
+            "/v1/embeddings endpoint (OpenAI, vLLM, TEI, Ollama)."
         ),
     )
     model: Text = Field(
-        default="hashing-v1",
+        default="wordllama-l2-supercat",
         min_length=1,
-        description="Embedding model name; part of the embedding cache key, so changing it re-embeds all.",
+        description=(
+            "Embedding model name: wordllama-l2-supercat for static, hashing-v1 for hashing, the served "
+            "model for openai. Part of the embedding space, so changing it re-embeds everything."
+        ),
     )
     dimensions: int = Field(
-        default=384,
+        default=256,
         ge=8,
         le=2000,
-        description="Vector dimensions; at most 2000, the largest a pgvector HNSW index accepts.",
+        description=(
+            "Vector dimensions; at most 2000, the largest a pgvector HNSW index accepts. static: 64, 128 "
+            "or 256 (the model's Matryoshka prefixes); hashing: any."
+        ),
     )
     endpoint: HttpUrl | None = Field(
         default=None, description="Base URL of the OpenAI-compatible API, e.g. https://api.openai.com/v1."

@@ -10,8 +10,13 @@ from ragops_runtime.embedding.base import Embedder, EmbeddingError, EmbeddingSta
 from ragops_runtime.embedding.batching import embed_all
 from ragops_runtime.embedding.hashing import HashingEmbedder
 from ragops_runtime.embedding.openai import OpenAIEmbedder
+from ragops_runtime.embedding.static import StaticEmbedder
 
-PROVIDERS = ("hashing", "openai")
+PROVIDERS = ("static", "hashing", "openai")
+DEFAULT_PROVIDER = "static"
+DEFAULT_MODELS: dict[str, str] = {"static": "wordllama-l2-supercat", "hashing": "hashing-v1"}
+"""The model a provider uses when none is named; `openai` has none: its model is whatever the endpoint serves."""
+DEFAULT_DIMENSIONS: dict[str, int] = {"static": 256, "hashing": 384, "openai": 384}
 
 
 def make_embedder(
@@ -23,11 +28,13 @@ def make_embedder(
     api_key: str | None = None,
     send_dimensions: bool = False,
 ) -> Embedder:
-    """The embedder for `provider` ("hashing" or "openai"); ValueError for anything it can't build.
+    """The embedder for `provider` ("static", "hashing" or "openai"); ValueError for anything it can't build.
 
-    `endpoint` (the /v1 base URL) is required for "openai" and ignored by "hashing", as is `api_key`.
+    `endpoint` (the /v1 base URL) is required for "openai" and ignored by the others, as is `api_key`.
     `send_dimensions` asks an OpenAI model to shorten its vectors to `dimensions` (see OpenAIEmbedder).
     """
+    if provider == "static":
+        return StaticEmbedder(model=model, dimensions=dimensions)
     if provider == "hashing":
         return HashingEmbedder(dimensions=dimensions, model=model)
     if provider == "openai":
@@ -41,12 +48,16 @@ def make_embedder(
 
 
 __all__ = [
+    "DEFAULT_DIMENSIONS",
+    "DEFAULT_MODELS",
+    "DEFAULT_PROVIDER",
     "PROVIDERS",
     "Embedder",
     "EmbeddingError",
     "EmbeddingStats",
     "HashingEmbedder",
     "OpenAIEmbedder",
+    "StaticEmbedder",
     "embed_all",
     "make_embedder",
 ]

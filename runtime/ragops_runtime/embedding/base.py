@@ -1,7 +1,7 @@
 """The embedding contract: what every embedder offers, the one error it raises, the counters it keeps.
 
 Types only. Nothing here embeds, talks to a network or reads configuration; implementations live in
-`hashing` and `openai`, batching in `batching`.
+`static`, `hashing` and `openai`, batching in `batching`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class Embedder(Protocol):
     that differ in any of them must never be compared or stored in the same index.
     """
 
-    provider: str  # "hashing" | "openai"
+    provider: str  # "static" | "hashing" | "openai"
     model: str
     dimensions: int
     # Requests retried since construction, so `embed_all` can report them; 0 for an embedder that never retries.

@@ -62,9 +62,10 @@ knowledge, not re-checked against a live page since): `ragops cost estimate` pri
 estimate, so a stale table is visible. `--prices file.yaml` replaces them."""
 
 # Embedding APIs, USD per million input tokens, by model-name prefix (OpenAI's list prices). The
-# built-in hashing embedder runs in the process and costs nothing.
+# built-in static and hashing embedders run in the process and cost nothing.
 DEFAULT_EMBEDDING_PRICES: Mapping[str, float] = MappingProxyType(
     {
+        "wordllama-l2-supercat": 0.0,
         "hashing-v1": 0.0,
         "text-embedding-3-small": 0.02,
         "text-embedding-3-large": 0.13,

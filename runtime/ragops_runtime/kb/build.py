@@ -45,9 +45,9 @@ class ChunkingSettings:
 
 @dataclass(frozen=True)
 class EmbeddingSettings:
-    provider: str = "hashing"
-    model: str = "hashing-v1"
-    dimensions: int = 384
+    provider: str = "static"
+    model: str = "wordllama-l2-supercat"
+    dimensions: int = 256
     endpoint: str | None = None
     batch_size: int = 64
     concurrency: int = 4

@@ -68,6 +68,9 @@ def chunk_document(document: Document, *, strategy: Strategy, size: int, overlap
 
     Words are never cut, so the only chunk that may exceed `size` is one made of a single word longer
     than `size` tokens (e.g. a base64 blob); its `token_count` reports the true estimate.
+
+    Every chunk carries its `context` (the document title and its heading path, see `chunk_context`),
+    which is embedded and indexed with it but not counted in `size`.
     """
     if strategy not in ("recursive", "fixed"):
         raise ValueError(f"unknown chunking strategy {strategy!r}: expected 'recursive' or 'fixed'")
@@ -88,9 +91,25 @@ def chunk_document(document: Document, *, strategy: Strategy, size: int, overlap
             text=chunk_text,
             token_count=approximate_tokens(chunk_text),
             heading_path=heading_path,
+            context=chunk_context(document.title, heading_path),
         )
         for position, (chunk_text, heading_path) in enumerate(pieces)
     ]
+
+
+CONTEXT_SEPARATOR = " > "
+
+
+def chunk_context(title: str | None, heading_path: tuple[str, ...]) -> str:
+    """The document title and the section headings enclosing a chunk, outermost first, as one line.
+
+    A title repeated as the first heading (a page's <h1> or Markdown `#`) appears once.
+    """
+    parts = [title.strip()] if title and title.strip() else []
+    for heading in heading_path:
+        if not parts or heading != parts[-1]:
+            parts.append(heading)
+    return CONTEXT_SEPARATOR.join(parts)
 
 
 @dataclass(frozen=True)

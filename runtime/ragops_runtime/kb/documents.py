@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-DocumentFormat = Literal["markdown", "text", "html", "jsonl"]
+DocumentFormat = Literal["markdown", "rst", "text", "html", "jsonl"]
 MetadataValue = str | int | float | bool | None
 
 
@@ -45,7 +45,10 @@ class Chunk:
 
     `position` is the 0-based index of the chunk within its document; `heading_path` the
     Markdown/HTML headings enclosing it, outermost first; `token_count` the approximate
-    token count (see chunking.approximate_tokens).
+    token count (see chunking.approximate_tokens). `context` says where the chunk sits, the
+    document's title and its section headings ("json — JSON encoder and decoder > Basic Usage"):
+    a chunk from the middle of a long section does not repeat them, yet both its embedding and
+    its full-text entry need them, and a citation shows them.
     """
 
     document_id: str
@@ -53,8 +56,14 @@ class Chunk:
     text: str
     token_count: int
     heading_path: tuple[str, ...] = ()
+    context: str = ""
+
+    @property
+    def embedding_text(self) -> str:
+        """What is embedded and indexed for full-text search: the context line, then the text."""
+        return f"{self.context}\n\n{self.text}" if self.context else self.text
 
     @property
     def digest(self) -> str:
-        """SHA-256 of the text alone: the embedding cache key (with provider, model, dimensions)."""
-        return sha256_hex(self.text)
+        """SHA-256 of `embedding_text`: the embedding cache key (with provider, model, dimensions)."""
+        return sha256_hex(self.embedding_text)

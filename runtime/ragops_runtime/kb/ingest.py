@@ -15,15 +15,14 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from urllib.parse import urlsplit
 
 import httpx
-from bs4 import BeautifulSoup
-from bs4.element import NavigableString, PreformattedString, Tag
 
+from ragops_runtime.kb.cleaning import BoilerplateReport, drop_repeated_blocks, html_to_text, rst_to_text
 from ragops_runtime.kb.documents import Document, DocumentFormat, MetadataValue
 
 DEFAULT_MAX_DOCUMENT_BYTES = 10 * 1024 * 1024
@@ -34,7 +33,7 @@ FORMATS_BY_EXTENSION: Mapping[str, DocumentFormat] = {
     ".markdown": "markdown",
     ".txt": "text",
     ".text": "text",
-    ".rst": "text",
+    ".rst": "rst",
     ".html": "html",
     ".htm": "html",
     ".jsonl": "jsonl",
@@ -45,6 +44,7 @@ FORMATS_BY_MEDIA_TYPE: Mapping[str, DocumentFormat] = {
     "text/markdown": "markdown",
     "text/x-markdown": "markdown",
     "text/plain": "text",
+    "text/x-rst": "rst",
     "application/jsonl": "jsonl",
     "application/x-ndjson": "jsonl",
     "application/x-jsonlines": "jsonl",
@@ -61,43 +61,6 @@ _MARKDOWN_H1 = re.compile(r"^ {0,3}#[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
 _FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _FENCE_CLOSE = re.compile(r"^ {0,3}(`{3,}|~{3,})[ \t]*$")
 
-_HTML_DROPPED = ("script", "style", "nav", "head", "noscript", "template")
-_HTML_HEADING_LEVELS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
-_HTML_BLOCKS = frozenset(
-    {
-        "address",
-        "article",
-        "aside",
-        "blockquote",
-        "body",
-        "caption",
-        "dd",
-        "details",
-        "div",
-        "dl",
-        "dt",
-        "fieldset",
-        "figcaption",
-        "figure",
-        "footer",
-        "form",
-        "header",
-        "hr",
-        "html",
-        "main",
-        "ol",
-        "p",
-        "section",
-        "summary",
-        "table",
-        "tbody",
-        "tfoot",
-        "thead",
-        "tr",
-        "ul",
-    }
-)
-
 
 class IngestError(Exception):
     """A problem that stops the build; the message names the source or document at fault."""
@@ -113,6 +76,7 @@ class SkippedSource:
 class IngestResult:
     documents: list[Document]
     skipped: list[SkippedSource]
+    boilerplate: BoilerplateReport = field(default_factory=BoilerplateReport)
 
 
 def load_documents(
@@ -128,7 +92,8 @@ def load_documents(
     internals of a Kubernetes ConfigMap mount, are ignored and symlinks are followed) or a glob
     (`**` recursive). Files that cannot be documents are reported in `skipped`, or raise with
     `strict=True`. `http_client` is used for URLs and left open; without one a client is created
-    and closed here.
+    and closed here. Boilerplate is removed (see `cleaning`): navigation markup from HTML, and
+    blocks repeated across the documents of one source; `boilerplate` counts what went.
     """
     if isinstance(sources, str):
         raise TypeError("sources must be a sequence of strings, not a single string")
@@ -139,8 +104,12 @@ def load_documents(
     with _Loader(strict=strict, max_bytes=max_document_bytes, http_client=http_client) as loader:
         origins: dict[str, str] = {}
         documents: list[Document] = []
+        repeated_blocks = repeated_chars = 0
         for source in sources:
-            for document in loader.load(source):
+            loaded, blocks, chars = _without_repeated_blocks(loader.load(source))
+            repeated_blocks += blocks
+            repeated_chars += chars
+            for document in loaded:
                 first = origins.get(document.id)
                 if first is not None:
                     raise IngestError(
@@ -149,9 +118,30 @@ def load_documents(
                 origins[document.id] = document.source
                 documents.append(document)
         skipped = list(loader.skipped)
+        markup_chars = loader.markup_chars
     if not documents:
         raise IngestError(f"sources {', '.join(sources)} yielded no documents")
-    return IngestResult(documents=sorted(documents, key=lambda document: document.id), skipped=skipped)
+    report = BoilerplateReport(
+        markup_chars=markup_chars,
+        repeated_blocks=repeated_blocks,
+        repeated_chars=repeated_chars,
+        kept_chars=sum(len(document.text) for document in documents),
+    )
+    return IngestResult(
+        documents=sorted(documents, key=lambda document: document.id), skipped=skipped, boilerplate=report
+    )
+
+
+def _without_repeated_blocks(documents: list[Document]) -> tuple[list[Document], int, int]:
+    """The documents of one source without the blocks most of them share (JSONL records are left alone)."""
+    pages = [index for index, document in enumerate(documents) if document.format != "jsonl"]
+    cleaned, blocks, chars = drop_repeated_blocks([documents[index].text for index in pages])
+    if not blocks:
+        return documents, 0, 0
+    result = list(documents)
+    for index, text in zip(pages, cleaned, strict=True):
+        result[index] = replace(documents[index], text=text)
+    return [document for document in result if document.text.strip()], blocks, chars
 
 
 class _Unreadable(Exception):
@@ -168,6 +158,7 @@ class _Loader:
     max_bytes: int
     http_client: httpx.Client | None
     skipped: list[SkippedSource] = field(default_factory=list)
+    markup_chars: int = 0
     _owned_client: httpx.Client | None = field(default=None, init=False)
 
     def __enter__(self) -> _Loader:
@@ -241,10 +232,14 @@ class _Loader:
             return self._jsonl_documents(enumerate(text.split("\n"), start=1), source)
         title: str | None
         if document_format == "html":
-            text, title = _html_to_text(text)
+            clean = html_to_text(text)
+            text, title = clean.text, clean.title
+            self.markup_chars += clean.dropped_chars
             if not text.strip():
                 self._skip(source, "empty")
                 return []
+        elif document_format == "rst":
+            text, title = rst_to_text(text)
         elif document_format == "markdown":
             title = _markdown_title(text)
         else:
@@ -476,87 +471,3 @@ def _markdown_title(text: str) -> str | None:
         if heading and heading.group(1).strip():
             return heading.group(1).strip()
     return None
-
-
-def _html_to_text(html: str) -> tuple[str, str | None]:
-    """Readable text of an HTML page, headings as Markdown `#` lines, and its title."""
-    soup = BeautifulSoup(html, "html.parser")
-    title = _collapse(soup.title.get_text(" ")) if soup.title else ""
-    if not title:
-        first_h1 = soup.find("h1")
-        title = _collapse(first_h1.get_text(" ")) if isinstance(first_h1, Tag) else ""
-    for tag in soup.find_all(_HTML_DROPPED):
-        if isinstance(tag, Tag):
-            tag.decompose()
-    writer = _HtmlTextWriter()
-    writer.walk(soup)
-    writer.flush()
-    return "\n\n".join(writer.blocks), title or None
-
-
-def _collapse(text: str) -> str:
-    return " ".join(text.split())
-
-
-class _HtmlTextWriter:
-    """Walks the parsed page, gathering inline text and closing a block at every block element."""
-
-    def __init__(self) -> None:
-        self.blocks: list[str] = []
-        self._inline: list[str] = []
-        self._prefix = ""
-
-    def flush(self) -> None:
-        lines = (_collapse(line) for line in "".join(self._inline).split("\n"))
-        text = "\n".join(line for line in lines if line)
-        if text:
-            self.blocks.append(self._prefix + text)
-            self._prefix = ""
-        self._inline.clear()
-
-    def walk(self, node: Tag) -> None:
-        for child in node.children:
-            if isinstance(child, Tag):
-                self._element(child)
-            elif isinstance(child, NavigableString) and not isinstance(child, PreformattedString):
-                # PreformattedString covers comments, doctypes and processing instructions. Source
-                # line breaks are layout, not text: only <br> breaks a line.
-                self._inline.append(re.sub(r"\s+", " ", str(child)))
-
-    def _element(self, tag: Tag) -> None:
-        name = tag.name
-        if name in _HTML_HEADING_LEVELS:
-            self.flush()
-            heading = _collapse(tag.get_text(" "))
-            if heading:
-                self.blocks.append("#" * _HTML_HEADING_LEVELS[name] + " " + heading)
-        elif name == "pre":
-            self.flush()
-            code = tag.get_text().strip("\n")
-            if code.strip():
-                # Fenced, so the chunker does not read a `# comment` in the code as a heading.
-                self.blocks.append(f"```\n{code}\n```")
-        elif name == "br":
-            self._inline.append("\n")
-        elif name == "li":
-            self.flush()
-            self._prefix = _list_marker(tag)
-            self.walk(tag)
-            self.flush()
-        elif name in ("td", "th"):
-            if tag.find_previous_sibling(("td", "th")) is not None:
-                self._inline.append(" | ")
-            self.walk(tag)
-        elif name in _HTML_BLOCKS:
-            self.flush()
-            self.walk(tag)
-            self.flush()
-        else:
-            self.walk(tag)
-
-
-def _list_marker(item: Tag) -> str:
-    parent = item.parent
-    if parent is not None and parent.name == "ol":
-        return f"{len(item.find_previous_siblings('li')) + 1}. "
-    return "- "

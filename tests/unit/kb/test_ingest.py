@@ -295,7 +295,7 @@ def test_html_keeps_readable_text_with_markdown_headings(tmp_path: Path) -> None
     path = write(tmp_path / "page.html", HTML_PAGE)
     (document,) = load_documents([str(path)]).documents
     assert document.format == "html"
-    assert document.title == "The Guide"
+    assert document.title == "Install ragops"  # the page's own <h1>, not the site-flavoured <title>
     assert document.text == HTML_TEXT
 
 
@@ -510,7 +510,7 @@ def test_urls_take_their_format_from_the_content_type(server: StaticServer) -> N
 
     assert [(d.id, d.source, d.format, d.title) for d in result.documents] == sorted(
         [
-            (server.url("/guide.html"), server.url("/guide.html"), "html", "The Guide"),
+            (server.url("/guide.html"), server.url("/guide.html"), "html", "Install ragops"),
             (server.url("/notes"), server.url("/notes"), "markdown", "Notes"),
             ("r1", server.url("/records"), "jsonl", None),
             ("r2", server.url("/records"), "jsonl", None),
