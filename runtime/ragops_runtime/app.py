@@ -283,6 +283,7 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
             top_k=settings.top_k,
             rerank_top_k=settings.rerank_top_k,
             hybrid=settings.hybrid,
+            fusion=settings.fusion,
             max_query_chars=settings.max_query_chars,
             retrieval_timeout_seconds=settings.retrieval_timeout_ms / 1000,
             database_timeout_seconds=settings.database_timeout_seconds,

@@ -39,7 +39,7 @@ from .retrieval.hybrid import retrieve
 from .retrieval.reranker import HttpReranker, RerankUnavailable
 from .rollout import Role, ServedSplit
 from .rollout.shadow import ShadowRunner
-from .store import KnowledgeStore, RetrievedChunk, VersionRecord
+from .store import Fusion, KnowledgeStore, RetrievedChunk, VersionRecord
 from .store.answers import AnswerRecord, log_answer
 
 Mode = Literal["generated", "retrieval_only", "cached"]
@@ -173,6 +173,7 @@ class QueryService:
     active: Any  # ActiveVersionWatcher; typed loosely to keep this module free of the watcher's task logic
     shadow: ShadowRunner | None = None
     clock: Any = time.monotonic
+    fusion: Fusion = field(default_factory=Fusion)
 
     # ---- admission --------------------------------------------------------------------------
 
@@ -259,6 +260,9 @@ class QueryService:
             "topK": top_k,
             "filters": dict(question.filters),
             "hybrid": self.hybrid,
+            "fusion": [self.fusion.vector_weight, self.fusion.lexical_weight, self.fusion.rrf_k]
+            if self.hybrid
+            else None,
             "rerankTopK": self.rerank_top_k,
             "generator": self.generator is not None,
             # Replicas of two templates share a Redis cache during a rollout: a new model or
@@ -338,6 +342,7 @@ class QueryService:
                         query,
                         top_k=top_k,
                         hybrid=self.hybrid,
+                        fusion=self.fusion,
                         metadata=dict(filters or {}) or None,
                     )
                 timings["retrieve"] = (self.clock() - stage) * 1000

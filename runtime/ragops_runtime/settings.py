@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .store import Fusion
+
 
 class RuntimeSettings(BaseSettings):
     """Settings of one runtime process. Field names map to RAGOPS_<UPPER_SNAKE> variables."""
@@ -38,7 +40,16 @@ class RuntimeSettings(BaseSettings):
     # ---- retrieval ----------------------------------------------------------------------------
     top_k: int = Field(default=20, ge=1, le=200, description="Candidates retrieved per query.")
     rerank_top_k: int = Field(default=5, ge=1, le=50, description="Chunks kept for generation.")
-    hybrid: bool = Field(default=True, description="Fuse vector and full-text search.")
+    hybrid: bool = Field(default=True, description="Fuse vector search and BM25 full-text search.")
+    fusion_vector_weight: float = Field(
+        default=1.0, ge=0, le=10, description="Hybrid: weight of the vector ranking in reciprocal rank fusion."
+    )
+    fusion_lexical_weight: float = Field(
+        default=1.0, ge=0, le=10, description="Hybrid: weight of the BM25 ranking in reciprocal rank fusion."
+    )
+    fusion_rrf_k: int = Field(
+        default=60, ge=1, le=1000, description="Hybrid: the RRF constant; larger flattens the rank differences."
+    )
     reranker_provider: Literal["none", "http"] = Field(default="none", description="Second-stage reranker.")
     reranker_endpoint: str | None = Field(default=None, description="Full URL of the /rerank endpoint.")
     reranker_model: str | None = Field(default=None, description="Reranker model name, if needed.")
@@ -128,9 +139,17 @@ class RuntimeSettings(BaseSettings):
             raise ValueError("RAGOPS_RERANKER_PROVIDER=http needs RAGOPS_RERANKER_ENDPOINT")
         if self.cache_backend == "redis" and self.cache_redis_url is None:
             raise ValueError("RAGOPS_CACHE_BACKEND=redis needs RAGOPS_CACHE_REDIS_URL")
+        if self.hybrid and self.fusion_vector_weight == 0 and self.fusion_lexical_weight == 0:
+            raise ValueError("RAGOPS_FUSION_VECTOR_WEIGHT and RAGOPS_FUSION_LEXICAL_WEIGHT must not both be 0")
         if self.embedded == (self.dsn is not None):
             raise ValueError("set exactly one of RAGOPS_DSN and RAGOPS_EMBEDDED=true")
         return self
+
+    @property
+    def fusion(self) -> Fusion:
+        return Fusion(
+            vector_weight=self.fusion_vector_weight, lexical_weight=self.fusion_lexical_weight, rrf_k=self.fusion_rrf_k
+        )
 
     @property
     def generation_enabled(self) -> bool:

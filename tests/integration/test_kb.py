@@ -88,7 +88,7 @@ async def test_build_stores_chunks_and_manifest(pg_dsn: str, tmp_path: Path) -> 
         assert manifest["documents"] == 20 and manifest["chunks"] >= 20
         assert manifest["reusedEmbeddings"] == 0 and manifest["embeddedChunks"] == manifest["chunks"]
         assert (manifest["embeddingModel"], manifest["dimensions"], manifest["chunking"]) == (
-            "hashing-v1",
+            "wordllama-l2-supercat",
             64,
             "recursive/512/64",
         )

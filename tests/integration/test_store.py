@@ -160,7 +160,7 @@ async def test_hostile_knowledge_base_names_are_only_ever_identifiers(pg_dsn: st
                 "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ragops'"
             )
         ).fetchone()
-        assert tables == (6,)  # four meta tables + chunks + members: nothing dropped, nothing stray
+        assert tables == (9,)  # four meta tables, chunks, members, BM25 lexicon (3): nothing stray
 
 
 async def test_activation_refuses_what_cannot_serve(pg_dsn: str) -> None:

@@ -31,7 +31,9 @@ def merged(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 def test_defaults_fill_a_minimal_knowledge_base_version() -> None:
     spec = KnowledgeBaseVersionSpec.model_validate(KBV_MINIMAL)
     assert (spec.chunking.strategy, spec.chunking.size, spec.chunking.overlap) == ("recursive", 512, 64)
-    assert (spec.embedding.provider, spec.embedding.dimensions) == ("hashing", 384)
+    embedding = spec.embedding
+    assert (embedding.provider, embedding.model, embedding.dimensions) == ("static", None, None)
+    assert (embedding.resolved_model, embedding.resolved_dimensions) == ("wordllama-l2-supercat", 256)
     assert (spec.index.m, spec.index.ef_construction, spec.index.distance) == (16, 64, "cosine")
     assert spec.golden_set.thresholds.recall_at_k == 0.8
 

@@ -71,7 +71,9 @@ def test_optional_fields_are_nullable_and_required_fields_listed() -> None:
 def test_bounds_enums_and_defaults_come_from_the_models() -> None:
     spec = root_schema(0)["properties"]["spec"]["properties"]
     dimensions = spec["embedding"]["properties"]["dimensions"]
-    assert (dimensions["minimum"], dimensions["maximum"], dimensions["default"]) == (8, 2000, 384)
+    assert (dimensions["minimum"], dimensions["maximum"]) == (8, 2000)
+    assert "default" not in dimensions  # the provider decides: 256 for static, 384 for the others
+    assert spec["embedding"]["properties"]["provider"]["default"] == "static"
     assert spec["chunking"]["properties"]["strategy"]["enum"] == ["recursive", "fixed"]
     # Nested defaults never carry nulls (an Optional field without a value is simply absent).
     thresholds = spec["goldenSet"]["properties"]["thresholds"]["default"]

@@ -77,7 +77,9 @@ KNOWLEDGE_BASE_VERSION = ResourceKind(
         PrinterColumn("nDCG", "number", ".status.gate.metrics.ndcgAtK", "Mean nDCG@k on the golden set."),
         PrinterColumn("Recall", "number", ".status.gate.metrics.recallAtK", "Mean recall@k.", priority=1),
         PrinterColumn("Chunks", "integer", ".status.chunks", "Chunks stored."),
-        PrinterColumn("Model", "string", ".spec.embedding.model", "Embedding model.", priority=1),
+        PrinterColumn(
+            "Model", "string", ".status.manifest.embeddingModel", "Embedding model of the version.", priority=1
+        ),
         _AGE,
     ),
 )

@@ -126,8 +126,12 @@ class ChunkingSpec(ApiModel):
     overlap: int = Field(default=64, ge=0, le=4096, description="Tokens shared by consecutive chunks of one document.")
 
 
+STATIC_MODEL = "wordllama-l2-supercat"
+STATIC_DIMENSIONS = (64, 128, 256)
+
+
 class EmbeddingSpec(ApiModel):
-    """The model that turns chunks and queries into vectors; name, dimensions and weights define the version."""
+    """The model that turns chunks and queries into vectors; its name and dimensions define the version's space."""
 
     rules = (
         Rule(
@@ -137,23 +141,28 @@ class EmbeddingSpec(ApiModel):
             holds=lambda e: e.provider != "openai" or e.endpoint is not None,
         ),
         Rule(
-            cel="self.provider != 'openai' || !(self.model in ['hashing-v1', 'wordllama-l2-supercat'])",
+            cel="self.provider != 'openai' || (has(self.model) && self.model != 'hashing-v1')",
             message="the openai provider needs the name of a served embedding model in model",
             field_path=".model",
-            holds=lambda e: e.provider != "openai" or e.model not in ("hashing-v1", "wordllama-l2-supercat"),
+            holds=lambda e: e.provider != "openai" or (e.model is not None and e.model != "hashing-v1"),
         ),
         Rule(
-            cel="self.provider != 'static' || (self.model == 'wordllama-l2-supercat' && self.dimensions in [64, 128, 256])",
-            message="the static provider's model is wordllama-l2-supercat, with 64, 128 or 256 dimensions",
+            cel=f"self.provider != 'static' || !has(self.model) || self.model == '{STATIC_MODEL}'",
+            message=f"the static provider's model is {STATIC_MODEL}",
             field_path=".model",
-            holds=lambda e: e.provider != "static"
-            or (e.model == "wordllama-l2-supercat" and e.dimensions in (64, 128, 256)),
+            holds=lambda e: e.provider != "static" or e.model in (None, STATIC_MODEL),
         ),
         Rule(
-            cel="self.provider != 'hashing' || self.model == 'hashing-v1'",
+            cel="self.provider != 'static' || !has(self.dimensions) || self.dimensions in [64, 128, 256]",
+            message="the static model has 64, 128 or 256 dimensions (its Matryoshka prefixes)",
+            field_path=".dimensions",
+            holds=lambda e: e.provider != "static" or e.dimensions in (None, *STATIC_DIMENSIONS),
+        ),
+        Rule(
+            cel="self.provider != 'hashing' || !has(self.model) || self.model == 'hashing-v1'",
             message="the hashing provider's model is hashing-v1",
             field_path=".model",
-            holds=lambda e: e.provider != "hashing" or e.model == "hashing-v1",
+            holds=lambda e: e.provider != "hashing" or e.model in (None, "hashing-v1"),
         ),
         not_link_local("endpoint", "endpoint"),
     )
@@ -162,28 +171,42 @@ class EmbeddingSpec(ApiModel):
         default="static",
         description=(
             "static (the default) is a semantic static-embedding model whose weights ship in the runtime "
-            "image (WordLlama l2_supercat): offline, no API key, about a millisecond per query; hashing is "
-            "built in and deterministic but lexical, not semantic; openai calls any OpenAI-compatible "
+            "image (WordLlama l2_supercat): offline, no API key, well under a millisecond per query; hashing "
+            "is built in and deterministic but lexical, not semantic; openai calls any OpenAI-compatible "
             "/v1/embeddings endpoint (OpenAI, vLLM, TEI, Ollama)."
         ),
     )
-    model: Text = Field(
-        default="wordllama-l2-supercat",
+    model: Text | None = Field(
+        default=None,
         min_length=1,
         description=(
-            "Embedding model name: wordllama-l2-supercat for static, hashing-v1 for hashing, the served "
-            "model for openai. Part of the embedding space, so changing it re-embeds everything."
+            f"Embedding model name; default {STATIC_MODEL} for static and hashing-v1 for hashing; required "
+            "for openai. Part of the embedding space, so changing it re-embeds everything."
         ),
     )
-    dimensions: int = Field(
-        default=256,
+    dimensions: int | None = Field(
+        default=None,
         ge=8,
         le=2000,
         description=(
-            "Vector dimensions; at most 2000, the largest a pgvector HNSW index accepts. static: 64, 128 "
-            "or 256 (the model's Matryoshka prefixes); hashing: any."
+            "Vector dimensions, at most 2000 (the largest a pgvector HNSW index accepts); default 256 for "
+            "static (64, 128 or 256: the model's Matryoshka prefixes) and 384 for the others."
         ),
     )
+
+    @property
+    def resolved_model(self) -> str:
+        """The model name, the provider's default filled in (openai always names one, by rule)."""
+        if self.model is not None:
+            return self.model
+        return STATIC_MODEL if self.provider == "static" else "hashing-v1"
+
+    @property
+    def resolved_dimensions(self) -> int:
+        if self.dimensions is not None:
+            return self.dimensions
+        return 256 if self.provider == "static" else 384
+
     endpoint: HttpUrl | None = Field(
         default=None, description="Base URL of the OpenAI-compatible API, e.g. https://api.openai.com/v1."
     )
@@ -291,6 +314,16 @@ class GateStatus(StatusModel):
     evaluated_at: datetime | None = Field(default=None, description="When the evaluation finished.")
 
 
+class BoilerplateDropped(StatusModel):
+    """What document cleaning removed before chunking, in characters of extracted text."""
+
+    markup_chars: int = Field(ge=0, description="Text inside navigation, header, footer and sidebar markup.")
+    repeated_blocks: int = Field(ge=0, description="Blocks dropped because they recur across a source's documents.")
+    repeated_chars: int = Field(ge=0, description="Characters of those repeated blocks.")
+    kept_chars: int = Field(ge=0, description="Characters of text kept and chunked.")
+    dropped_share: float = Field(ge=0, le=1, description="Share of the extracted text dropped as boilerplate.")
+
+
 class VersionManifest(StatusModel):
     """What exactly was built, as recorded in the store: enough to reproduce or audit the version."""
 
@@ -303,6 +336,9 @@ class VersionManifest(StatusModel):
     documents: int = Field(ge=0, description="Documents ingested.")
     chunks: int = Field(ge=0, description="Chunks stored.")
     reused_embeddings: int = Field(ge=0, description="Chunks whose embedding came from the cache.")
+    boilerplate: BoilerplateDropped | None = Field(
+        default=None, description="What cleaning dropped: navigation markup and repeated blocks."
+    )
     build_seconds: float = Field(ge=0, description="Wall time of the build.")
     created_at: datetime = Field(description="When the build finished.")
 

@@ -165,6 +165,27 @@ class RerankerSpec(ApiModel):
     )
 
 
+class FusionSpec(ApiModel):
+    """How hybrid retrieval merges the vector and BM25 rankings: weighted reciprocal rank fusion.
+
+    A chunk scores the sum of weight / (rrfK + rank) over the rankings it appears in.
+    """
+
+    rules = (
+        Rule(
+            cel="self.vectorWeight > 0.0 || self.lexicalWeight > 0.0",
+            message="at least one of vectorWeight and lexicalWeight must be above 0",
+            holds=lambda f: f.vector_weight > 0 or f.lexical_weight > 0,
+        ),
+    )
+
+    vector_weight: float = Field(default=1.0, ge=0, le=10, description="Weight of the vector (semantic) ranking.")
+    lexical_weight: float = Field(default=1.0, ge=0, le=10, description="Weight of the BM25 (lexical) ranking.")
+    rrf_k: int = Field(
+        default=60, ge=1, le=1000, description="RRF constant: larger values flatten the difference between ranks."
+    )
+
+
 class RetrievalSpec(ApiModel):
     """How chunks are retrieved for a query."""
 
@@ -183,8 +204,9 @@ class RetrievalSpec(ApiModel):
     )
     hybrid: bool = Field(
         default=True,
-        description="Fuse vector search with PostgreSQL full-text search by reciprocal rank fusion.",
+        description="Fuse vector search with BM25 full-text search (both in PostgreSQL) by reciprocal rank fusion.",
     )
+    fusion: FusionSpec = Field(default=FusionSpec(), description="How hybrid retrieval weighs its two rankings.")
     reranker: RerankerSpec = Field(default=RerankerSpec(), description="Optional second-stage reranker.")
 
 

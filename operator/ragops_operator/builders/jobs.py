@@ -207,8 +207,8 @@ def build_build_job(ctx: VersionContext) -> Manifest:
         "--chunk-size", str(chunking.size),
         "--chunk-overlap", str(chunking.overlap),
         "--embedding-provider", embedding.provider,
-        "--embedding-model", embedding.model,
-        "--embedding-dimensions", str(embedding.dimensions),
+        "--embedding-model", embedding.resolved_model,
+        "--embedding-dimensions", str(embedding.resolved_dimensions),
     ]  # fmt: skip
     if embedding.endpoint is not None:
         command += ["--embedding-endpoint", embedding.endpoint]

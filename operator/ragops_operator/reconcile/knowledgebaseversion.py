@@ -210,6 +210,7 @@ _MANIFEST_FIELDS = (
     "documents",
     "chunks",
     "reusedEmbeddings",
+    "boilerplate",
     "buildSeconds",
     "createdAt",
 )

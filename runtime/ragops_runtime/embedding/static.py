@@ -113,7 +113,8 @@ class StaticEmbedder:
                 means[row] = np.take(table, np.asarray(encoding.ids, dtype=np.intp), axis=0).mean(axis=0)
         norms = np.linalg.norm(means, axis=1, keepdims=True)
         # A text with no tokens stays all zeros rather than NaN.
-        return np.divide(means, norms, out=np.zeros_like(means), where=norms > 0)
+        normalised: npt.NDArray[np.float32] = np.divide(means, norms, out=np.zeros_like(means), where=norms > 0)
+        return normalised
 
     def embed_one(self, text: str) -> list[float]:
         vector: list[float] = self.embed_many([text])[0].tolist()

@@ -25,6 +25,7 @@ from ..embedding import Embedder, EmbeddingError, embed_all, make_embedder
 from ..store import ChunkRow, DocumentRow, EmbeddingSpace, KnowledgeStore, VersionRecord
 from ..store.knowledge import chunk_key
 from .chunking import chunk_document
+from .cleaning import BoilerplateReport
 from .documents import Chunk, Document, sha256_hex
 from .ingest import IngestError, SkippedSource, load_documents
 
@@ -128,6 +129,7 @@ class _Plan:
     documents: list[Document]
     chunks: list[tuple[Document, Chunk, str]]  # (document, chunk, chunk key)
     known: dict[str, int] = field(default_factory=dict)
+    boilerplate: BoilerplateReport = field(default_factory=BoilerplateReport)
 
 
 async def build_version(
@@ -181,6 +183,7 @@ async def build_version(
         skipped=skipped,
         seconds=clock() - started,
         created_at=datetime.now(UTC),
+        boilerplate=plan.boilerplate,
     )
     record = await store.complete_version(record, ids.values(), documents, manifest)
     progress.log(
@@ -206,8 +209,15 @@ async def _plan(
     result = await asyncio.to_thread(load_documents, list(request.sources), strict=request.strict)
     for skip in result.skipped:
         progress.log(f"skipped {skip.source}: {skip.reason}")
+    dropped = result.boilerplate
+    if dropped.markup_chars or dropped.repeated_chars:
+        progress.log(
+            f"boilerplate dropped: {dropped.markup_chars:,} characters of navigation markup, "
+            f"{dropped.repeated_blocks:,} repeated blocks ({dropped.repeated_chars:,} characters); "
+            f"{dropped.dropped_share:.1%} of the text"
+        )
     progress.stage("chunking", len(result.documents))
-    plan = _Plan(documents=result.documents, chunks=[])
+    plan = _Plan(documents=result.documents, chunks=[], boilerplate=result.boilerplate)
     for document in result.documents:
         for chunk in chunk_document(
             document,
@@ -215,7 +225,14 @@ async def _plan(
             size=request.chunking.size,
             overlap=request.chunking.overlap,
         ):
-            key = chunk_key(chunk.document_id, chunk.position, chunk.heading_path, chunk.text, dict(document.metadata))
+            key = chunk_key(
+                chunk.document_id,
+                chunk.position,
+                chunk.heading_path,
+                chunk.text,
+                dict(document.metadata),
+                chunk.context,
+            )
             plan.chunks.append((document, chunk, key))
         progress.advance(1)
     if not plan.chunks:
@@ -256,7 +273,7 @@ async def _store_new_chunks(
         group = items[start : start + group_size]
         fresh = [chunk for _, (_, chunk) in group if chunk.digest not in cache]
         fresh_chunks += len(fresh)
-        texts = sorted({chunk.text for chunk in fresh})
+        texts = sorted({chunk.embedding_text for chunk in fresh})
         if texts:
             vectors, stats = await embed_all(
                 embedder, texts, batch_size=request.embedding.batch_size, concurrency=request.embedding.concurrency
@@ -275,6 +292,7 @@ async def _store_new_chunks(
                 token_count=chunk.token_count,
                 metadata=dict(document.metadata),
                 embedding=cache[chunk.digest],
+                context=chunk.context,
             )
             for _, (document, chunk) in group
         ]
@@ -293,6 +311,7 @@ def build_manifest(
     skipped: Sequence[SkippedSource],
     seconds: float,
     created_at: datetime,
+    boilerplate: BoilerplateReport | None = None,
 ) -> dict[str, Any]:
     """The version manifest: what was built, from what, and what it cost. Keys follow the CRD status."""
     sources_digest = hashlib.sha256(
@@ -315,6 +334,7 @@ def build_manifest(
         "embeddedChunks": embedded_chunks,
         "embeddingRequests": embedding_requests,
         "skipped": [{"source": s.source, "reason": s.reason} for s in skipped],
+        "boilerplate": (boilerplate or BoilerplateReport()).to_json(),
         "buildSeconds": round(seconds, 3),
         "createdAt": created_at.isoformat(),
     }

@@ -275,18 +275,27 @@ class ChunkRow:
     token_count: int
     metadata: dict[str, Any]
     embedding: Vector
+    context: str = ""
 
     @property
     def key(self) -> str:
-        return chunk_key(self.document_id, self.position, self.heading_path, self.text, self.metadata)
+        return chunk_key(self.document_id, self.position, self.heading_path, self.text, self.metadata, self.context)
 
 
-def chunk_key(document_id: str, position: int, heading_path: Sequence[str], text: str, metadata: dict[str, Any]) -> str:
+def chunk_key(
+    document_id: str,
+    position: int,
+    heading_path: Sequence[str],
+    text: str,
+    metadata: dict[str, Any],
+    context: str = "",
+) -> str:
     """Identity of a stored chunk: equal keys mean the row can be shared between versions."""
-    material = "\x1f".join(
-        [document_id, str(position), "\x1e".join(heading_path), text, json.dumps(metadata, sort_keys=True)]
-    )
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+    parts = [document_id, str(position), "\x1e".join(heading_path), text, json.dumps(metadata, sort_keys=True)]
+    if context:
+        # Appended only when present, so chunks stored before chunks had a context keep their keys.
+        parts.append(context)
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -307,7 +316,7 @@ class RetrievedChunk:
     heading_path: tuple[str, ...]
     text: str
     score: float
-    """Similarity for vector search (higher is closer), ts_rank for text search."""
+    """Similarity for vector search (higher is closer), BM25 for text search, the fused score for hybrid."""
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -315,11 +324,32 @@ def chunk_table_name(kb: str, space: EmbeddingSpace) -> str:
     return sanitized_name(kb, space.key, suffix="_chunks")
 
 
-TEXT_SEARCH_CANDIDATES = 2000
-"""Most full-text matches ranked per query (see `KnowledgeStore.text_search`)."""
+@dataclass(frozen=True)
+class Fusion:
+    """How hybrid search merges its halves: weighted reciprocal rank fusion.
+
+    A chunk scores sum(weight / (rrf_k + rank)) over the rankings it appears in, each ranking
+    `depth` deep (vector: the nearest chunks; lexical: BM25 over the chunks' words).
+    """
+
+    vector_weight: float = 1.0
+    lexical_weight: float = 1.0
+    rrf_k: int = 60
+
+    def depth(self, k: int) -> int:
+        """Candidates each half ranks for a fused top k: a chunk ranked just below k in both halves can win."""
+        return max(2 * k, 40)
+
+
+BM25_K1 = 1.2
+BM25_B = 0.75
+"""Okapi BM25's term-frequency saturation and length normalisation, at their usual values."""
+LEXICAL_CANDIDATES_PER_TERM = 400
+"""Postings read per query term, best impact first (see `KnowledgeStore.text_search`)."""
 
 _CHUNK_COLUMNS = sql.SQL(
-    "chunk_key, document_id, source, position, heading_path, text, text_digest, token_count, metadata, embedding"
+    "chunk_key, document_id, source, position, heading_path, text, text_digest, token_count, metadata, embedding, "
+    "context"
 )
 
 
@@ -423,12 +453,37 @@ class KnowledgeStore:
                     token_count integer NOT NULL,
                     metadata jsonb NOT NULL,
                     embedding vector({dimensions}) NOT NULL,
-                    tsv tsvector GENERATED ALWAYS AS (to_tsvector({config}, text)) STORED)"""
+                    context text NOT NULL DEFAULT '',
+                    tsv tsvector GENERATED ALWAYS AS (to_tsvector({config}, context || ' ' || text)) STORED)"""
             ).format(
                 chunks=chunks,
                 dimensions=sql.Literal(space.dimensions),
                 config=sql.Literal(_TEXT_SEARCH_CONFIG),
             )
+        )
+        # Tables created before chunks had a context: they keep their full-text expression (text alone).
+        await self._conn.execute(
+            sql.SQL("ALTER TABLE {chunks} ADD COLUMN IF NOT EXISTS context text NOT NULL DEFAULT ''").format(
+                chunks=chunks
+            )
+        )
+        lexicon = _LexiconTables.of(kb, space)
+        await self._conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {postings} (term text NOT NULL, chunk_id bigint NOT NULL, "
+                "impact real NOT NULL)"
+            ).format(postings=lexicon.postings)
+        )
+        await self._conn.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {terms} (term text PRIMARY KEY, df integer NOT NULL)").format(
+                terms=lexicon.terms
+            )
+        )
+        await self._conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {stats} (only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row), "
+                "chunks bigint NOT NULL, average_length double precision NOT NULL)"
+            ).format(stats=lexicon.stats)
         )
         await self._conn.execute(
             sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {chunks} (text_digest)").format(
@@ -463,11 +518,26 @@ class KnowledgeStore:
                     ef=sql.Literal(space.ef_construction),
                 )
             )
+        lexicon = _LexiconTables.of(record.kb, space)
+        async with self._conn.transaction():
+            # A chunk table from before the lexicon existed gets its postings once, here.
+            await self._conn.execute(sql.SQL("LOCK TABLE {stats}").format(stats=lexicon.stats))
+            row = await (
+                await self._conn.execute(sql.SQL("SELECT count(*) FROM {stats}").format(stats=lexicon.stats))
+            ).fetchone()
+            if row is not None and row[0] == 0:
+                ids = await (
+                    await self._conn.execute(sql.SQL("SELECT id FROM {chunks}").format(chunks=chunks))
+                ).fetchall()
+                await self._index_terms(record, [chunk_id for (chunk_id,) in ids])
+        # The postings index is built after the first bulk load, like HNSW: much faster than row by row.
         await self._conn.execute(
-            sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {chunks} USING gin (tsv)").format(
-                name=sql.Identifier(sanitized_name(record.kb, space.key, suffix="_fts")), chunks=chunks
+            sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {postings} (term, impact DESC) INCLUDE (chunk_id)").format(
+                name=sql.Identifier(sanitized_name(record.kb, space.key, suffix="_postings_idx")),
+                postings=lexicon.postings,
             )
         )
+        await self._conn.execute(sql.SQL("ANALYZE {postings}").format(postings=lexicon.postings))
 
     async def get_version(self, kb: str, version: str) -> VersionRecord | None:
         async with self._conn.cursor(row_factory=dict_row) as cursor:
@@ -514,9 +584,12 @@ class KnowledgeStore:
         if not rows:
             return {}
         chunks = derived_identifier(record.kb, record.space.key, suffix="_chunks")
+        keys = [row.key for row in rows]
         try:
             async with self._conn.transaction():
                 await self._copy_chunks(chunks, rows)
+                inserted = await self.known_chunks(record, keys)
+                await self._index_terms(record, list(inserted.values()))
         except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
             async with self._conn.transaction():
                 await self._conn.execute(
@@ -526,20 +599,77 @@ class KnowledgeStore:
                     ).format(columns=_CHUNK_COLUMNS, chunks=chunks)
                 )
                 await self._copy_chunks(sql.Identifier("ragops_incoming_chunks"), rows)
-                await self._conn.execute(
+                cursor = await self._conn.execute(
                     sql.SQL(
                         "INSERT INTO {chunks} ({columns}) SELECT {columns} FROM ragops_incoming_chunks "
-                        "ORDER BY chunk_key ON CONFLICT (chunk_key) DO NOTHING"
+                        "ORDER BY chunk_key ON CONFLICT (chunk_key) DO NOTHING RETURNING id"
                     ).format(columns=_CHUNK_COLUMNS, chunks=chunks)
                 )
-        return await self.known_chunks(record, [row.key for row in rows])
+                # Only the rows this build added: the other build indexed its own.
+                await self._index_terms(record, [chunk_id for (chunk_id,) in await cursor.fetchall()])
+        return await self.known_chunks(record, keys)
+
+    async def _index_terms(self, record: VersionRecord, chunk_ids: Sequence[int]) -> None:
+        """Adds the BM25 postings and document frequencies of new chunks; runs in the caller's transaction.
+
+        A posting's impact is BM25's term-frequency part, tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl)),
+        so a query only multiplies it by the term's IDF and sums. avgdl is fixed by the table's first
+        chunks (shared rows must not change score when another version is added); document frequencies
+        and the chunk count cover the whole table, every version of this embedding space.
+        """
+        if not chunk_ids:
+            return
+        chunks = derived_identifier(record.kb, record.space.key, suffix="_chunks")
+        lexicon = _LexiconTables.of(record.kb, record.space)
+        lengths = sql.SQL(
+            "SELECT c.id, c.tsv, (SELECT coalesce(sum(cardinality(e.positions)), 0) FROM unnest(c.tsv) e) AS length "
+            "FROM {chunks} c WHERE c.id = ANY(%(ids)s)"
+        ).format(chunks=chunks)
+        ids = {"ids": list(chunk_ids)}
+        await self._conn.execute(
+            sql.SQL(
+                "INSERT INTO {stats} (only_row, chunks, average_length) "
+                "SELECT true, 0, greatest(avg(d.length), 1) FROM ({lengths}) d ON CONFLICT (only_row) DO NOTHING"
+            ).format(stats=lexicon.stats, lengths=lengths),
+            ids,
+        )
+        await self._conn.execute(
+            sql.SQL(
+                "INSERT INTO {postings} (term, chunk_id, impact) "
+                "SELECT e.lexeme, d.id, cardinality(e.positions) * ({k1} + 1) / (cardinality(e.positions) "
+                "+ {k1} * (1 - {b} + {b} * d.length / s.average_length)) "
+                "FROM ({lengths}) d CROSS JOIN LATERAL unnest(d.tsv) e CROSS JOIN {stats} s"
+            ).format(
+                postings=lexicon.postings,
+                stats=lexicon.stats,
+                lengths=lengths,
+                k1=sql.Literal(BM25_K1),
+                b=sql.Literal(BM25_B),
+            ),
+            ids,
+        )
+        # In term order, so concurrent builds lock the same rows in the same order and cannot deadlock.
+        await self._conn.execute(
+            sql.SQL(
+                "INSERT INTO {terms} AS t (term, df) "
+                "SELECT e.lexeme, count(*) FROM {chunks} c CROSS JOIN LATERAL unnest(c.tsv) e "
+                "WHERE c.id = ANY(%(ids)s) GROUP BY e.lexeme ORDER BY e.lexeme "
+                "ON CONFLICT (term) DO UPDATE SET df = t.df + EXCLUDED.df"
+            ).format(terms=lexicon.terms, chunks=chunks),
+            ids,
+        )
+        await self._conn.execute(
+            sql.SQL("UPDATE {stats} SET chunks = chunks + %(n)s").format(stats=lexicon.stats), {"n": len(chunk_ids)}
+        )
 
     async def _copy_chunks(self, table: sql.Composable, rows: Sequence[ChunkRow]) -> None:
         copy_sql = sql.SQL("COPY {table} ({columns}) FROM STDIN WITH (FORMAT BINARY)").format(
             table=table, columns=_CHUNK_COLUMNS
         )
         async with self._conn.cursor() as cursor, cursor.copy(copy_sql) as copy:
-            copy.set_types(["text", "text", "text", "int4", "text[]", "text", "text", "int4", "jsonb", "vector"])
+            copy.set_types(
+                ["text", "text", "text", "int4", "text[]", "text", "text", "int4", "jsonb", "vector", "text"]
+            )
             # In key order, so two builds adding overlapping batches lock keys in the same order and
             # the later one waits for the earlier instead of deadlocking with it.
             for row in sorted(rows, key=lambda chunk: chunk.key):
@@ -555,6 +685,7 @@ class KnowledgeStore:
                         row.token_count,
                         Jsonb(row.metadata),
                         row.embedding,
+                        row.context,
                     )
                 )
 
@@ -873,14 +1004,29 @@ class KnowledgeStore:
                 )
             ).fetchone()
             building, remaining = siblings if siblings else (0, 0)
+            lexicon = _LexiconTables.of(kb, record.space)
             if remaining == 0:
-                await self._conn.execute(sql.SQL("DROP TABLE IF EXISTS {m}, {c}").format(m=members, c=chunks))
+                await self._conn.execute(
+                    sql.SQL("DROP TABLE IF EXISTS {m}, {c}, {p}, {t}, {s}").format(
+                        m=members, c=chunks, p=lexicon.postings, t=lexicon.terms, s=lexicon.stats
+                    )
+                )
             elif building == 0:
                 # A building version's chunks have no membership yet: keep them until it completes.
+                # Their postings, document frequencies and count go with them.
                 await self._conn.execute(
-                    sql.SQL("DELETE FROM {c} c WHERE NOT EXISTS (SELECT 1 FROM {m} m WHERE m.chunk_id = c.id)").format(
-                        c=chunks, m=members
-                    )
+                    sql.SQL(
+                        """WITH gone AS (
+                               DELETE FROM {c} c WHERE NOT EXISTS (SELECT 1 FROM {m} m WHERE m.chunk_id = c.id)
+                               RETURNING c.id, c.tsv),
+                           postings AS (DELETE FROM {p} p USING gone WHERE p.chunk_id = gone.id),
+                           frequencies AS (
+                               UPDATE {t} t SET df = t.df - f.n
+                               FROM (SELECT e.lexeme, count(*) AS n FROM gone CROSS JOIN LATERAL unnest(gone.tsv) e
+                                     GROUP BY e.lexeme) f
+                               WHERE t.term = f.lexeme)
+                           UPDATE {s} SET chunks = chunks - (SELECT count(*) FROM gone)"""
+                    ).format(c=chunks, m=members, p=lexicon.postings, t=lexicon.terms, s=lexicon.stats)
                 )
 
     async def gc(self, kb: str, *, keep: int) -> list[str]:
@@ -907,61 +1053,194 @@ class KnowledgeStore:
     async def vector_search(
         self, record: VersionRecord, query: Vector, k: int, *, metadata: dict[str, Any] | None = None
     ) -> list[RetrievedChunk]:
-        space = record.space
-        chunks = derived_identifier(record.kb, space.key, suffix="_chunks")
-        members = derived_identifier(record.kb, space.key, suffix="_members")
-        _, operator = _DISTANCE_SQL[space.distance]
-        distance = sql.SQL("c.embedding {op} %(q)s").format(op=sql.SQL(operator))
-        # relaxed_order lets the HNSW scan continue past ef_search until k members are found; the
-        # outer ORDER BY restores exact order among the candidates it returned.
+        """The k chunks of the version nearest to `query`, nearest first."""
+        search = _Search(record, k, metadata)
         query_sql = sql.SQL(
-            """WITH candidates AS MATERIALIZED (
-                   SELECT c.id, c.document_id, c.source, c.position, c.heading_path, c.text, c.metadata,
-                          {distance} AS distance
-                   FROM {chunks} c
-                   WHERE EXISTS (SELECT 1 FROM {members} m WHERE m.version_id = %(v)s AND m.chunk_id = c.id)
-                     AND c.metadata @> %(meta)s
-                   ORDER BY {distance}
-                   LIMIT %(k)s)
-               SELECT * FROM candidates ORDER BY distance, id"""
-        ).format(distance=distance, chunks=chunks, members=members)
-        async with self._conn.transaction():
-            await self._conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            await self._conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, 2 * k))))
-            cursor = await self._conn.execute(
-                query_sql, {"q": query, "v": record.id, "k": k, "meta": Jsonb(metadata or {})}
-            )
-            rows = await cursor.fetchall()
-        return [_retrieved(row, _similarity(space.distance, float(row[7]))) for row in rows]
+            """WITH dense AS MATERIALIZED ({dense})
+               SELECT c.id, c.document_id, c.source, c.position, c.heading_path, c.text, c.metadata, d.distance
+               FROM dense d JOIN {chunks} c ON c.id = d.chunk_id
+               ORDER BY d.distance, c.id"""
+        ).format(dense=search.dense(), chunks=search.chunks)
+        rows = await self._search(query_sql, search.parameters(vector=query, depth=k), ef_search=k)
+        return [_retrieved(row, _similarity(record.space.distance, float(row[7]))) for row in rows]
 
     async def text_search(
         self, record: VersionRecord, query: str, k: int, *, metadata: dict[str, Any] | None = None
     ) -> list[RetrievedChunk]:
-        chunks = derived_identifier(record.kb, record.space.key, suffix="_chunks")
-        members = derived_identifier(record.kb, record.space.key, suffix="_members")
-        # websearch_to_tsquery never fails on user input (quotes, operators, stray symbols). Ranking
-        # reads every match's tsvector, so only the first TEXT_SEARCH_CANDIDATES matches are ranked:
-        # words found in most of a large corpus carry little lexical signal, and ranking them all
-        # cost more than the vector half (111 ms at 100k chunks, and 503s under 16 clients).
+        """The k chunks of the version that score highest in BM25 for `query`'s words, best first.
+
+        Any word may match (OR): a question's words are not all in the passage that answers it.
+        Scores are exact BM25 but the candidates are bounded: each query term contributes its
+        LEXICAL_CANDIDATES_PER_TERM postings of highest impact (an index range scan), so a word
+        found in most chunks costs no more than a rare one. A chunk outside a common word's top
+        postings loses only that word's small share of its score (common words have a low IDF).
+        """
+        search = _Search(record, k, metadata)
         query_sql = sql.SQL(
-            """WITH q AS (SELECT websearch_to_tsquery({config}, %(text)s) AS q),
-               candidates AS MATERIALIZED (
-                   SELECT c.id, c.tsv FROM {chunks} c, q
-                   WHERE c.tsv @@ q.q
-                     AND EXISTS (SELECT 1 FROM {members} m WHERE m.version_id = %(v)s AND m.chunk_id = c.id)
-                     AND c.metadata @> %(meta)s
-                   LIMIT %(cap)s)
-               SELECT c.id, c.document_id, c.source, c.position, c.heading_path, c.text, c.metadata,
-                      ts_rank_cd(k.tsv, q.q) AS rank
-               FROM candidates k JOIN {chunks} c ON c.id = k.id, q
-               ORDER BY rank DESC, c.id
-               LIMIT %(k)s"""
-        ).format(chunks=chunks, members=members, config=sql.Literal(_TEXT_SEARCH_CONFIG))
-        cursor = await self._conn.execute(
-            query_sql,
-            {"text": query, "v": record.id, "k": k, "meta": Jsonb(metadata or {}), "cap": TEXT_SEARCH_CANDIDATES},
+            """WITH {lexical_ctes}
+               SELECT c.id, c.document_id, c.source, c.position, c.heading_path, c.text, c.metadata, l.score
+               FROM lexical l JOIN {chunks} c ON c.id = l.chunk_id
+               ORDER BY l.score DESC, c.id"""
+        ).format(lexical_ctes=search.lexical(), chunks=search.chunks)
+        rows = await self._search(query_sql, search.parameters(text=query, depth=k))
+        return [_retrieved(row, float(row[7])) for row in rows]
+
+    async def hybrid_search(
+        self,
+        record: VersionRecord,
+        query: Vector,
+        text: str,
+        k: int,
+        *,
+        fusion: Fusion,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[RetrievedChunk]:
+        """Vector and BM25 rankings fused by weighted reciprocal rank, in one statement.
+
+        One round trip: both halves, the fusion and the rows of the k winners are computed by the
+        server, which reads the text of k chunks rather than of both candidate lists.
+        """
+        search = _Search(record, k, metadata)
+        depth = fusion.depth(k)
+        query_sql = sql.SQL(
+            """WITH dense AS MATERIALIZED ({dense}),
+               {lexical_ctes},
+               ranked AS (
+                   SELECT chunk_id, row_number() OVER (ORDER BY distance, chunk_id) AS rank, %(wv)s AS weight
+                   FROM dense
+                   UNION ALL
+                   SELECT chunk_id, row_number() OVER (ORDER BY score DESC, chunk_id), %(wl)s FROM lexical),
+               fused AS (
+                   SELECT chunk_id, sum(weight / (%(rrf)s + rank)) AS score, min(rank) AS best
+                   FROM ranked GROUP BY chunk_id
+                   ORDER BY score DESC, best, chunk_id
+                   LIMIT %(k)s)
+               SELECT c.id, c.document_id, c.source, c.position, c.heading_path, c.text, c.metadata, f.score
+               FROM fused f JOIN {chunks} c ON c.id = f.chunk_id
+               ORDER BY f.score DESC, f.best, f.chunk_id"""
+        ).format(dense=search.dense(), lexical_ctes=search.lexical(), chunks=search.chunks)
+        parameters = {
+            **search.parameters(vector=query, text=text, depth=depth),
+            "wv": float(fusion.vector_weight),
+            "wl": float(fusion.lexical_weight),
+            "rrf": float(fusion.rrf_k),
+        }
+        rows = await self._search(query_sql, parameters, ef_search=depth)
+        return [_retrieved(row, float(row[7])) for row in rows]
+
+    async def _search(
+        self, query_sql: sql.Composed, parameters: dict[str, Any], *, ef_search: int | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Runs a search statement, with the HNSW scan settings it needs, in one round trip (a pipeline)."""
+        if ef_search is None:
+            cursor = await self._conn.execute(query_sql, parameters)
+            rows: list[tuple[Any, ...]] = await cursor.fetchall()
+            return rows
+        async with self._conn.pipeline(), self._conn.transaction():
+            # relaxed_order lets the HNSW scan continue past ef_search until enough members are found;
+            # the statement's ORDER BY restores exact order among the candidates it returned.
+            await self._conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            await self._conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, ef_search))))
+            cursor = await self._conn.execute(query_sql, parameters)
+        fetched: list[tuple[Any, ...]] = await cursor.fetchall()
+        return fetched
+
+
+@dataclass(frozen=True)
+class _LexiconTables:
+    """The BM25 side of a chunk table: postings (term, chunk, impact), document frequencies, table stats."""
+
+    postings: sql.Identifier
+    terms: sql.Identifier
+    stats: sql.Identifier
+
+    @classmethod
+    def of(cls, kb: str, space: EmbeddingSpace) -> _LexiconTables:
+        return cls(
+            postings=derived_identifier(kb, space.key, suffix="_postings"),
+            terms=derived_identifier(kb, space.key, suffix="_terms"),
+            stats=derived_identifier(kb, space.key, suffix="_lexstats"),
         )
-        return [_retrieved(row, float(row[7])) for row in await cursor.fetchall()]
+
+
+class _Search:
+    """The SQL pieces every search shares: the version's membership, the metadata filter, both halves."""
+
+    def __init__(self, record: VersionRecord, k: int, metadata: dict[str, Any] | None) -> None:
+        space = record.space
+        self.record = record
+        self.k = k
+        self.metadata = metadata or {}
+        self.chunks = derived_identifier(record.kb, space.key, suffix="_chunks")
+        self.members = derived_identifier(record.kb, space.key, suffix="_members")
+        self.lexicon = _LexiconTables.of(record.kb, space)
+        self.operator = sql.SQL(_DISTANCE_SQL[space.distance][1])
+
+    def parameters(self, *, depth: int, vector: Vector | None = None, text: str | None = None) -> dict[str, Any]:
+        parameters: dict[str, Any] = {"v": self.record.id, "k": self.k, "depth": depth}
+        if vector is not None:
+            parameters["q"] = vector
+        if text is not None:
+            parameters["text"] = text
+            parameters["per_term"] = max(LEXICAL_CANDIDATES_PER_TERM, depth)
+        if self.metadata:
+            parameters["meta"] = Jsonb(self.metadata)
+        return parameters
+
+    def dense(self) -> sql.Composable:
+        """The `depth` nearest member chunks: (chunk_id, distance)."""
+        return sql.SQL(
+            """SELECT c.id AS chunk_id, c.embedding {op} %(q)s AS distance
+               FROM {chunks} c
+               WHERE EXISTS (SELECT 1 FROM {members} m WHERE m.version_id = %(v)s AND m.chunk_id = c.id){meta}
+               ORDER BY c.embedding {op} %(q)s
+               LIMIT %(depth)s"""
+        ).format(
+            op=self.operator,
+            chunks=self.chunks,
+            members=self.members,
+            meta=sql.SQL(" AND c.metadata @> %(meta)s") if self.metadata else sql.SQL(""),
+        )
+
+    def lexical(self) -> sql.Composable:
+        """CTEs ending in `lexical` (chunk_id, score): the `depth` best member chunks by BM25."""
+        meta = (
+            sql.SQL(" AND EXISTS (SELECT 1 FROM {chunks} c WHERE c.id = p.chunk_id AND c.metadata @> %(meta)s)").format(
+                chunks=self.chunks
+            )
+            if self.metadata
+            else sql.SQL("")
+        )
+        # The query's words go through the same parser and stemmer as the chunks' (to_tsvector), which
+        # also drops stop words; words no chunk holds have no document frequency and drop out too.
+        return sql.SQL(
+            """query_terms AS (
+                   SELECT t.term, ln(1 + (s.chunks - t.df + 0.5) / (t.df + 0.5)) AS idf
+                   FROM unnest(tsvector_to_array(to_tsvector({config}, %(text)s))) AS u(term)
+                   JOIN {terms} t ON t.term = u.term
+                   CROSS JOIN {stats} s
+                   WHERE t.df > 0),
+               lexical AS MATERIALIZED (
+                   SELECT hit.chunk_id, sum(q.idf * hit.impact) AS score
+                   FROM query_terms q
+                   CROSS JOIN LATERAL (
+                       SELECT p.chunk_id, p.impact FROM {postings} p
+                       WHERE p.term = q.term
+                         AND EXISTS (SELECT 1 FROM {members} m WHERE m.version_id = %(v)s AND m.chunk_id = p.chunk_id)
+                         {meta}
+                       ORDER BY p.impact DESC
+                       LIMIT %(per_term)s) hit
+                   GROUP BY hit.chunk_id
+                   ORDER BY score DESC, hit.chunk_id
+                   LIMIT %(depth)s)"""
+        ).format(
+            config=sql.Literal(_TEXT_SEARCH_CONFIG),
+            terms=self.lexicon.terms,
+            stats=self.lexicon.stats,
+            postings=self.lexicon.postings,
+            members=self.members,
+            meta=meta,
+        )
 
 
 def _retrieved(row: Sequence[Any], score: float) -> RetrievedChunk:

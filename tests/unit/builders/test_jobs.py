@@ -205,8 +205,8 @@ def test_the_build_command_is_one_the_cli_accepts_with_every_spec_parameter(
     embedding = spec.embedding
     assert (params["embedding_provider"], params["embedding_model"], params["embedding_dimensions"]) == (
         embedding.provider,
-        embedding.model,
-        embedding.dimensions,
+        embedding.resolved_model,
+        embedding.resolved_dimensions,
     )
     assert params["embedding_endpoint"] == embedding.endpoint and params["batch_size"] == embedding.batch_size
     index = spec.index

@@ -39,5 +39,7 @@ def test_openai_without_an_endpoint_is_refused(endpoint: str | None) -> None:
 
 
 def test_an_unknown_provider_is_refused_with_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="unknown embedding provider 'cohere': expected one of static, hashing, openai"):
+    with pytest.raises(
+        ValueError, match="unknown embedding provider 'cohere': expected one of static, hashing, openai"
+    ):
         make_embedder("cohere", model="m", dimensions=8)

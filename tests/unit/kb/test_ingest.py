@@ -117,7 +117,7 @@ def test_directory_walk_gives_relative_posix_ids_formats_and_titles(tmp_path: Pa
         ("index.html", "html", "Home"),
         ("notes.txt", "text", None),
         ("record-1", "jsonl", None),
-        ("reference/api.rst", "text", None),
+        ("reference/api.rst", "rst", "API"),
     ]
     install = result.documents[0]
     assert install.text == "Intro line.\n\n# Install ragops\n\nRun it.\n"
