@@ -60,6 +60,8 @@ demo-cluster: install tools ## the same story through the operator on the local 
 # BENCH_FLAGS=--quick for small sizes while developing (results then go to a temp directory).
 bench: install $(if $(wildcard bench/operator_scale.py),tools) ## benchmarks vs peers (the optional `bench` extra); results in bench/results/*.json, table in README
 	$(UV) sync --frozen --quiet --extra bench
+	bash tools/bench-corpus.sh
+	$(BIN)/python -m bench.real_corpus $(BENCH_FLAGS)
 	$(BIN)/python -m bench.kb_build $(BENCH_FLAGS)
 	$(BIN)/python -m bench.kb_incremental $(BENCH_FLAGS)
 	$(BIN)/python -m bench.retrieval $(BENCH_FLAGS)

@@ -537,7 +537,9 @@ class KnowledgeStore:
                 postings=lexicon.postings,
             )
         )
-        await self._conn.execute(sql.SQL("ANALYZE {postings}").format(postings=lexicon.postings))
+        # VACUUM too, not only ANALYZE: it sets the visibility map, without which every posting an
+        # index-only scan reads costs a heap fetch.
+        await self._conn.execute(sql.SQL("VACUUM ANALYZE {postings}").format(postings=lexicon.postings))
 
     async def get_version(self, kb: str, version: str) -> VersionRecord | None:
         async with self._conn.cursor(row_factory=dict_row) as cursor:
@@ -730,7 +732,8 @@ class KnowledgeStore:
                 "WHERE id = %s",
                 (json.dumps(manifest), record.id),
             )
-        await self._conn.execute(sql.SQL("ANALYZE {members}").format(members=members))
+        # VACUUM sets the visibility map, so membership checks are index-only scans without heap fetches.
+        await self._conn.execute(sql.SQL("VACUUM ANALYZE {members}").format(members=members))
         refreshed = await self.get_version(record.kb, record.version)
         assert refreshed is not None
         return refreshed
@@ -1205,17 +1208,22 @@ class _Search:
     def lexical(self) -> sql.Composable:
         """CTEs ending in `lexical` (chunk_id, score): the `depth` best member chunks by BM25."""
         meta = (
-            sql.SQL(" AND EXISTS (SELECT 1 FROM {chunks} c WHERE c.id = p.chunk_id AND c.metadata @> %(meta)s)").format(
-                chunks=self.chunks
-            )
+            sql.SQL(
+                " AND EXISTS (SELECT 1 FROM {chunks} c WHERE c.id = hit.chunk_id AND c.metadata @> %(meta)s)"
+            ).format(chunks=self.chunks)
             if self.metadata
             else sql.SQL("")
         )
         # The query's words go through the same parser and stemmer as the chunks' (to_tsvector), which
         # also drops stop words; words no chunk holds have no document frequency and drop out too.
+        # Each term's postings are read best impact first and cut at `per_term` before the version and
+        # metadata checks: a bounded index range scan per term, whatever the term's frequency. The
+        # checks then drop candidates of other versions sharing the chunk table (most chunks are
+        # shared between versions, so few) and of other metadata.
         return sql.SQL(
             """query_terms AS (
-                   SELECT t.term, ln(1 + (s.chunks - t.df + 0.5) / (t.df + 0.5)) AS idf
+                   SELECT t.term,
+                          ln(1.0 + (s.chunks - t.df + 0.5)::float8 / (t.df + 0.5)::float8) AS idf
                    FROM unnest(tsvector_to_array(to_tsvector({config}, %(text)s))) AS u(term)
                    JOIN {terms} t ON t.term = u.term
                    CROSS JOIN {stats} s
@@ -1226,10 +1234,10 @@ class _Search:
                    CROSS JOIN LATERAL (
                        SELECT p.chunk_id, p.impact FROM {postings} p
                        WHERE p.term = q.term
-                         AND EXISTS (SELECT 1 FROM {members} m WHERE m.version_id = %(v)s AND m.chunk_id = p.chunk_id)
-                         {meta}
                        ORDER BY p.impact DESC
                        LIMIT %(per_term)s) hit
+                   WHERE EXISTS (SELECT 1 FROM {members} m WHERE m.version_id = %(v)s AND m.chunk_id = hit.chunk_id)
+                     {meta}
                    GROUP BY hit.chunk_id
                    ORDER BY score DESC, hit.chunk_id
                    LIMIT %(depth)s)"""
