@@ -144,6 +144,10 @@ class QueryEmbeddings:
                 self._cache.popitem(last=False)
         return vector
 
+    async def warm(self, record: VersionRecord) -> None:
+        """Loads the version's embedder before its first query: the static model reads its files once."""
+        await self.embedder_for(record).embed_batch([])
+
     async def aclose(self) -> None:
         for embedder in self._embedders.values():
             await embedder.aclose()
@@ -456,6 +460,12 @@ class QueryService:
             current.canary.version if current.canary else None,
             probes=current.probe is not None,
         )
+        for record in (current.stable, current.canary):
+            if record is not None:
+                with contextlib.suppress(EmbeddingError):
+                    # Loads the version's embedder before its first query; a failure here fails that
+                    # query instead, with the same error and a 503.
+                    await self.embeddings.warm(record)
         if previous is None:
             return
         served = {current.stable.version, *(r.version for r in (current.canary,) if r)}

@@ -2,7 +2,8 @@
 
 Embedded PostgreSQL + pgvector in a fresh directory; KB v1 built from the bundled sample and gated
 on its golden set (`kb.build`, `kb.gate`, as `ragops kb build/eval` run them); `ragops serve` as a
-subprocess answering questions; a v2 with a broken chunking config that its gate refuses, and the
+subprocess answering questions; a v2 that swaps the semantic embedder for the lexical hashing one,
+which its gate refuses, and the
 store refusing to activate it; a v3 that passes its gate and is activated while an injected fault
 slows the statements on v3's chunk table; the operator's SLO logic (`reconcile.slo`) judging
 readings of the runtime's /metrics and deciding the rollback, executed by the store's rollback;
@@ -39,7 +40,7 @@ from ragops_operator.api.ragdeployment import RolloutSpec, SloSpec
 from ragops_operator.reconcile.slo import SloCheck, SloSample, Verdict, WatchState, advance, decide_rollback, judge
 from ragops_runtime import sample
 from ragops_runtime.cli import TerminalProgress
-from ragops_runtime.kb.build import BuildRequest, ChunkingSettings, IndexSettings, build_version
+from ragops_runtime.kb.build import BuildRequest, ChunkingSettings, EmbeddingSettings, IndexSettings, build_version
 from ragops_runtime.kb.evaluation import EvaluationReport, Thresholds
 from ragops_runtime.kb.gate import evaluate_version
 from ragops_runtime.store import ActivationRefused, KnowledgeStore
@@ -59,9 +60,9 @@ QUESTIONS = (
 QUERIES_PER_CHECK = 12
 CONCURRENCY = 4
 LATENCY_FLOOR_MS = 250
-STATEMENTS_PER_QUERY = 2
-"""Hybrid retrieval runs two statements on the chunk table per query: vector search, then full text."""
-BAD_CHUNKING = ChunkingSettings(strategy="fixed", size=32, overlap=0)
+STATEMENTS_PER_QUERY = 1
+"""Hybrid retrieval runs one statement on the chunk table per query: both halves and their fusion."""
+LEXICAL_EMBEDDING = EmbeddingSettings(provider="hashing", model="hashing-v1", dimensions=384)
 V3_INDEX = IndexSettings(m=24, ef_construction=96)
 
 
@@ -149,6 +150,7 @@ class _Story:
         note: str,
         sources: Sequence[str] | None = None,
         chunking: ChunkingSettings | None = None,
+        embedding: EmbeddingSettings | None = None,
         index: IndexSettings | None = None,
     ) -> EvaluationReport:
         self.console.rule(f"KB {version}: {note}")
@@ -157,6 +159,7 @@ class _Story:
             version,
             tuple(sources or (str(sample.CORPUS_DIR),)),
             chunking=chunking or ChunkingSettings(),
+            embedding=embedding or EmbeddingSettings(),
             index=index or IndexSettings(),
         )
         with self.report.step(f"build {version}") as step:
@@ -192,8 +195,8 @@ class _Story:
         gate = await self._build_and_gate(
             store,
             "v2",
-            note="deliberately bad: fixed 32-token chunks, no overlap (answers cut at chunk edges)",
-            chunking=BAD_CHUNKING,
+            note="deliberately worse: the lexical hashing embedder instead of the semantic default",
+            embedding=LEXICAL_EMBEDDING,
         )
         if gate.passed:
             raise DemoError("v2 passed its gate: the deliberately bad version should have been refused")

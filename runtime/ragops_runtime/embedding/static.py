@@ -100,7 +100,7 @@ class StaticEmbedder:
 
     def embed_many(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """The vectors of `texts` as one (len(texts), dimensions) array; synchronous."""
-        loaded = _load(self._spec)
+        loaded = _load(self._spec)  # also for no texts: `QueryEmbeddings.warm` loads the model that way
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         encodings = loaded.tokenizer.encode_batch(list(texts), add_special_tokens=False)  # type: ignore[attr-defined]

@@ -14,7 +14,9 @@ GOLDEN_SET: Path = SAMPLE_DIR / "golden.yaml"
 GATE_K = 3
 """The sample's gate looks at the top 3 documents: most cases have one or two relevant documents."""
 
-GATE_THRESHOLDS: dict[str, float] = {"precision_at_k": 0.3, "recall_at_k": 0.7, "mrr": 0.6, "ndcg_at_k": 0.6}
+GATE_THRESHOLDS: dict[str, float] = {"precision_at_k": 0.4, "recall_at_k": 0.9, "mrr": 0.9, "ndcg_at_k": 0.85}
 """Minimums the sample must meet. precision@k divides by k, so with one relevant document a case
-scores at most 1/3; these sit a margin below what hybrid retrieval with the lexical hashing
-embedder measured on it (precision 0.40, recall 0.77, MRR 0.74, nDCG 0.70 at k=3)."""
+scores at most 1/3. These sit a margin below what hybrid retrieval with the default static embedder
+measured on it (precision 0.489, recall 0.939, MRR 0.928, nDCG 0.907 at k=3) and above what the
+lexical hashing embedder reaches (0.456, 0.872, 0.850, 0.817), so a switch back to it is refused:
+the demo's v2."""
