@@ -268,13 +268,20 @@ def write_corpus(path: Path, documents: int, *, edited: set[int] | None = None, 
             out.write(json.dumps({"id": f"doc-{number:06d}", "text": text}) + "\n")
 
 
-def build_request(corpus: Path, version: str, *, knowledge_base: str = "bench") -> BuildRequest:
+HASHING = EmbeddingSettings(provider="hashing", model="hashing-v1", dimensions=DIMENSIONS, batch_size=256)
+STATIC = EmbeddingSettings(batch_size=256)
+"""The default embedder (static, 256 dimensions), what the retrieval benchmark measures."""
+
+
+def build_request(
+    corpus: Path, version: str, *, knowledge_base: str = "bench", embedding: EmbeddingSettings = HASHING
+) -> BuildRequest:
     return BuildRequest(
         knowledge_base=knowledge_base,
         version=version,
         sources=(str(corpus),),
         chunking=ChunkingSettings(strategy="recursive", size=CHUNK_SIZE, overlap=0),
-        embedding=EmbeddingSettings(provider="hashing", model="hashing-v1", dimensions=DIMENSIONS, batch_size=256),
+        embedding=embedding,
         index=IndexSettings(distance="cosine", m=HNSW_M, ef_construction=HNSW_EF_CONSTRUCTION),
     )
 

@@ -34,6 +34,7 @@ from bench import peers
 from bench.common import (
     CHUNKS_PER_DOCUMENT,
     DIMENSIONS,
+    HASHING,
     HNSW_EF_CONSTRUCTION,
     HNSW_M,
     INDEX_BUILD_MEMORY,
@@ -48,7 +49,7 @@ from bench.common import (
     write_corpus,
     write_result,
 )
-from ragops_runtime.kb.build import build_version
+from ragops_runtime.kb.build import EmbeddingSettings, build_version
 from ragops_runtime.store import KnowledgeStore
 from ragops_runtime.store.identifiers import SCHEMA
 
@@ -67,10 +68,10 @@ def as_array(vector: Any) -> np.ndarray:
     return np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector, dtype=np.float32)
 
 
-async def ragops_build(dsn: str, corpus_path: Any) -> tuple[float, Chunks]:
+async def ragops_build(dsn: str, corpus_path: Any, embedding: EmbeddingSettings = HASHING) -> tuple[float, Chunks]:
     async with await KnowledgeStore.connect(dsn) as store:
         started = time.perf_counter()
-        report = await build_version(store, build_request(corpus_path, "v1"))
+        report = await build_version(store, build_request(corpus_path, "v1", embedding=embedding))
         seconds = time.perf_counter() - started
         cursor = await store.connection.execute(
             sql.SQL("SELECT document_id, position, text, embedding FROM {} ORDER BY id").format(

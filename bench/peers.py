@@ -33,7 +33,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from bench.common import DIMENSIONS, HNSW_EF_CONSTRUCTION, HNSW_M, INDEX_BUILD_MEMORY
-from ragops_runtime.embedding import HashingEmbedder
+from ragops_runtime.embedding import HashingEmbedder, StaticEmbedder
 
 ADD_BATCH = 1000
 COLLECTION = "bench"
@@ -47,6 +47,20 @@ class HashingEmbeddings(Embeddings):  # type: ignore[misc,unused-ignore]
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return [self._embedder.embed_one(text) for text in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._embedder.embed_one(text)
+
+
+class StaticEmbeddings(Embeddings):  # type: ignore[misc,unused-ignore]
+    """ragops' default static embedder behind langchain's `Embeddings` interface."""
+
+    def __init__(self) -> None:
+        self._embedder = StaticEmbedder()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        vectors: list[list[float]] = self._embedder.embed_many(texts).tolist()
+        return vectors
 
     def embed_query(self, text: str) -> list[float]:
         return self._embedder.embed_one(text)
@@ -66,12 +80,17 @@ def engine(dsn: str, *, pool_size: int = 5) -> sqlalchemy.Engine:
     return sqlalchemy.create_engine(url, pool_size=pool_size, max_overflow=0)
 
 
-def open_store(connection: sqlalchemy.Engine) -> PGVector:
-    """PGVector on an engine: creates the extension, its two tables and the collection if missing."""
+def open_store(connection: sqlalchemy.Engine, embeddings: Embeddings | None = None) -> PGVector:
+    """PGVector on an engine: creates the extension, its two tables and the collection if missing.
+
+    The embeddings default to ragops' hashing embedder at DIMENSIONS; any other must be the one ragops
+    used for the same comparison.
+    """
+    embeddings = embeddings if embeddings is not None else HashingEmbeddings()
     return PGVector(
-        HashingEmbeddings(),
+        embeddings,
         connection=connection,
-        embedding_length=DIMENSIONS,
+        embedding_length=len(embeddings.embed_query("dimensions")),
         collection_name=COLLECTION,
         distance_strategy=DistanceStrategy.COSINE,
     )

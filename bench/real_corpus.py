@@ -90,8 +90,8 @@ SOURCES = (str(HTML_ROOT / "*" / "*.html"),)
 
 def bm25_pages(cases: Sequence[Case]) -> dict[str, list[str]]:
     """The peer: bm25s over whole pages, the page text as ragops' ingestion extracts it."""
-    import bm25s  # type: ignore[import-not-found,unused-ignore]
-    import Stemmer  # type: ignore[import-not-found,unused-ignore]
+    import bm25s  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    import Stemmer  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
     pages: list[str] = []
     texts: list[str] = []
