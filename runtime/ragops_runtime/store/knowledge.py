@@ -1219,11 +1219,13 @@ class _Search:
         # Each term's postings are read best impact first and cut at `per_term` before the version and
         # metadata checks: a bounded index range scan per term, whatever the term's frequency. The
         # checks then drop candidates of other versions sharing the chunk table (most chunks are
-        # shared between versions, so few) and of other metadata.
+        # shared between versions, so few) and of other metadata. The membership check is a LATERAL
+        # with LIMIT so that it stays one index probe per candidate: as EXISTS, the planner may turn
+        # it into a join that reads the version's whole membership (100k rows at 100k chunks).
         return sql.SQL(
             """query_terms AS (
                    SELECT t.term,
-                          ln(1.0 + (s.chunks - t.df + 0.5)::float8 / (t.df + 0.5)::float8) AS idf
+                          ln(1.0::float8 + (s.chunks - t.df + 0.5::float8) / (t.df + 0.5::float8)) AS idf
                    FROM unnest(tsvector_to_array(to_tsvector({config}, %(text)s))) AS u(term)
                    JOIN {terms} t ON t.term = u.term
                    CROSS JOIN {stats} s
@@ -1236,8 +1238,10 @@ class _Search:
                        WHERE p.term = q.term
                        ORDER BY p.impact DESC
                        LIMIT %(per_term)s) hit
-                   WHERE EXISTS (SELECT 1 FROM {members} m WHERE m.version_id = %(v)s AND m.chunk_id = hit.chunk_id)
-                     {meta}
+                   CROSS JOIN LATERAL (
+                       SELECT 1 FROM {members} m WHERE m.version_id = %(v)s AND m.chunk_id = hit.chunk_id LIMIT 1
+                   ) member
+                   WHERE true {meta}
                    GROUP BY hit.chunk_id
                    ORDER BY score DESC, hit.chunk_id
                    LIMIT %(depth)s)"""

@@ -338,3 +338,42 @@ def test_invalid_size_or_overlap_is_rejected(size: int, overlap: int, message: s
 def test_unknown_strategy_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown chunking strategy 'semantic'"):
         chunk_document(markdown("text"), strategy="semantic", size=10, overlap=0)  # type: ignore[arg-type]
+
+
+# --- context: the title and headings every chunk carries ------------------------------------------
+
+
+def test_chunks_are_cut_at_headings_and_carry_title_and_section_headings() -> None:
+    body = " ".join(f"Sentence {n} about installing the tool on a server." for n in range(40))
+    document = Document(
+        id="guide.md",
+        source="docs/guide.md",
+        text=f"# Guide\n\nIntro.\n\n## Install\n\n{body}\n\n### On Linux\n\nUse the package.\n\n## Usage\n\nRun it.",
+        format="markdown",
+        title="Guide",
+    )
+
+    chunks = chunk_document(document, strategy="recursive", size=64, overlap=8)
+
+    by_section: dict[tuple[str, ...], list[Chunk]] = {}
+    for chunk in chunks:
+        by_section.setdefault(chunk.heading_path, []).append(chunk)
+    assert list(by_section) == [("Guide",), ("Guide", "Install"), ("Guide", "Install", "On Linux"), ("Guide", "Usage")]
+    # No chunk crosses a heading: each section's text stays in its own chunks.
+    assert all("## Usage" not in chunk.text for chunk in by_section[("Guide", "Install")])
+    install = by_section[("Guide", "Install")]
+    assert len(install) > 2 and install[0].text.startswith("## Install")
+    # A chunk from the middle of the section does not repeat its heading, but its context names it.
+    assert not install[1].text.startswith("## Install")
+    assert {chunk.context for chunk in install} == {"Guide > Install"}
+    assert by_section[("Guide", "Install", "On Linux")][0].context == "Guide > Install > On Linux"
+    assert install[1].embedding_text == f"Guide > Install\n\n{install[1].text}"
+
+
+def test_the_context_is_part_of_the_digest_and_absent_without_title_or_headings() -> None:
+    plain = chunk_document(markdown("Just text."), strategy="recursive", size=64, overlap=0)[0]
+    assert plain.context == "" and plain.embedding_text == "Just text."
+    titled = Document(id="a.md", source="a.md", text="Just text.", format="markdown", title="A title")
+    with_title = chunk_document(titled, strategy="recursive", size=64, overlap=0)[0]
+    assert with_title.context == "A title"
+    assert with_title.text == plain.text and with_title.digest != plain.digest
