@@ -539,7 +539,8 @@ class KnowledgeStore:
         )
         # VACUUM too, not only ANALYZE: it sets the visibility map, without which every posting an
         # index-only scan reads costs a heap fetch.
-        await self._conn.execute(sql.SQL("VACUUM ANALYZE {postings}").format(postings=lexicon.postings))
+        for table in (lexicon.postings, lexicon.terms, lexicon.stats):
+            await self._conn.execute(sql.SQL("VACUUM ANALYZE {table}").format(table=table))
 
     async def get_version(self, kb: str, version: str) -> VersionRecord | None:
         async with self._conn.cursor(row_factory=dict_row) as cursor:
@@ -1181,6 +1182,8 @@ class _Search:
 
     def parameters(self, *, depth: int, vector: Vector | None = None, text: str | None = None) -> dict[str, Any]:
         parameters: dict[str, Any] = {"v": self.record.id, "k": self.k, "depth": depth}
+        # The version's member count (its manifest's chunks), compared with the table's chunk count.
+        parameters["members"] = int((self.record.manifest or {}).get("chunks", -1))
         if vector is not None:
             parameters["q"] = vector
         if text is not None:
@@ -1219,9 +1222,11 @@ class _Search:
         # Each term's postings are read best impact first and cut at `per_term` before the version and
         # metadata checks: a bounded index range scan per term, whatever the term's frequency. The
         # checks then drop candidates of other versions sharing the chunk table (most chunks are
-        # shared between versions, so few) and of other metadata. The membership check is a LATERAL
-        # with LIMIT so that it stays one index probe per candidate: as EXISTS, the planner may turn
-        # it into a join that reads the version's whole membership (100k rows at 100k chunks).
+        # shared between versions, so few) and of other metadata. A version that holds every chunk of
+        # its table (the first one built in an embedding space, or the only one left) needs no
+        # membership check: it costs an index probe per candidate, most of the lexical half's time.
+        # As a LATERAL with LIMIT the check stays one index probe per candidate, never a join or a
+        # hash that reads the version's whole membership (100k rows at 100k chunks).
         return sql.SQL(
             """query_terms AS (
                    SELECT t.term,
@@ -1238,10 +1243,12 @@ class _Search:
                        WHERE p.term = q.term
                        ORDER BY p.impact DESC
                        LIMIT %(per_term)s) hit
-                   CROSS JOIN LATERAL (
-                       SELECT 1 FROM {members} m WHERE m.version_id = %(v)s AND m.chunk_id = hit.chunk_id LIMIT 1
-                   ) member
-                   WHERE true {meta}
+                   CROSS JOIN {stats} s
+                   LEFT JOIN LATERAL (
+                       SELECT true AS present FROM {members} m
+                       WHERE s.chunks <> %(members)s AND m.version_id = %(v)s AND m.chunk_id = hit.chunk_id
+                       LIMIT 1) member ON true
+                   WHERE (s.chunks = %(members)s OR member.present) {meta}
                    GROUP BY hit.chunk_id
                    ORDER BY score DESC, hit.chunk_id
                    LIMIT %(depth)s)"""
