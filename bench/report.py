@@ -17,7 +17,7 @@ from typing import Any
 
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
-ORDER = ("kb_build", "kb_incremental", "retrieval", "version_switch", "canary_split", "operator_scale")
+ORDER = ("real_corpus", "kb_build", "kb_incremental", "retrieval", "version_switch", "canary_split", "operator_scale")
 REQUIRED = {"benchmark", "machine", "ran_at", "rows"}
 ROW_KEYS = {"measure", "value", "unit", "baseline", "ratio", "repeats"}
 README = Path(__file__).resolve().parent.parent / "README.md"
