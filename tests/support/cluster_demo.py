@@ -4,7 +4,7 @@ Starts etcd, kube-apiserver, controller-manager, scheduler and kwok (`make tools
 pgvector, the process kubelet that really runs build and eval Job pods, Prometheus and the operator
 (`ragops operator run`). Then: knowledge-base version v1 of the bundled sample handbook is built
 and gated by Jobs and served by a RagDeployment; a real `ragops serve` process with the settings
-the operator rendered answers a few questions; v2 (16-dimension embeddings) is refused by its
+the operator rendered answers a few questions; v2 (16-dimension lexical hashing embeddings) is refused by its
 gate; v3 (one new document) is promoted; a latency fault is injected on the generation path and
 the operator rolls back to v1 by itself. A summary table ends it; the exit status is 0 only when
 every step behaved. Everything started is stopped on exit, Ctrl-C included.
@@ -227,9 +227,10 @@ class Demo:
         return answer
 
     def refuse_v2(self, config_maps: list[str], deployment: Manifest) -> None:
-        self.heading(f"{V2}: the same handbook with 16-dimension embeddings, to save space")
+        self.heading(f"{V2}: the same handbook with 16-dimension lexical hashing embeddings, to save space")
         with self.step(f"{V2} refused by its gate", "Failed below threshold; never promoted") as step:
-            apply(self.plane, NAMESPACE, version_document(V2, KNOWLEDGE_BASE, config_maps, dimensions=16))
+            lexical = {"provider": "hashing", "dimensions": 16}
+            apply(self.plane, NAMESPACE, version_document(V2, KNOWLEDGE_BASE, config_maps, embedding=lexical))
             body = self.wait_phase(V2, {"Ready", "Failed"})
             ready = condition(body, "Ready")
             self.console.print(f"{V2} {body['status']['phase']}: {ready.get('message')}", highlight=False)

@@ -223,7 +223,7 @@ def publish_update(plane: ControlPlane, namespace: str) -> str:
 
 
 def version_document(
-    name: str, knowledge_base: str, config_maps: Sequence[str], *, dimensions: int | None = None
+    name: str, knowledge_base: str, config_maps: Sequence[str], *, embedding: Manifest | None = None
 ) -> Manifest:
     """A KnowledgeBaseVersion of the sample's ConfigMaps, gated at the sample's k and thresholds."""
     spec: Manifest = {
@@ -236,8 +236,8 @@ def version_document(
             "thresholds": SAMPLE_THRESHOLDS,
         },
     }
-    if dimensions is not None:
-        spec["embedding"] = {"dimensions": dimensions}
+    if embedding is not None:
+        spec["embedding"] = embedding
     return {
         "apiVersion": "ragops.dev/v1alpha1",
         "kind": "KnowledgeBaseVersion",
