@@ -105,7 +105,7 @@ def test_versions_are_built_gated_promoted_refused_and_protected(
         eventually("docs-v1 Ready", lambda: phase(plane, namespace, "kbv", "docs-v1") == "Ready", timeout=120)
         v1 = get(plane, namespace, "kbv", "docs-v1")
         assert v1 is not None and v1["status"]["gate"]["passed"] is True and v1["status"]["chunks"] >= 20
-        assert v1["status"]["manifest"]["embeddingModel"] == "hashing-v1"
+        assert v1["status"]["manifest"]["embeddingModel"] == "wordllama-l2-supercat"
         assert condition(v1, "Built")["status"] == condition(v1, "GatePassed")["status"] == "True"
         assert [run.exit_code for run in kubelet.runs_of("docs-v1-build")] == [0]
         reasons = [reason for reason, _ in events(plane, namespace, "docs-v1")]
