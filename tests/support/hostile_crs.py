@@ -375,6 +375,24 @@ INVALID: list[Invalid] = [
     ),
     Invalid("batch-size-0", KBV, {"spec.embedding.batchSize": 0}, "spec.embedding.batchSize"),
     Invalid(
+        "static-dimensions-384",
+        KBV,
+        {"spec.embedding": {"provider": "static", "dimensions": 384}},
+        "spec.embedding.dimensions",
+    ),
+    Invalid(
+        "static-foreign-model",
+        KBV,
+        {"spec.embedding": {"provider": "static", "model": "all-MiniLM-L6-v2"}},
+        "spec.embedding.model",
+    ),
+    Invalid(
+        "hashing-foreign-model",
+        KBV,
+        {"spec.embedding": {"provider": "hashing", "model": "wordllama-l2-supercat"}},
+        "spec.embedding.model",
+    ),
+    Invalid(
         "embedding-key-traversal",
         KBV,
         {"spec.embedding.apiKeySecretRef": {"name": "openai", "key": "../key"}},
@@ -517,6 +535,16 @@ INVALID += [
     ),
     # retrieval and reranking
     Invalid("rerank-above-topk", RAGD, {"spec.retrieval.rerankTopK": 30}, "spec.retrieval.rerankTopK"),
+    Invalid(
+        "fusion-both-weights-zero",
+        RAGD,
+        {"spec.retrieval.fusion": {"vectorWeight": 0, "lexicalWeight": 0}},
+        "spec.retrieval.fusion",
+    ),
+    Invalid(
+        "fusion-weight-negative", RAGD, {"spec.retrieval.fusion.vectorWeight": -1}, "spec.retrieval.fusion.vectorWeight"
+    ),
+    Invalid("fusion-rrf-k-0", RAGD, {"spec.retrieval.fusion.rrfK": 0}, "spec.retrieval.fusion.rrfK"),
     Invalid("topk-0", RAGD, {"spec.retrieval.topK": 0}, "spec.retrieval.topK"),
     Invalid("hybrid-as-string", RAGD, {"spec.retrieval.hybrid": "true"}, "spec.retrieval.hybrid"),
     Invalid(
