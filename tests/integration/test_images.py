@@ -37,8 +37,11 @@ from tests.support.podman import (
     running_registry,
 )
 
-SIZE_GOAL_BYTES = 250_000_000
-"""The runtime image's size goal (uncompressed, as `podman images` counts it)."""
+SIZE_GOAL_BYTES = 330_000_000
+"""The runtime image's size goal (uncompressed, as `podman images` counts it). 250 MB until the default
+embedder became the static model from the `wordllama` wheel (issue 17), which adds about 70 MB: its
+16 MB of weights and compiled helpers, `tokenizers` and what it pulls in (huggingface_hub, hf_xet),
+`selectolax`. Measured 321 MB for both images on 2026-12-04."""
 
 BUILD_TOOLS = {"sh", "bash", "dash", "gcc", "cc", "c++", "ld", "make", "apt", "apt-get", "dpkg", "pip", "pip3", "uv"}
 
