@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,13 @@ def pods(plane: ControlPlane, namespace: str, selector: str) -> list[dict[str, A
     result = plane.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json")
     items: list[dict[str, Any]] = json.loads(result.stdout)["items"]
     return items
+
+
+def terminated_job_pod(plane: ControlPlane, namespace: str, job: str) -> dict[str, Any] | None:
+    for pod in pods(plane, namespace, f"batch.kubernetes.io/job-name={job}"):
+        if any("terminated" in status["state"] for status in pod["status"].get("containerStatuses", [])):
+            return pod
+    return None
 
 
 def ready(pod: dict[str, Any]) -> bool:
@@ -101,7 +109,9 @@ def test_helm_install_runs_the_operator_its_jobs_and_the_runtime_on_a_real_node(
             apply(plane, apps, version("docs-v1", "corpus-a", LENIENT))
             eventually("docs-v1 built and gated", lambda: phase(plane, apps, "kbv", "docs-v1") == "Ready", timeout=240)
             for job in ("docs-v1-build", "docs-v1-eval"):
-                (pod,) = pods(plane, apps, f"batch.kubernetes.io/job-name={job}")
+                # The gate's verdict is read from the store, so the version can turn Ready a moment
+                # before the kubelet reports the eval container terminated.
+                pod = eventually(f"{job} pod terminated", partial(terminated_job_pod, plane, apps, job), timeout=60)
                 (status,) = pod["status"]["containerStatuses"]
                 log = node.pod_log(apps, pod["metadata"]["name"], status["name"])
                 assert status["state"]["terminated"]["exitCode"] == 0, log

@@ -486,7 +486,10 @@ class ControlPlane(ProcessOwner):
             timeout=timeout,
         )
         if check and result.returncode != 0:
-            raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
+            error = subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
+            # pytest prints notes; without this the reason kubectl gave is lost from the report.
+            error.add_note(f"kubectl stderr: {result.stderr.strip()}")
+            raise error
         return result
 
 
