@@ -140,6 +140,34 @@ def _ragd_status() -> Doc:
                     "outcome": "KnownGood",
                 },
             ],
+            "rollout": {
+                "strategy": "canary",
+                "phase": "Paused",
+                "stableVersion": "docs-v1",
+                "canaryVersion": "docs-v2",
+                "currentStepIndex": 2,
+                "steps": 4,
+                "weight": 10,
+                "shadowPercent": 50.0,
+                "startedAt": now,
+                "pausedAt": now,
+                "pauseReason": "Step",
+                "analysis": {
+                    "verdict": "Pass",
+                    "checkedAt": now,
+                    "windowSeconds": 120.0,
+                    "objectives": [
+                        {
+                            "name": "p95LatencyMs",
+                            "source": "user",
+                            "stable": 310.0,
+                            "canary": 290.5,
+                            "limit": "<= 1.25 x stable",
+                            "verdict": "Pass",
+                        }
+                    ],
+                },
+            },
         }
     )
     dumped: Doc = status.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -180,19 +208,35 @@ def test_status_round_trips_and_printer_columns_show_it(control_plane: ControlPl
         "0.83",
         "340",
     ]
-    assert lines[2] == ["NAME", "KB", "DESIRED", "ACTIVE", "PHASE", "READY", "AVAILABLE", "SLO", "AGE"]
-    assert lines[3][:8] == [
+    assert lines[2] == [
+        "NAME",
+        "KB",
+        "DESIRED",
+        "ACTIVE",
+        "PHASE",
+        "ROLLOUT",
+        "STEP",
+        "WEIGHT",
+        "READY",
+        "AVAILABLE",
+        "SLO",
+        "AGE",
+    ]
+    assert lines[3][:11] == [
         "ragdeployment.ragops.dev/docs",
         "docs",
         "docs-v1",
         "docs-v1",
         "Healthy",
+        "Paused",
+        "2",
+        "10",
         "2",
         "True",
         "True",
     ]
     wide = plane.kubectl("get", "-n", namespace, "ragd", "-o", "wide").stdout
-    assert "KNOWN-GOOD" in wide
+    assert "KNOWN-GOOD" in wide and "CANARY" in wide and "docs-v2" in wide
     # The category lists both kinds at once.
     category = plane.kubectl("get", "-n", namespace, "ragops", "-o", "name").stdout.split()
     assert sorted(category) == ["knowledgebaseversion.ragops.dev/docs-v1", "ragdeployment.ragops.dev/docs"]

@@ -34,6 +34,16 @@ class RagDeploymentPhase(StrEnum):
     FAILED = "Failed"
 
 
+class RolloutPhase(StrEnum):
+    """Where a progressive rollout of a knowledge-base version is (`status.rollout.phase`)."""
+
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    PROMOTING = "Promoting"
+    ABORTED = "Aborted"
+    HEALTHY = "Healthy"
+
+
 class RagDeploymentCondition(StrEnum):
     AVAILABLE = "Available"
     """Enough runtime replicas are ready to serve."""
@@ -45,6 +55,12 @@ class RagDeploymentCondition(StrEnum):
     """The last revision breached its SLOs and was rolled back to the last known-good one."""
     SLO_HEALTHY = "SLOHealthy"
     """The latest SLO check met every objective (Unknown when it was inconclusive)."""
+    PROMOTED = "Promoted"
+    """canary and shadow strategies: spec.knowledgeBase.version is the version served (`kubectl wait` for it)."""
+    ABORTED = "Aborted"
+    """canary and shadow strategies: the rollout of spec.knowledgeBase.version was aborted."""
+    PAUSED = "Paused"
+    """canary and shadow strategies: the rollout waits for a manual promote or resume."""
 
 
 class Reason(StrEnum):
@@ -76,3 +92,22 @@ class Reason(StrEnum):
     METRICS_UNAVAILABLE = "MetricsUnavailable"
     ROLLED_BACK = "RolledBack"
     ROLLBACK_DISABLED = "RollbackDisabled"
+    # Progressive delivery (canary and shadow strategies).
+    ROLLOUT_STARTED = "RolloutStarted"
+    ROLLOUT_RESTARTED = "RolloutRestarted"
+    ROLLOUT_CANCELLED = "RolloutCancelled"
+    ROLLOUT_PROGRESSING = "RolloutProgressing"
+    ROLLOUT_PAUSED = "RolloutPaused"
+    ROLLOUT_RESUMED = "RolloutResumed"
+    ROLLOUT_PROMOTING = "RolloutPromoting"
+    ROLLOUT_ABORTED = "RolloutAborted"
+    STEP_COMPLETED = "StepCompleted"
+    WEIGHT_CHANGED = "WeightChanged"
+    ANALYSIS_PASSED = "AnalysisPassed"
+    ANALYSIS_FAILED = "AnalysisFailed"
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    CANDIDATE_NOT_READY = "CandidateNotReady"
+    MANUAL_ABORT = "ManualAbort"
+    ROLLOUT_TIMEOUT = "RolloutTimeout"
+    ACTION_APPLIED = "ActionApplied"
+    ACTION_IGNORED = "ActionIgnored"

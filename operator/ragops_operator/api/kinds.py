@@ -100,10 +100,16 @@ RAG_DEPLOYMENT = ResourceKind(
         PrinterColumn("Desired", "string", ".spec.knowledgeBase.version", "Version asked for."),
         PrinterColumn("Active", "string", ".status.activeVersion", "Version being served."),
         PrinterColumn("Phase", "string", ".status.phase", "Rollout phase."),
+        PrinterColumn(
+            "Rollout", "string", ".status.rollout.phase", "Canary or shadow rollout: Progressing, Paused, Aborted ..."
+        ),
+        PrinterColumn("Step", "integer", ".status.rollout.currentStepIndex", "Rollout step in progress (0-based)."),
+        PrinterColumn("Weight", "integer", ".status.rollout.weight", "Percent of queries the candidate answers."),
         PrinterColumn("Ready", "integer", ".status.readyReplicas", "Runtime pods ready to serve."),
         _condition_column("Available", "Available"),
         _condition_column("SLO", "SLOHealthy"),
         PrinterColumn("Known-Good", "string", ".status.lastKnownGoodVersion", "Rollback target.", priority=1),
+        PrinterColumn("Canary", "string", ".status.rollout.canaryVersion", "Candidate version.", priority=1),
         _AGE,
     ),
 )

@@ -31,6 +31,7 @@ from .common import (
     parse_quantity,
 )
 from .conditions import RagDeploymentPhase
+from .rollout import BlueGreenStrategy, RolloutStatus, RolloutStrategy
 
 
 class KnowledgeBaseRef(ApiModel):
@@ -347,13 +348,21 @@ class SloSpec(ApiModel):
 
 
 class RolloutSpec(ApiModel):
-    """Promotion and rollback policy."""
+    """Promotion and rollback policy, and how a new knowledge-base version reaches users."""
 
     auto_rollback: bool = Field(
         default=True, description="Roll back to the last known-good revision when the SLOs fail."
     )
     bake_time: Duration = Field(
         default="10m", description="How long a new revision is watched before it becomes known-good."
+    )
+    strategy: RolloutStrategy = Field(
+        default=RolloutStrategy(blue_green=BlueGreenStrategy()),
+        description=(
+            "blueGreen (switch at once, then bake), canary (weighted steps with relative analysis) or shadow "
+            "(mirror, analyse, switch). A progressive rollout starts when spec.knowledgeBase.version names a "
+            "Ready version other than the one served; promotion at its end is followed by the bake."
+        ),
     )
 
 
@@ -373,6 +382,25 @@ class MonitoringSpec(ApiModel):
 
 class RagDeploymentSpec(ApiModel):
     """The desired RAG endpoint."""
+
+    rules = (
+        Rule(
+            cel="has(self.monitoring.prometheusUrl) || !has(self.rollout.strategy.shadow) && "
+            "!(has(self.rollout.strategy.canary) && self.rollout.strategy.canary.steps.exists(s, has(s.analysis)))",
+            message="analysis steps and the shadow strategy read Prometheus: set spec.monitoring.prometheusUrl",
+            field_path=".monitoring.prometheusUrl",
+            holds=lambda s: (
+                s.monitoring.prometheus_url is not None
+                or (
+                    s.rollout.strategy.shadow is None
+                    and not (
+                        s.rollout.strategy.canary is not None
+                        and any(step.analysis is not None for step in s.rollout.strategy.canary.steps)
+                    )
+                )
+            ),
+        ),
+    )
 
     knowledge_base: KnowledgeBaseRef = Field(description="The knowledge base and version to serve.")
     runtime: RuntimeSpec = Field(default=RuntimeSpec(), description="The runtime pods.")
@@ -430,9 +458,16 @@ class RagDeploymentStatus(StatusModel):
     replicas: int | None = Field(default=None, ge=0, description="Runtime pods that exist.")
     ready_replicas: int | None = Field(default=None, ge=0, description="Runtime pods ready to serve.")
     conditions: Conditions = Field(
-        default=[], description="Available, Progressing, Degraded, RolledBack and SLOHealthy."
+        default=[],
+        description=(
+            "Available, Progressing, Degraded, RolledBack and SLOHealthy; with the canary and shadow "
+            "strategies also Promoted, Aborted and Paused (for kubectl wait)."
+        ),
     )
     slo: SloMeasurement | None = Field(default=None, description="The latest SLO check.")
     history: list[Revision] = Field(
         default=[], max_length=20, description="Recent revisions, newest last; at most 20 are kept."
+    )
+    rollout: RolloutStatus | None = Field(
+        default=None, description="Progressive delivery (canary and shadow strategies): steps, weight, analysis."
     )
