@@ -13,6 +13,7 @@ refuse a bad rollout in the apiserver (CEL) and in the operator (pydantic).
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field
@@ -312,6 +313,14 @@ class RolloutStrategy(ApiModel):
 # ---- status.rollout --------------------------------------------------------------------------------
 
 
+class AnalysisVerdict(StrEnum):
+    """The verdict of one relative check, or of a whole analysis."""
+
+    PASS = "Pass"
+    FAIL = "Fail"
+    INCONCLUSIVE = "Inconclusive"
+
+
 class ObjectiveResult(StatusModel):
     """One relative check of the latest analysis: candidate against stable in the same window."""
 
@@ -324,7 +333,7 @@ class ObjectiveResult(StatusModel):
     stable: float | None = Field(default=None, description="Stable's value (None: not measured).")
     canary: float | None = Field(default=None, description="The candidate's value (None: not measured).")
     limit: str = Field(description="The limit, as the check reads it, e.g. <= 1.25 x stable.")
-    verdict: Literal["Pass", "Fail", "Inconclusive"] = Field(description="Pass, Fail or Inconclusive.")
+    verdict: AnalysisVerdict = Field(description="Pass, Fail or Inconclusive.")
     samples: str = Field(default="", description="How much data each side had, e.g. 412/3800 requests.")
     message: str = Field(default="", description="Why, in words, when not plain Pass.")
 
@@ -332,7 +341,7 @@ class ObjectiveResult(StatusModel):
 class AnalysisStatus(StatusModel):
     """The latest measurement of the candidate against stable."""
 
-    verdict: Literal["Pass", "Fail", "Inconclusive"] = Field(description="Pass, Fail or Inconclusive overall.")
+    verdict: AnalysisVerdict = Field(description="Pass, Fail or Inconclusive overall.")
     checked_at: datetime = Field(description="When the measurement was taken.")
     window_seconds: float = Field(ge=0, description="Range measured, ending at checkedAt.")
     objectives: list[ObjectiveResult] = Field(default=[], max_length=16, description="One row per relative check.")

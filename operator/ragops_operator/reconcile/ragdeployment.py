@@ -31,6 +31,8 @@ class VersionReadiness(StrEnum):
     PENDING = "Pending"
     READY = "Ready"
     FAILED = "Failed"
+    INVALID = "Invalid"
+    """Not a version of the deployment's knowledge base: a spec error, named as spec.knowledgeBase.version."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,16 @@ class Revision:
 
 
 @dataclass(frozen=True)
+class RolloutOverlay:
+    """What a progressive rollout (reconcile.progressive) says about the deployment's own conditions."""
+
+    progressing: tuple[str, str] | None = None
+    """(reason, message) while a rollout is in flight: Progressing=True and phase Progressing."""
+    degraded: tuple[str, str] | None = None
+    """(reason, message) once it aborted: Degraded=True and phase Degraded."""
+
+
+@dataclass(frozen=True)
 class RolloutObservation:
     generation: int
     desired: DesiredVersion
@@ -70,6 +82,7 @@ class RolloutObservation:
     bake_complete: bool
     """The SLO watch says the baking revision has baked (see reconcile.slo.bake_complete)."""
     rollback: RollbackRequest | None = None
+    overlay: RolloutOverlay = field(default_factory=RolloutOverlay)
 
 
 @dataclass(frozen=True)
@@ -195,12 +208,19 @@ def plan_rollout(
 
     trimmed = tuple(history[-HISTORY_LIMIT:])
     status = _status(observed, conditions, trimmed, current, blocked and wants_new, rolled_back, promoted, now)
+    if desired.readiness is VersionReadiness.INVALID and not _invalid_reported(conditions):
+        events.append(Event("Warning", Reason.INVALID_SPEC, desired.message))
     phase = status["phase"]
     if phase != previous_phase and not events:
         events.append(
             Event("Warning" if phase in (Phase.DEGRADED, Phase.FAILED) else "Normal", phase, f"phase {phase}")
         )
     return RolloutPlan(serve=current, history=trimmed, status=status, events=tuple(events))
+
+
+def _invalid_reported(conditions: Sequence[Condition]) -> bool:
+    """Whether the last pass already reported the invalid version (its Event is posted once)."""
+    return any(c.type == C.DEGRADED and c.status == "True" and c.reason == Reason.INVALID_SPEC for c in conditions)
 
 
 def _status(
@@ -243,6 +263,10 @@ def _status(
     elif desired.readiness is VersionReadiness.FAILED:
         degraded_reason = Reason.VERSION_FAILED_GATE
         degraded_message = f"{desired.name} is not promoted: {desired.message}"
+    elif desired.readiness is VersionReadiness.INVALID:
+        degraded_reason, degraded_message = Reason.INVALID_SPEC, desired.message
+    elif observed.overlay.degraded is not None:
+        degraded_reason, degraded_message = observed.overlay.degraded
     elif available and observed.ready_replicas < observed.desired_replicas:
         degraded_reason = Reason.REPLICAS_UNAVAILABLE
         degraded_message = f"{observed.ready_replicas}/{observed.desired_replicas} runtime replicas ready"
@@ -266,7 +290,9 @@ def _status(
 
     waiting = desired.readiness in (VersionReadiness.MISSING, VersionReadiness.PENDING)
     baking = current is not None and current.outcome == "Baking"
-    if waiting and not blocked and (current is None or current.kb_version != desired.name):
+    if observed.overlay.progressing is not None:
+        mark(C.PROGRESSING, "True", *observed.overlay.progressing)
+    elif waiting and not blocked and (current is None or current.kb_version != desired.name):
         reason = (
             Reason.WAITING_FOR_VERSION if desired.readiness is VersionReadiness.MISSING else Reason.VERSION_NOT_READY
         )
@@ -279,9 +305,12 @@ def _status(
         mark(C.PROGRESSING, "False", Reason.REPLICAS_READY, "rollout complete")
 
     if current is None:
-        phase = Phase.FAILED if desired.readiness is VersionReadiness.FAILED else Phase.PENDING
+        failed = desired.readiness in (VersionReadiness.FAILED, VersionReadiness.INVALID)
+        phase = Phase.FAILED if failed else Phase.PENDING
     elif degraded_reason:
         phase = Phase.DEGRADED
+    elif observed.overlay.progressing is not None:
+        phase = Phase.PROGRESSING
     elif baking:
         phase = Phase.BAKING
     elif observed.ready_replicas < observed.desired_replicas:

@@ -68,10 +68,11 @@ class _Objective:
             sign = ">" if self.ceiling else "<"
         else:
             sign = "<=" if self.ceiling else ">="
-        return breached, f"{self.name}={_number(measured)}{sign}{_number(self.limit)}"
+        return breached, f"{self.name}={format_value(measured)}{sign}{format_value(self.limit)}"
 
 
-def _number(value: float) -> str:
+def format_value(value: float) -> str:
+    """A measured value or limit as messages show it."""
     # Six significant digits: 1833.33 ms, 0.0123 USD; never "19.6" shown as "20" next to a limit of 20.
     return f"{value:.6g}"
 
@@ -108,7 +109,7 @@ def judge(sample: SloSample | None, slo: SloSpec) -> SloCheck:
             verdict=Verdict.INCONCLUSIVE,
             breaches=(),
             reason=Reason.SLO_INCONCLUSIVE,
-            message=f"{_number(requests)} requests < minRequests {slo.min_requests} over {slo.window}; "
+            message=f"{format_value(requests)} requests < minRequests {slo.min_requests} over {slo.window}; "
             "too little traffic to judge",
         )
 
@@ -128,7 +129,7 @@ def judge(sample: SloSample | None, slo: SloSpec) -> SloCheck:
         for objective, value in readings
         if value is None
     ]
-    scope = f"over {slo.window} ({_number(requests)} requests)"
+    scope = f"over {slo.window} ({format_value(requests)} requests)"
     if not compared:
         return SloCheck(
             verdict=Verdict.INCONCLUSIVE,

@@ -16,6 +16,7 @@ from ragops_operator.reconcile.ragdeployment import (
     Revision,
     RollbackRequest,
     RolloutObservation,
+    RolloutOverlay,
     RolloutPlan,
     VersionReadiness,
     plan_rollout,
@@ -169,3 +170,34 @@ def test_only_per_template_objects_no_revision_can_return_to_are_pruned() -> Non
     existing = {"docs-runtime-aaa": "aaa", "docs-runtime-bbb": "bbb", "docs-runtime-ccc": "ccc", "other": None}
     assert stale_templates(existing, {"aaa", "ccc"}) == ["docs-runtime-bbb"]
     assert stale_templates(existing, {"aaa", "bbb", "ccc"}) == []
+
+
+def test_a_version_of_another_knowledge_base_is_an_invalid_spec_reported_once() -> None:
+    served = step(observe("v1", READY))
+    invalid = DesiredVersion("x1", VersionReadiness.INVALID, "spec.knowledgeBase.version: x1 is a version of 'x'")
+    first = step(replace(observe("v1", READY, served.history), desired=invalid), served, 1)
+    assert first.serve is not None and first.serve.kb_version == "v1"  # the served version keeps serving
+    degraded = condition(first, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
+    assert degraded["message"] == "spec.knowledgeBase.version: x1 is a version of 'x'"
+    assert [(e.type, e.reason) for e in first.events] == [("Warning", "InvalidSpec")]
+    again = step(replace(observe("v1", READY, first.history), desired=invalid), first, 2)
+    assert again.events == ()
+    nothing_served = step(replace(observe("x1", READY), desired=invalid))
+    assert nothing_served.status["phase"] == "Failed"
+
+
+def test_a_progressive_rollout_overlays_progressing_and_degraded() -> None:
+    served = step(observe("v1", READY, bake_complete=True))
+    served = step(observe("v1", READY, served.history, bake_complete=True), served, 11)
+    assert served.status["phase"] == "Healthy"
+    canary = RolloutOverlay(progressing=("RolloutProgressing", "step 1/3 (setWeight 10): v2 answers 10% of users"))
+    in_flight = step(observe("v1", READY, served.history, overlay=canary), served, 12)
+    assert in_flight.status["phase"] == "Progressing" and in_flight.serve is not None
+    assert condition(in_flight, "Progressing")["reason"] == "RolloutProgressing"
+    assert [e.reason for e in in_flight.events] == ["Progressing"]
+    aborted = RolloutOverlay(degraded=("AnalysisFailed", "rollout of v2 aborted at step 2/3: p95LatencyMs Fail"))
+    failed = step(observe("v1", READY, served.history, overlay=aborted), in_flight, 13)
+    assert failed.status["phase"] == "Degraded" and failed.status["activeVersion"] == "v1"
+    assert condition(failed, "Degraded")["reason"] == "AnalysisFailed"
+    assert condition(failed, "Progressing")["status"] == "False"
