@@ -1,8 +1,9 @@
-"""Reads one RagDeployment's SLO sample from the Prometheus HTTP API.
+"""Reads one RagDeployment's SLO sample, and a rollout's analysis, from the Prometheus HTTP API.
 
-`slo_queries` builds the PromQL (pure, so it is tested without a server); `PrometheusClient.sample`
-runs it against `GET /api/v1/query` and maps the answers onto a `SloSample`. This is the only module
-of the operator that talks to Prometheus.
+`slo_queries` and `analysis_queries` build the PromQL (pure, so they are tested without a server);
+`PrometheusClient.sample` and `.analysis` run it against `GET /api/v1/query` and map the answers onto
+a `SloSample` or an `AnalysisReading` (`analysis_reading`, pure too). This is the only module of the
+operator that talks to Prometheus.
 
 It must not judge the sample (that is `reconcile.slo.judge`), retry (the next check interval is the
 retry), or raise on Prometheus's own failures: an unreachable, slow or erroring Prometheus yields
@@ -26,16 +27,20 @@ import asyncio
 import json
 import logging
 import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
 from types import TracebackType
-from typing import Literal
+from typing import Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ragops_operator.api import parse_duration
+from ragops_operator.reconcile.analysis import AnalysisReading, Proportion, ShadowReading, TrafficReading
 from ragops_operator.reconcile.slo import SloSample
 
 log = logging.getLogger("ragops.operator.prometheus")
+_T = TypeVar("_T")
 
 
 def promql_string(value: str) -> str:
@@ -47,29 +52,37 @@ def promql_string(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def promql_duration(window: str) -> str:
+def promql_duration(window: str | timedelta) -> str:
     """A `Duration` ("5m", "1h30m", "1.5m", "500ms") as a PromQL range ("300s", "5400s", "90s", "500ms").
 
     PromQL rejects fractions ("1.5m"), which the CRD's Duration accepts, so the window is rendered in
     whole seconds, or milliseconds when it has a fraction of a second. Raises ValueError for a window
     shorter than a millisecond: an empty range is a spec error, not a Prometheus failure.
     """
-    milliseconds = round(parse_duration(window).total_seconds() * 1000)
+    span = window if isinstance(window, timedelta) else parse_duration(window)
+    milliseconds = round(span.total_seconds() * 1000)
     if milliseconds <= 0:
         raise ValueError(f"the SLO window must be at least 1ms, got {window!r}")
     return f"{milliseconds // 1000}s" if milliseconds % 1000 == 0 else f"{milliseconds}ms"
 
 
-def slo_queries(namespace: str, deployment: str, window: str) -> dict[str, str]:
+USER_TRAFFIC = 'role!~"shadow|probe"'
+"""User queries only: shadow retrievals and golden probes of a progressive rollout are labelled by
+role and judged by the rollout's analysis, not by the user-facing objectives. A series without a
+role label (a runtime older than the label) matches too."""
+
+
+def slo_queries(namespace: str, deployment: str, window: str, *, kb_version: str | None = None) -> dict[str, str]:
     """The PromQL of each `SloSample` field, keyed by field name, over the last `window`.
 
     Each query returns at most one series: label-free sums, so `pod` (and scrape labels such as
-    `instance`) are aggregated away.
+    `instance`) are aggregated away. `kb_version` narrows them to the queries one version answered:
+    during a canary the stable revision's watch reads the stable version only, and the candidate is
+    judged by the rollout on its own series.
     """
-    # User traffic only: shadow retrievals and golden probes of a progressive rollout are labelled
-    # by role and judged by the rollout's analysis, not by the user-facing objectives. A series
-    # without a role label (a runtime older than the label) matches too.
-    selector = f'namespace={promql_string(namespace)},deployment={promql_string(deployment)},role!~"shadow|probe"'
+    selector = f"namespace={promql_string(namespace)},deployment={promql_string(deployment)},{USER_TRAFFIC}"
+    if kb_version is not None:
+        selector += f",kb_version={promql_string(kb_version)}"
     span = promql_duration(window)
     queries = f"sum(increase(ragops_queries_total{{{selector}}}[{span}]))"
     return {
@@ -93,6 +106,99 @@ def slo_queries(namespace: str, deployment: str, window: str) -> dict[str, str]:
     }
 
 
+def analysis_queries(
+    namespace: str, deployment: str, window: timedelta, *, overlap_level: str, overlap_measure: str
+) -> dict[str, str]:
+    """The PromQL of a rollout's relative analysis over the last `window`, keyed by what each reads.
+
+    Each query is grouped by `kb_version` (and `role`, `status`, `hit` or `outcome`), so one query
+    reads both versions in the same range: stable and candidate are compared on the same window by
+    construction. `analysis_reading` picks the two versions out of the groups.
+    """
+    selector = f"namespace={promql_string(namespace)},deployment={promql_string(deployment)}"
+    span = promql_duration(window)
+
+    def grouped(by: str, metric: str, extra: str = "") -> str:
+        return f"sum by ({by}) (increase({metric}{{{selector}{extra}}}[{span}]))"
+
+    overlap = f',role="shadow",level={promql_string(overlap_level)},measure={promql_string(overlap_measure)}'
+    return {
+        "requests": grouped("kb_version, role, status", "ragops_queries_total"),
+        "p95_seconds": (
+            "histogram_quantile(0.95, sum by (le, kb_version, role) "
+            f"(rate(ragops_query_duration_seconds_bucket{{{selector}}}[{span}])))"
+        ),
+        "cost_usd": grouped("kb_version, role", "ragops_cost_usd_total"),
+        "rating_sum": grouped("kb_version, role", "ragops_feedback_score_sum"),
+        "ratings": grouped("kb_version, role", "ragops_feedback_score_count"),
+        "overlap_sum": grouped("kb_version", "ragops_shadow_overlap_sum", overlap),
+        "overlap_count": grouped("kb_version", "ragops_shadow_overlap_count", overlap),
+        "shadow_outcomes": grouped("kb_version, outcome", "ragops_shadow_queries_total"),
+        "probe_hits": grouped("kb_version, hit", "ragops_probe_hits_total"),
+    }
+
+
+Series = tuple[Mapping[str, str], float]
+"""One series of an instant vector: its labels and its value."""
+
+
+def analysis_reading(
+    results: Mapping[str, Sequence[Series]], *, stable: str, canary: str, window: timedelta
+) -> AnalysisReading:
+    """The `AnalysisReading` of two versions out of the grouped results of `analysis_queries`.
+
+    An absent group is None ("no data"), except errors, which are 0 once a version has requests:
+    the runtime creates a status="error" series only at its first error.
+    """
+
+    def pick(name: str, **labels: str) -> list[float]:
+        return [
+            value
+            for series, value in results.get(name, ())
+            if all(series.get(key, "") == wanted for key, wanted in labels.items()) and not math.isnan(value)
+        ]
+
+    def total(name: str, **labels: str) -> float | None:
+        values = pick(name, **labels)
+        return sum(values) if values else None
+
+    def traffic(version: str, role: str) -> TrafficReading:
+        requests = total("requests", kb_version=version, role=role)
+        p95 = pick("p95_seconds", kb_version=version, role=role)
+        return TrafficReading(
+            requests=requests,
+            errors=None
+            if requests is None
+            else total("requests", kb_version=version, role=role, status="error") or 0.0,
+            p95_seconds=p95[0] if p95 and not math.isinf(p95[0]) else None,
+            cost_usd=total("cost_usd", kb_version=version, role=role),
+            rating_sum=total("rating_sum", kb_version=version, role=role),
+            ratings=total("ratings", kb_version=version, role=role),
+        )
+
+    def recall(version: str) -> Proportion | None:
+        trials = total("probe_hits", kb_version=version)
+        if trials is None:
+            return None
+        return Proportion(total("probe_hits", kb_version=version, hit="true") or 0.0, trials)
+
+    return AnalysisReading(
+        window_seconds=window.total_seconds(),
+        stable=traffic(stable, "stable"),
+        canary=traffic(canary, "canary"),
+        stable_probes=traffic(stable, "probe"),
+        canary_probes=traffic(canary, "probe"),
+        stable_recall=recall(stable),
+        canary_recall=recall(canary),
+        shadow=ShadowReading(
+            overlap_sum=total("overlap_sum", kb_version=canary),
+            comparisons=total("overlap_count", kb_version=canary),
+            errors=total("shadow_outcomes", kb_version=canary, outcome="error") or 0.0,
+            dropped=total("shadow_outcomes", kb_version=canary, outcome="dropped") or 0.0,
+        ),
+    )
+
+
 class _QueryFailed(Exception):
     """Prometheus answered, but not with a usable result."""
 
@@ -102,6 +208,7 @@ class _ApiModel(BaseModel):
 
 
 class _Series(_ApiModel):
+    metric: dict[str, str] = {}
     value: tuple[float, str]
     """[evaluation time, value as a string]; the value may be "NaN" or "+Inf"."""
 
@@ -143,22 +250,49 @@ class PrometheusClient:
         if self._owns_client:
             await self._client.aclose()
 
-    async def sample(self, namespace: str, deployment: str, window: str) -> SloSample | None:
+    async def sample(
+        self, namespace: str, deployment: str, window: str, *, kb_version: str | None = None
+    ) -> SloSample | None:
         """The deployment's reading over the last `window`; None when any query fails.
 
         One failed query voids the whole sample: objectives read at different moments, or some not
         at all because Prometheus is struggling, are not a reading to judge a rollout on.
         """
-        queries = slo_queries(namespace, deployment, window)
+        queries = slo_queries(namespace, deployment, window, kb_version=kb_version)
+        values = await self._all(queries, self._query, f"SLO sample for {namespace}/{deployment}")
+        return None if values is None else SloSample(**values)
+
+    async def analysis(
+        self,
+        namespace: str,
+        deployment: str,
+        *,
+        stable: str,
+        canary: str,
+        window: timedelta,
+        overlap_level: str,
+        overlap_measure: str,
+    ) -> AnalysisReading | None:
+        """Both versions' reading for a rollout's analysis over the last `window`; None when any query fails."""
+        queries = analysis_queries(
+            namespace, deployment, window, overlap_level=overlap_level, overlap_measure=overlap_measure
+        )
+        results = await self._all(queries, self._vector, f"analysis of {namespace}/{deployment}")
+        if results is None:
+            return None
+        return analysis_reading(results, stable=stable, canary=canary, window=window)
+
+    async def _all(
+        self, queries: Mapping[str, str], run: Callable[[str], Awaitable[_T]], what: str
+    ) -> dict[str, _T] | None:
         # The queries are independent, so they run concurrently: one slow Prometheus costs one timeout.
-        results = await asyncio.gather(*(self._query(promql) for promql in queries.values()), return_exceptions=True)
-        values: dict[str, float | None] = {}
+        results = await asyncio.gather(*(run(promql) for promql in queries.values()), return_exceptions=True)
+        values: dict[str, _T] = {}
         for name, result in zip(queries, results, strict=True):
             if isinstance(result, httpx.HTTPError | _QueryFailed):
                 log.warning(
-                    "no SLO sample for %s/%s: Prometheus at %s failed the %s query: %s: %s",
-                    namespace,
-                    deployment,
+                    "no %s: Prometheus at %s failed the %s query: %s: %s",
+                    what,
                     self._url,
                     name,
                     type(result).__name__,
@@ -168,10 +302,20 @@ class PrometheusClient:
             if isinstance(result, BaseException):
                 raise result
             values[name] = result
-        return SloSample(**values)
+        return values
 
     async def _query(self, promql: str) -> float | None:
         """The single value of an instant query; None when the result is empty or NaN."""
+        series = await self._vector(promql)
+        if not series:
+            return None
+        if len(series) > 1:
+            raise _QueryFailed(f"expected at most one series, got {len(series)}")
+        value = series[0][1]
+        return None if math.isnan(value) else value
+
+    async def _vector(self, promql: str) -> list[Series]:
+        """Every series of an instant query, with its labels and value (NaN and Inf kept as such)."""
         response = await self._client.get(self._url, params={"query": promql}, timeout=self._timeout)
         try:
             body: _Response | None = _Response.model_validate_json(response.content)
@@ -186,12 +330,10 @@ class PrometheusClient:
             raise _QueryFailed(f"not a Prometheus API response: {response.text[:200]!r}")
         if body.data.result_type != "vector":
             raise _QueryFailed(f"expected a vector result, got {body.data.result_type!r}")
-        if not body.data.result:
-            return None
-        if len(body.data.result) > 1:
-            raise _QueryFailed(f"expected at most one series, got {len(body.data.result)}")
-        try:
-            value = float(body.data.result[0].value[1])
-        except ValueError as error:
-            raise _QueryFailed(f"not a sample value: {body.data.result[0].value[1]!r}") from error
-        return None if math.isnan(value) else value
+        series: list[Series] = []
+        for item in body.data.result:
+            try:
+                series.append((item.metric, float(item.value[1])))
+            except ValueError as error:
+                raise _QueryFailed(f"not a sample value: {item.value[1]!r}") from error
+        return series

@@ -15,6 +15,7 @@ import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import fields
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -22,7 +23,15 @@ import pytest
 import yaml
 
 from ragops_operator.api.ragdeployment import SloSpec
-from ragops_operator.prometheus import PrometheusClient, promql_duration, promql_string, slo_queries
+from ragops_operator.prometheus import (
+    PrometheusClient,
+    analysis_queries,
+    analysis_reading,
+    promql_duration,
+    promql_string,
+    slo_queries,
+)
+from ragops_operator.reconcile.analysis import Proportion, ShadowReading, TrafficReading
 from ragops_operator.reconcile.slo import SloSample, Verdict, judge
 from ragops_runtime.observability import DeploymentIdentity, RuntimeMetrics
 from tests.support.prometheus import PROMTOOL, RunningPrometheus, running_prometheus, scrape_config, serving_metrics
@@ -335,3 +344,80 @@ def test_the_generated_scrape_config_passes_promtool(tmp_path: Path) -> None:
     result = subprocess.run([str(PROMTOOL), "check", "config", str(config_file)], capture_output=True, timeout=60)
     assert result.returncode == 0, (result.stdout + result.stderr).decode()
     assert b"SUCCESS" in result.stdout
+
+
+# ---- the rollout's analysis queries ---------------------------------------------------------------------
+
+ANALYSIS_WINDOW = timedelta(seconds=90)
+
+
+def _analysis_queries() -> dict[str, str]:
+    return analysis_queries('te"st', "docs", ANALYSIS_WINDOW, overlap_level="document", overlap_measure="rbo")
+
+
+def test_every_analysis_query_parses(tmp_path: Path) -> None:
+    queries = _analysis_queries()
+    rules = {
+        "groups": [{"name": "analysis", "rules": [{"record": f"ragops:{n}", "expr": e} for n, e in queries.items()]}]
+    }
+    rules_file = tmp_path / "rules.yml"
+    rules_file.write_text(yaml.safe_dump(rules))
+    result = subprocess.run([str(PROMTOOL), "check", "rules", str(rules_file)], capture_output=True, timeout=60)
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+    assert f"SUCCESS: {len(queries)} rules found".encode() in result.stdout
+
+
+def test_analysis_queries_group_by_version_over_one_window() -> None:
+    queries = _analysis_queries()
+    assert all('namespace="te\\"st",deployment="docs"' in q and "[90s]" in q for q in queries.values())
+    assert all("kb_version" in q for q in queries.values())
+    assert 'role="shadow",level="document",measure="rbo"' in queries["overlap_sum"]
+
+
+def test_user_slos_leave_probes_and_shadow_out_and_can_read_one_version() -> None:
+    queries = slo_queries("test", "docs", WINDOW, kb_version="docs-v1")
+    assert all('role!~"shadow|probe",kb_version="docs-v1"' in q for q in queries.values())
+
+
+def test_the_analysis_reading_picks_both_versions_out_of_the_groups() -> None:
+    def series(value: float, **labels: str) -> tuple[dict[str, str], float]:
+        return labels, value
+
+    results = {
+        "requests": [
+            series(980, kb_version="v1", role="stable", status="ok"),
+            series(20, kb_version="v1", role="stable", status="error"),
+            series(110, kb_version="v2", role="canary", status="ok"),
+            series(60, kb_version="v1", role="probe", status="ok"),
+            series(60, kb_version="v2", role="probe", status="ok"),
+            series(7, kb_version="v0", role="stable", status="ok"),  # an older version: ignored
+        ],
+        "p95_seconds": [
+            series(0.3, kb_version="v1", role="stable"),
+            series(float("nan"), kb_version="v2", role="canary"),
+            series(float("inf"), kb_version="v2", role="probe"),
+        ],
+        "cost_usd": [series(1.0, kb_version="v1", role="stable"), series(0.2, kb_version="v2", role="canary")],
+        "rating_sum": [series(8.0, kb_version="v2", role="canary")],
+        "ratings": [series(10.0, kb_version="v2", role="canary")],
+        "overlap_sum": [series(30.0, kb_version="v2")],
+        "overlap_count": [series(40.0, kb_version="v2")],
+        "shadow_outcomes": [
+            series(3.0, kb_version="v2", outcome="error"),
+            series(1.0, kb_version="v2", outcome="dropped"),
+        ],
+        "probe_hits": [
+            series(57.0, kb_version="v1", hit="true"),
+            series(3.0, kb_version="v1", hit="false"),
+            series(60.0, kb_version="v2", hit="false"),
+        ],
+    }
+    reading = analysis_reading(results, stable="v1", canary="v2", window=ANALYSIS_WINDOW)
+    assert reading.window_seconds == 90
+    assert reading.stable == TrafficReading(requests=1000, errors=20, p95_seconds=0.3, cost_usd=1.0)
+    assert reading.canary == TrafficReading(requests=110, errors=0.0, cost_usd=0.2, rating_sum=8.0, ratings=10.0)
+    assert reading.stable_probes.requests == 60 and reading.canary_probes.p95_seconds is None
+    assert reading.stable_recall == Proportion(57, 60) and reading.canary_recall == Proportion(0, 60)
+    assert reading.shadow == ShadowReading(overlap_sum=30, comparisons=40, errors=3, dropped=1)
+    nothing = analysis_reading({}, stable="v1", canary="v2", window=ANALYSIS_WINDOW)
+    assert nothing.canary == TrafficReading() and nothing.stable_recall is None
