@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: install tools images lint typecheck crds test test-fast demo demo-cluster bench clean
+.PHONY: install tools images lint typecheck crds test test-fast demo demo-cluster bench krew-archive clean
 
 $(UV):
 	$(PYTHON) -m venv .tools/uv
@@ -69,6 +69,9 @@ bench: install $(if $(wildcard bench/operator_scale.py),tools) ## benchmarks vs 
 	$(BIN)/python -m bench.canary_split $(BENCH_FLAGS)
 	$(if $(wildcard bench/operator_scale.py),$(BIN)/python -m bench.operator_scale $(BENCH_FLAGS))
 	$(if $(BENCH_FLAGS),,$(BIN)/python -m bench.report)
+
+krew-archive: ## the krew archive of `kubectl ragops` (plugins/krew/ragops.yaml names its sha256)
+	$(PYTHON) plugins/krew/archive.py dist/kubectl-ragops.zip
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -47,6 +47,7 @@ from .reconcile.knowledgebaseversion import (
     VersionObservation,
     plan_knowledge_base_version,
 )
+from .reconcile.progressive import ProgressivePlan, TrafficChange
 from .reconcile.ragdeployment import (
     DesiredVersion,
     Revision,
@@ -60,6 +61,7 @@ from .reconcile.ragdeployment import (
 )
 from .reconcile.slo import advance, bake_complete, decide_rollback, judge, state_from_measurement, to_measurement
 from .reconcile.status import set_condition
+from .rollout import apply_traffic, plan_pass, previous_rollout, rollout_status
 from .settings import OperatorSettings
 
 log = logging.getLogger("ragops.operator")
@@ -237,11 +239,13 @@ async def reconcile_version(
 
 
 async def versions_in_use(kube: Kube, namespace: str, version: str) -> list[str]:
-    """RagDeployments that serve `version` or would roll back to it."""
+    """RagDeployments that serve `version`, would roll back to it, or are rolling it out."""
     users = []
     for deployment in await kube.list(API_VERSION, "RagDeployment", namespace):
         status = deployment.get("status") or {}
-        if version in (status.get("activeVersion"), status.get("lastKnownGoodVersion")):
+        rollout = status.get("rollout") or {}
+        canary = rollout.get("canaryVersion") if rollout.get("phase") in ("Progressing", "Paused") else None
+        if version in (status.get("activeVersion"), status.get("lastKnownGoodVersion"), canary):
             users.append(deployment["metadata"]["name"])
     return users
 
@@ -265,8 +269,12 @@ def _readiness(
         return DesiredVersion(name, VersionReadiness.MISSING, f"KnowledgeBaseVersion {name} not found"), None
     spec = KnowledgeBaseVersionSpec.model_validate(version["spec"])
     if spec.knowledge_base != knowledge_base:
+        # A spec error the CRD schema cannot see (it is another object's field): named as the field.
         return DesiredVersion(
-            name, VersionReadiness.FAILED, f"{name} is a version of {spec.knowledge_base!r}, not {knowledge_base!r}"
+            name,
+            VersionReadiness.INVALID,
+            f"spec.knowledgeBase.version: {name} is a version of knowledge base {spec.knowledge_base!r}, "
+            f"not of {knowledge_base!r}",
         ), spec.store
     status = version.get("status") or {}
     ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
@@ -320,6 +328,8 @@ async def reconcile_rollout(
     )
     template_hash = runtime_template_hash(context)
 
+    progressive = await plan_pass(kube, config, body, spec, desired, history, template_hash, now)
+
     measured = SloMeasurement.model_validate(status["slo"]) if status.get("slo") else None
     watch = state_from_measurement(measured)
     rollback: RollbackRequest | None = None
@@ -329,7 +339,7 @@ async def reconcile_rollout(
         async with PrometheusClient(
             spec.monitoring.prometheus_url, timeout_seconds=config.prometheus_timeout_seconds
         ) as prometheus:
-            sample = await prometheus.sample(namespace, name, spec.slo.window)
+            sample = await prometheus.sample(namespace, name, spec.slo.window, kb_version=progressive.slo_version)
         check = judge(sample, spec.slo)
         watch = advance(watch, check)
         slo_status = to_measurement(watch, sample, checked_at=now).model_dump(
@@ -354,7 +364,7 @@ async def reconcile_rollout(
     deployment_status = (deployment or {}).get("status") or {}
     observed = RolloutObservation(
         generation=generation,
-        desired=desired,
+        desired=progressive.desired,
         runtime_hash=template_hash,
         history=history,
         ready_replicas=int(deployment_status.get("readyReplicas") or 0),
@@ -362,25 +372,34 @@ async def reconcile_rollout(
         bake_complete=serving is not None
         and bake_complete(serving.promoted_at, parse_duration(spec.rollout.bake_time), now, watch),
         rollback=rollback,
+        overlay=progressive.plan.overlay,
     )
     plan = plan_rollout(observed, _conditions(body), status.get("phase"), now)
-    events = list(plan.events)
+    rollout_plan = progressive.plan
+    events = [*rollout_plan.events, *plan.events]
 
     store_problem: str | None = None
     if store is not None:
         if plan.serve is not None:
+            reason = f"RagDeployment {namespace}/{name}"
             try:
                 await _point_at(
-                    kube,
-                    observers,
-                    namespace,
-                    store,
-                    spec.knowledge_base.name,
-                    plan.serve.kb_version,
-                    reason=f"RagDeployment {namespace}/{name}",
+                    kube, observers, namespace, store, spec.knowledge_base.name, plan.serve.kb_version, reason=reason
                 )
             except StoreError as error:
                 store_problem = f"the store is unreachable, the activation pointer may lag: {error}"
+            else:
+                candidate = KnowledgeBaseVersionSpec.model_validate(desired_object["spec"]) if desired_object else None
+                try:
+                    events += await _settle_traffic(
+                        kube, observers, namespace, store, spec, rollout_plan, candidate, reason=reason
+                    )
+                except StoreError as error:
+                    store_problem = f"the store did not take the traffic split: {error}"
+                    if rollout_plan.traffic is TrafficChange.SET:
+                        # The step did not happen: keep the rollout where it was and say nothing moved.
+                        rollout_plan = replace(rollout_plan, status=previous_rollout(body), events=())
+                        events = list(plan.events)
         # The runtime exists as soon as its store is known; its pods are ready once a version is active.
         served_hash = plan.serve.runtime_hash if plan.serve is not None else template_hash
         keep = {template_hash, served_hash, *(r.runtime_hash for r in plan.history)}
@@ -406,6 +425,7 @@ async def reconcile_rollout(
     if slo_status is not None:
         result["slo"] = slo_status
         result["conditions"] = _slo_condition(result["conditions"], slo_status, watch, generation, now)
+    result["rollout"], result["conditions"] = rollout_status(rollout_plan, result["conditions"], generation, now)
     if store_problem is not None:
         degraded = _with_condition(
             {"status": result},
@@ -438,6 +458,34 @@ async def _point_at(
     async with observers.stores.use(dsn) as knowledge:
         if (await knowledge.activation(knowledge_base)).active != version:
             await knowledge.activate(knowledge_base, version, reason=reason)
+
+
+async def _settle_traffic(
+    kube: Kube,
+    observers: Observers,
+    namespace: str,
+    store: StoreSpec,
+    spec: RagDeploymentSpec,
+    plan: ProgressivePlan,
+    candidate: KnowledgeBaseVersionSpec | None,
+    *,
+    reason: str,
+) -> list[Event]:
+    """Writes or clears the store's traffic split as the rollout plan asks (see rollout.apply_traffic)."""
+    dsn = await store_dsn(kube, namespace, store)
+    if dsn is None:
+        return []
+    async with observers.stores.use(dsn) as knowledge:
+        return await apply_traffic(
+            kube,
+            knowledge,
+            namespace,
+            spec.knowledge_base.name,
+            plan,
+            candidate,
+            spec.rollout.strategy.progressive(),
+            reason=reason,
+        )
 
 
 async def _apply_runtime(

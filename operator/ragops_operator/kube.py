@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from lightkube import ApiError, AsyncClient, codecs
+from lightkube.config.kubeconfig import KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
 
@@ -28,8 +30,12 @@ for _kind in KINDS:
 create_namespaced_resource("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors")
 
 
+class KubeError(Exception):
+    """A Kubernetes API call failed; the message is the apiserver's (e.g. 403 Forbidden and why)."""
+
+
 class Kube:
-    """Async Kubernetes access for the operator's handlers."""
+    """Async Kubernetes access for the operator's handlers and the kubectl plugin."""
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
@@ -38,6 +44,19 @@ class Kube:
     def from_environment(cls) -> Kube:
         """In-cluster config in a pod, otherwise $KUBECONFIG or ~/.kube/config."""
         return cls(AsyncClient(field_manager=FIELD_MANAGER))
+
+    @classmethod
+    def from_kubeconfig(
+        cls, path: Path | None, context: str | None, namespace: str | None, *, field_manager: str
+    ) -> tuple[Kube, str]:
+        """A client for a kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster) and context,
+        and the namespace to use: the one given, else the context's, else `default` (as kubectl does)."""
+        config = KubeConfig.from_file(path) if path is not None else KubeConfig.from_env()
+        single = config.get(context)
+        if single is None:
+            raise KubeError(f"no context {context!r} in the kubeconfig")
+        resolved = namespace or single.namespace or "default"
+        return cls(AsyncClient(config=single, namespace=resolved, field_manager=field_manager)), resolved
 
     async def close(self) -> None:
         await self._client.close()
@@ -101,6 +120,45 @@ class Kube:
             patch_type=PatchType.MERGE,
         )
 
+    async def consume_annotations(
+        self, api_version: str, kind: str, namespace: str, name: str, expected: Mapping[str, str]
+    ) -> bool:
+        """Removes annotations if they still hold the `expected` values; False when one changed or is gone.
+
+        A JSON patch that tests each value before removing it: an annotation rewritten between the
+        read and this call (a second `kubectl ragops promote`) is not lost, and one consumed twice
+        (two passes racing) is applied once.
+        """
+        operations: list[dict[str, Any]] = []
+        for key, value in expected.items():
+            pointer = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+            operations += [{"op": "test", "path": pointer, "value": value}, {"op": "remove", "path": pointer}]
+        try:
+            await self._client.patch(
+                _resource_type(api_version, kind), name, operations, namespace=namespace, patch_type=PatchType.JSON
+            )
+        except ApiError as error:
+            if error.status.code in (404, 409, 422):
+                return False
+            raise
+        return True
+
+    async def annotate(
+        self, api_version: str, kind: str, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """Merge-patches annotations onto an object (the kubectl plugin's manual actions); returns the object."""
+        try:
+            patched = await self._client.patch(
+                _resource_type(api_version, kind),
+                name,
+                {"metadata": {"annotations": dict(annotations)}},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except ApiError as error:
+            raise KubeError(f"{error.status.code} {error.status.reason}: {error.status.message}") from None
+        return _to_dict(patched)
+
     async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
         """The decoded value, or None when the Secret or its key is missing or may not be read.
 
@@ -121,6 +179,11 @@ class Kube:
         encoded = (secret.get("data") or {}).get(key)
         return base64.b64decode(encoded).decode() if encoded is not None else None
 
+    async def config_map_value(self, namespace: str, name: str, key: str) -> str | None:
+        config_map = await self.get("v1", "ConfigMap", namespace, name)
+        value = ((config_map or {}).get("data") or {}).get(key)
+        return value if isinstance(value, str) else None
+
     async def has_resource(self, api_version: str, kind: str, namespace: str) -> bool:
         """Whether the API serves `kind` (e.g. ServiceMonitor only where Prometheus Operator is installed)."""
         try:
@@ -131,6 +194,15 @@ class Kube:
                 return False
             raise
         return True
+
+
+def api_error_message(error: BaseException) -> str | None:
+    """The apiserver's words for a failed call ("403 Forbidden: ..."), or None if it is not an API error."""
+    if isinstance(error, KubeError):
+        return str(error)
+    if isinstance(error, ApiError):
+        return f"{error.status.code} {error.status.reason}: {error.status.message}"
+    return None
 
 
 def _status_code(error: BaseException) -> int | None:

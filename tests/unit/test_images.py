@@ -325,7 +325,8 @@ def test_the_entrypoint_is_a_real_ragops_command(image: Image) -> None:
     assert tuple(argv) == image.command
     # `ragops` is the distribution's console script, and the subcommand exists in the real CLI.
     scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"ragops": "ragops_operator.cli:main"}
+    assert scripts["ragops"] == "ragops_operator.cli:main"
+    assert set(scripts) == {"ragops", "kubectl-ragops"}  # the other is the kubectl plugin, not for images
     result = CliRunner().invoke(ragops_cli, [*argv[1:], "--help"], prog_name="ragops")
     assert result.exit_code == 0, result.output
     assert f"Usage: ragops {' '.join(argv[1:])}" in result.output

@@ -189,7 +189,7 @@ def describe_step(step: CanaryStep) -> str:
     return f"analysis {step.analysis.duration}"
 
 
-def _in_flight(status: RolloutStatus | None) -> bool:
+def in_flight(status: RolloutStatus | None) -> bool:
     """A rollout runs its steps (waiting for a candidate to be Ready is not one yet)."""
     return status is not None and status.phase in IN_FLIGHT and status.rollout_id is not None
 
@@ -213,7 +213,7 @@ def measurement_due(status: RolloutStatus | None, strategy: RolloutStrategy, now
     the verdict that completes the step is taken over the whole step.
     """
     steps = strategy.progressive()
-    if steps is None or status is None or not _in_flight(status) or status.split_started_at is None:
+    if steps is None or status is None or not in_flight(status) or status.split_started_at is None:
         return False
     last = status.analysis.checked_at if status.analysis else status.split_started_at
     if now - max(last, status.split_started_at) >= parse_duration(steps.analysis.interval):
@@ -234,7 +234,7 @@ def plan_progressive(observed: ProgressiveObservation) -> ProgressivePlan:
     previous = observed.previous
     if strategy is None:
         events = [_ignored(a, "the blueGreen strategy has no rollout to act on") for a in observed.actions]
-        if _in_flight(previous):
+        if in_flight(previous):
             assert previous is not None
             events.append(
                 Event(
@@ -269,7 +269,7 @@ class _Machine:
                 "(there is no stable version to compare it with)"
             )
         if candidate.name == stable:
-            if _in_flight(previous) and previous is not None and previous.canary_version != candidate.name:
+            if in_flight(previous) and previous is not None and previous.canary_version != candidate.name:
                 self.events.append(
                     Event(
                         "Normal",
@@ -288,7 +288,7 @@ class _Machine:
                 return self._run(restart="retried by hand after it was aborted")
             return self._aborted(previous)
         if candidate.readiness is not VersionReadiness.READY:
-            if same and _in_flight(previous) and previous is not None:
+            if same and in_flight(previous) and previous is not None:
                 state = self._abort(
                     previous,
                     Reason.CANDIDATE_NOT_READY,
@@ -476,14 +476,14 @@ class _Machine:
     def _run(self, restart: str | None = None) -> ProgressivePlan:
         observed, previous = self.observed, self.observed.previous
         digest = steps_hash(self.strategy.steps)
-        if restart is None and _in_flight(previous) and previous is not None:
+        if restart is None and in_flight(previous) and previous is not None:
             if previous.canary_version != observed.candidate.name:
                 restart = f"spec.knowledgeBase.version changed from {previous.canary_version} mid-rollout"
             elif previous.strategy_hash != digest:
                 restart = "the steps changed mid-rollout"
             elif previous.stable_version != observed.stable:
                 restart = f"the stable version changed from {previous.stable_version} to {observed.stable}"
-        continuing = restart is None and _in_flight(previous) and previous is not None
+        continuing = restart is None and in_flight(previous) and previous is not None
         if continuing:
             assert previous is not None
             state = _with(previous, strategy=self.name, steps=len(self.strategy.steps))

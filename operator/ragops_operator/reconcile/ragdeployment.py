@@ -117,6 +117,13 @@ def _rollback_target(history: Sequence[Revision], current: Revision) -> Revision
     return good[-1] if good else None
 
 
+def was_rolled_back(history: Sequence[Revision], version: str, runtime_hash: str) -> bool:
+    """Whether this version with this runtime was promoted before and rolled back: never promoted again."""
+    return any(
+        r.outcome == "RolledBack" and r.kb_version == version and r.runtime_hash == runtime_hash for r in history
+    )
+
+
 def last_known_good(history: Sequence[Revision]) -> Revision | None:
     good = [r for r in history if r.outcome == "KnownGood"]
     return good[-1] if good else None
@@ -181,10 +188,7 @@ def plan_rollout(
             )
             current, rolled_back = target, True
 
-    blocked = any(
-        r.outcome == "RolledBack" and r.kb_version == desired.name and r.runtime_hash == observed.runtime_hash
-        for r in history
-    )
+    blocked = was_rolled_back(history, desired.name, observed.runtime_hash)
     wants_new = current is None or (current.kb_version, current.runtime_hash) != (desired.name, observed.runtime_hash)
     promoted = False
     if wants_new and not blocked and desired.readiness is VersionReadiness.READY and not rolled_back:

@@ -44,6 +44,7 @@ __all__ = [
     "hit_at_k",
     "load_golden_set",
     "ndcg_at_k",
+    "parse_golden_set",
     "precision_at_k",
     "recall_at_k",
     "reciprocal_rank",
@@ -113,17 +114,28 @@ def load_golden_set(path: Path) -> list[GoldenCase]:
     and optionally `answerContains` (list of strings). Unknown fields, duplicate ids, a document listed
     twice in one case and an empty set are errors, so a typo cannot silently weaken the gate.
     """
-    suffix = path.suffix.lower()
-    if suffix not in _YAML_SUFFIXES + _JSONL_SUFFIXES:
-        raise GoldenSetError(f"golden set {path}: unsupported file type {path.suffix!r}; use .yaml, .yml or .jsonl")
+    _check_suffix(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise GoldenSetError(f"golden set {path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise GoldenSetError(f"golden set {path}: cannot read: {exc}") from exc
+    return parse_golden_set(text, path)
 
-    raw_cases = _parse_jsonl(text, path) if suffix in _JSONL_SUFFIXES else _parse_yaml(text, path)
+
+def _check_suffix(path: Path) -> None:
+    if path.suffix.lower() not in _YAML_SUFFIXES + _JSONL_SUFFIXES:
+        raise GoldenSetError(f"golden set {path}: unsupported file type {path.suffix!r}; use .yaml, .yml or .jsonl")
+
+
+def parse_golden_set(text: str, path: Path) -> list[GoldenCase]:
+    """`load_golden_set` on text already read; `path` names where it came from (its suffix picks the format).
+
+    The operator reads a version's golden set from its ConfigMap key this way, for golden probes.
+    """
+    _check_suffix(path)
+    raw_cases = _parse_jsonl(text, path) if path.suffix.lower() in _JSONL_SUFFIXES else _parse_yaml(text, path)
     if not raw_cases:
         raise GoldenSetError(f"golden set {path}: no cases")
 
