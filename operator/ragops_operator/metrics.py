@@ -28,6 +28,12 @@ class OperatorMetrics:
             ["namespace", "ragdeployment"],
             registry=self.registry,
         )
+        self.rollout_aborts = Counter(
+            "ragops_operator_rollout_aborts",
+            "Progressive rollouts (canary, shadow) aborted, automatically or by hand.",
+            ["namespace", "ragdeployment"],
+            registry=self.registry,
+        )
         self.reconcile_errors = Counter(
             "ragops_operator_reconcile_errors",
             "Reconcile passes that failed and will be retried.",
@@ -41,3 +47,5 @@ class OperatorMetrics:
                 self.rollbacks.labels(namespace, name).inc()
             elif event.reason == Reason.PROMOTED:
                 self.promotions.labels(namespace, name).inc()
+            elif event.reason == Reason.ROLLOUT_ABORTED:
+                self.rollout_aborts.labels(namespace, name).inc()

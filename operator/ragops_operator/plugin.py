@@ -122,13 +122,20 @@ def status(name: str, watch: bool, namespace: str | None, context: str | None, k
     _run(show, Target(kubeconfig, context, namespace))
 
 
+def _request_options(function: _F) -> _F:
+    """--no-wait and --timeout, then the kubeconfig options: what every action command takes."""
+    function = _target_options(function)
+    function = click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the operator.")(
+        function
+    )
+    return click.option("--no-wait", is_flag=True, help="Return at once instead of waiting for the operator.")(function)
+
+
 def _action_command(action: str, help_text: str) -> None:
     @main.command(action, help=help_text)
     @click.argument("name")
     @click.option("--full", is_flag=True, help="promote only: skip every remaining step.", hidden=action != "promote")
-    @click.option("--no-wait", is_flag=True, help="Return at once instead of waiting for the operator.")
-    @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the operator.")
-    @_target_options
+    @_request_options
     def command(
         name: str,
         full: bool,
@@ -152,9 +159,7 @@ _action_command("retry", "Start an aborted rollout again from its first step.")
 @main.command("set-weight")
 @click.argument("name")
 @click.argument("weight", type=click.IntRange(0, 100))
-@click.option("--no-wait", is_flag=True, help="Return at once instead of waiting for the operator.")
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the operator.")
-@_target_options
+@_request_options
 def set_weight(
     name: str,
     weight: int,

@@ -243,5 +243,7 @@ def rollout_status(
                 observed_generation=generation,
                 now=now,
             )
-    rollout = None if plan.status is None else plan.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # Nulls kept: status is written by JSON merge patch, where a key left out keeps its old value and
+    # only null removes it (a retried rollout must not keep its old abort, a resumed one its pausedAt).
+    rollout = None if plan.status is None else plan.status.model_dump(mode="json", by_alias=True)
     return rollout, [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in current]

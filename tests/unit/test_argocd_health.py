@@ -38,6 +38,7 @@ from ragops_operator.api import (
 )
 from ragops_operator.api.common import API_VERSION, Condition
 from ragops_operator.api.conditions import Reason
+from ragops_operator.api.rollout import RolloutStatus
 from ragops_operator.controllers import _slo_condition, invalid_spec
 from ragops_operator.reconcile.knowledgebaseversion import (
     JobState,
@@ -46,17 +47,20 @@ from ragops_operator.reconcile.knowledgebaseversion import (
     VersionObservation,
     plan_knowledge_base_version,
 )
+from ragops_operator.reconcile.progressive import Action, ManualAction, ProgressiveObservation, plan_progressive
 from ragops_operator.reconcile.ragdeployment import (
     DesiredVersion,
     Revision,
     RollbackRequest,
     RolloutObservation,
+    RolloutOverlay,
     VersionReadiness,
     plan_rollout,
 )
 from ragops_operator.reconcile.slo import SloSample, advance, judge, to_measurement
 from ragops_operator.reconcile.slo import WatchState as SloWatch
 from ragops_operator.reconcile.status import set_condition
+from ragops_operator.rollout import rollout_status
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARGOCD = REPO_ROOT / "argocd"
@@ -141,10 +145,18 @@ def dumped(conditions: list[Condition]) -> list[Doc]:
 
 def checked_status(model: type[KnowledgeBaseVersionStatus] | type[RagDeploymentStatus], status: Doc) -> Doc:
     """`status` as stored: valid for the status model, with no field the CRD's status does not declare."""
-    present = {key: value for key, value in status.items() if value is not None}  # null is not stored
+    present = _without_nulls(status)  # a merge patch's null removes the key: it is never stored
     declared = model.model_validate(present).model_dump(by_alias=True)
     assert set(present) <= set(declared), set(present) - set(declared)
     return present
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value
 
 
 def kbv_object(status: Doc | None, *, generation: int = 1, deleting: bool = False) -> Doc:
@@ -163,10 +175,14 @@ def kbv_object(status: Doc | None, *, generation: int = 1, deleting: bool = Fals
     return obj
 
 
-def ragd_object(status: Doc | None, *, generation: int = 1, replicas: int | None = None) -> Doc:
+def ragd_object(
+    status: Doc | None, *, generation: int = 1, replicas: int | None = None, strategy: Doc | None = None
+) -> Doc:
     document = example("ragdeployment.yaml", "RagDeployment")
     if replicas is not None:
         document["spec"]["runtime"]["replicas"] = replicas
+    if strategy is not None:
+        document["spec"].setdefault("rollout", {})["strategy"] = strategy
     spec = RagDeploymentSpec.model_validate(document["spec"]).model_dump(mode="json", by_alias=True, exclude_none=True)
     metadata: Doc = {"name": document["metadata"]["name"], "namespace": NAMESPACE, "generation": generation}
     obj: Doc = {"apiVersion": API_VERSION, "kind": "RagDeployment", "metadata": metadata, "spec": spec}
@@ -265,6 +281,7 @@ def planned_rollout(
     bake_complete: bool = False,
     rollback: RollbackRequest | None = None,
     runtime_hash: str = "0123456789ab",
+    overlay: RolloutOverlay | None = None,
 ) -> Doc:
     observed = RolloutObservation(
         generation=1,
@@ -275,6 +292,7 @@ def planned_rollout(
         desired_replicas=wanted,
         bake_complete=bake_complete,
         rollback=rollback,
+        overlay=overlay or RolloutOverlay(),
     )
     status = plan_rollout(observed, [], None, NOW).status
     # What controllers.reconcile_rollout adds from the runtime Deployment.
@@ -287,6 +305,36 @@ def with_slo(status: Doc, sample: SloSample | None) -> Doc:
     watch = advance(SloWatch(), judge(sample, spec.slo))
     slo = to_measurement(watch, sample, checked_at=NOW).model_dump(mode="json", by_alias=True, exclude_none=True)
     return {**status, "slo": slo, "conditions": _slo_condition(status["conditions"], slo, watch, 1, NOW)}
+
+
+def planned_canary(steps: list[Doc], actions: tuple[ManualAction, ...] = ()) -> Doc:
+    """A canary of handbook-v2 against handbook-v1, as the step machine and the revision planner write it:
+    started an hour ago, then one more pass now (with `actions`)."""
+    strategy = {"canary": {"steps": steps, "timeout": "3h"}}
+    spec = RagDeploymentSpec.model_validate(
+        {**example("ragdeployment.yaml", "RagDeployment")["spec"], "rollout": {"strategy": strategy}}
+    )
+    previous: RolloutStatus | None = None
+    plan = None
+    for now, asked in ((EARLIER, ()), (NOW, actions)):
+        plan = plan_progressive(
+            ProgressiveObservation(
+                strategy=spec.rollout.strategy,
+                slo=spec.slo,
+                candidate=DesiredVersion("handbook-v2", VersionReadiness.READY),
+                stable="handbook-v1",
+                stable_baking=False,
+                rolled_back=False,
+                previous=previous,
+                now=now,
+                actions=asked,
+            )
+        )
+        previous = plan.status
+    assert plan is not None
+    status = planned_rollout(READY_V1, (GOOD_V1,), 1, 1, overlay=plan.overlay)
+    rollout, conditions = rollout_status(plan, status["conditions"], 1, NOW)
+    return ragd_object({**status, "rollout": rollout, "conditions": conditions}, strategy=strategy)
 
 
 READY_V1 = DesiredVersion("handbook-v1", VersionReadiness.READY)
@@ -450,6 +498,26 @@ SCENARIOS = (
                 {**example("ragdeployment.yaml", "RagDeployment")["spec"], "retrieval": {"topK": 3, "rerankTopK": 5}},
                 "Available",
             )
+        ),
+    ),
+    Scenario(
+        "RagDeployment",
+        "canary-progressing",
+        "Progressing",
+        lambda: planned_canary([{"setWeight": 10}, {"pause": {"duration": "2h"}}]),
+    ),
+    Scenario(
+        "RagDeployment",
+        "canary-paused",
+        "Suspended",
+        lambda: planned_canary([{"setWeight": 10}, {"pause": {}}]),
+    ),
+    Scenario(
+        "RagDeployment",
+        "canary-aborted",
+        "Degraded",
+        lambda: planned_canary(
+            [{"setWeight": 10}, {"pause": {"duration": "2h"}}], (ManualAction(Action.ABORT, "abort"),)
         ),
     ),
     Scenario(

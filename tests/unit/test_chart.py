@@ -305,6 +305,7 @@ def _operator_metric_names() -> set[str]:
     metrics = OperatorMetrics()
     metrics.rollbacks.labels("ns", "docs").inc()
     metrics.promotions.labels("ns", "docs").inc()
+    metrics.rollout_aborts.labels("ns", "docs").inc()
     names: set[str] = set()
     for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
         names.update(sample.name for sample in family.samples)
@@ -351,7 +352,7 @@ def test_prometheus_accepts_the_rules_and_the_dashboard_queries(tmp_path: Path) 
     checked = subprocess.run(
         ["promtool", "check", "rules", str(_rule_file(tmp_path, _monitoring()))], capture_output=True, text=True
     )
-    assert checked.returncode == 0 and "SUCCESS: 6 rules found" in checked.stdout, checked.stdout + checked.stderr
+    assert checked.returncode == 0 and "SUCCESS: 7 rules found" in checked.stdout, checked.stdout + checked.stderr
 
     # Grafana's variables replaced by values, each panel query is a recording rule promtool parses.
     dashboard = json.loads((CHART / "files" / "grafana-dashboard.json").read_text())

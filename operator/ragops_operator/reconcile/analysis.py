@@ -162,6 +162,20 @@ class AnalysisCheck:
         return tuple(o for o in self.objectives if o.verdict is AnalysisVerdict.FAIL)
 
 
+def _inconclusive(
+    name: str,
+    source: Source | None,
+    limit: str,
+    message: str,
+    *,
+    required: bool = True,
+    samples: str = "",
+    stable: float | None = None,
+    canary: float | None = None,
+) -> Objective:
+    return Objective(name, source, stable, canary, limit, AnalysisVerdict.INCONCLUSIVE, required, samples, message)
+
+
 def _show(value: float | None) -> str:
     return "n/a" if value is None else format_value(round(value, 6))
 
@@ -214,22 +228,15 @@ def _latency(
         return None
     limit = f"<= {format_value(ratio)} x stable (+{format_value(limits.latency_tolerance_ms)} ms)"
     if source is None:
-        return Objective("p95LatencyMs", None, None, None, limit, AnalysisVerdict.INCONCLUSIVE, True, "", why)
+        return _inconclusive("p95LatencyMs", None, limit, why)
     p95_s, p95_c = _known(stable.p95_seconds), _known(canary.p95_seconds)
     stable_ms = None if p95_s is None else p95_s * 1000
     canary_ms = None if p95_c is None else p95_c * 1000
     samples = _samples(source, stable, canary)
     if stable_ms is None or canary_ms is None:
-        return Objective(
-            "p95LatencyMs",
-            source,
-            stable_ms,
-            canary_ms,
-            limit,
-            AnalysisVerdict.INCONCLUSIVE,
-            True,
-            samples,
-            "no latency histogram for one version",
+        message = "no latency histogram for one version"
+        return _inconclusive(
+            "p95LatencyMs", source, limit, message, samples=samples, stable=stable_ms, canary=canary_ms
         )
     failed = canary_ms > ratio * stable_ms and canary_ms - stable_ms > limits.latency_tolerance_ms
     return Objective(
@@ -252,7 +259,7 @@ def _error_rate(
         return None
     limit = f"<= stable + {format_value(margin)}"
     if source is None:
-        return Objective("errorRate", None, None, None, limit, AnalysisVerdict.INCONCLUSIVE, True, "", why)
+        return _inconclusive("errorRate", None, limit, why)
     n_s, n_c = stable.requests or 0.0, canary.requests or 0.0
     x_s, x_c = min(stable.errors or 0.0, n_s), min(canary.errors or 0.0, n_c)
     rate_s, rate_c = x_s / n_s, x_c / n_c
@@ -261,17 +268,8 @@ def _error_rate(
         return Objective("errorRate", source, rate_s, rate_c, limit, AnalysisVerdict.PASS, True, samples)
     if exceeds_significantly(x_c, n_c, x_s, n_s, margin):
         return Objective("errorRate", source, rate_s, rate_c, limit, AnalysisVerdict.FAIL, True, samples)
-    return Objective(
-        "errorRate",
-        source,
-        rate_s,
-        rate_c,
-        limit,
-        AnalysisVerdict.INCONCLUSIVE,
-        True,
-        samples,
-        "above the limit but not yet significant at 95%: waiting for more queries",
-    )
+    waiting = "above the limit but not yet significant at 95%: waiting for more queries"
+    return _inconclusive("errorRate", source, limit, waiting, samples=samples, stable=rate_s, canary=rate_c)
 
 
 def _satisfaction(reading: AnalysisReading, limits: AnalysisSpec, applicable: Applicable) -> Objective | None:
@@ -284,16 +282,9 @@ def _satisfaction(reading: AnalysisReading, limits: AnalysisSpec, applicable: Ap
     mean_s = (reading.stable.rating_sum or 0.0) / ratings_s if ratings_s > 0 else None
     mean_c = (reading.canary.rating_sum or 0.0) / ratings_c if ratings_c > 0 else None
     if min(ratings_s, ratings_c) < limits.min_ratings or mean_s is None or mean_c is None:
-        return Objective(
-            "satisfaction",
-            "user",
-            mean_s,
-            mean_c,
-            limit,
-            AnalysisVerdict.INCONCLUSIVE,
-            False,
-            samples,
-            f"fewer than minRatings {limits.min_ratings} ratings per version: not judged",
+        few = f"fewer than minRatings {limits.min_ratings} ratings per version: not judged"
+        return _inconclusive(
+            "satisfaction", "user", limit, few, required=False, samples=samples, stable=mean_s, canary=mean_c
         )
     verdict = AnalysisVerdict.FAIL if mean_s - mean_c > drop else AnalysisVerdict.PASS
     return Objective("satisfaction", "user", mean_s, mean_c, limit, verdict, False, samples)
@@ -308,17 +299,8 @@ def _cost(reading: AnalysisReading, limits: AnalysisSpec, applicable: Applicable
     samples = _samples("user", stable, canary)
     n_s, n_c = _known(stable.requests) or 0.0, _known(canary.requests) or 0.0
     if min(n_s, n_c) < limits.min_requests or stable.cost_usd is None or canary.cost_usd is None:
-        return Objective(
-            "costPerQueryUsd",
-            "user",
-            None,
-            None,
-            limit,
-            AnalysisVerdict.INCONCLUSIVE,
-            False,
-            samples,
-            "too few user queries (or no cost series): not judged",
-        )
+        few = "too few user queries (or no cost series): not judged"
+        return _inconclusive("costPerQueryUsd", "user", limit, few, required=False, samples=samples)
     per_s, per_c = stable.cost_usd / n_s, canary.cost_usd / n_c
     verdict = AnalysisVerdict.FAIL if per_c > ratio * per_s + COST_TOLERANCE_USD else AnalysisVerdict.PASS
     return Objective("costPerQueryUsd", "user", per_s, per_c, limit, verdict, False, samples)
@@ -336,17 +318,8 @@ def _shadow_overlap(reading: AnalysisReading, limits: AnalysisSpec, applicable: 
         f"{_show(observed)} comparisons ({_show(shadow.errors)} errors, {_show(shadow.dropped)} dropped when saturated)"
     )
     if observed < limits.min_shadow_queries:
-        return Objective(
-            name,
-            "shadow",
-            None,
-            None,
-            limit,
-            AnalysisVerdict.INCONCLUSIVE,
-            True,
-            samples,
-            f"fewer than minShadowQueries {limits.min_shadow_queries} comparisons",
-        )
+        few = f"fewer than minShadowQueries {limits.min_shadow_queries} comparisons"
+        return _inconclusive(name, "shadow", limit, few, samples=samples)
     mean = (shadow.overlap_sum or 0.0) / observed
     verdict = AnalysisVerdict.FAIL if mean < floor else AnalysisVerdict.PASS
     return Objective(name, "shadow", None, mean, limit, verdict, True, samples)
@@ -360,16 +333,9 @@ def _golden_recall(reading: AnalysisReading, limits: AnalysisSpec, applicable: A
     stable, canary = reading.stable_recall or Proportion(0, 0), reading.canary_recall or Proportion(0, 0)
     samples = f"{_show(canary.trials)}/{_show(stable.trials)} golden probes"
     if min(stable.trials, canary.trials) < limits.min_probes or stable.rate is None or canary.rate is None:
-        return Objective(
-            "goldenRecall",
-            "probe",
-            stable.rate,
-            canary.rate,
-            limit,
-            AnalysisVerdict.INCONCLUSIVE,
-            True,
-            samples,
-            f"fewer than minProbes {limits.min_probes} golden probes per version",
+        few = f"fewer than minProbes {limits.min_probes} golden probes per version"
+        return _inconclusive(
+            "goldenRecall", "probe", limit, few, samples=samples, stable=stable.rate, canary=canary.rate
         )
     if stable.rate - canary.rate <= margin:
         return Objective("goldenRecall", "probe", stable.rate, canary.rate, limit, AnalysisVerdict.PASS, True, samples)
@@ -379,16 +345,9 @@ def _golden_recall(reading: AnalysisReading, limits: AnalysisSpec, applicable: A
     )
     if significant:
         return Objective("goldenRecall", "probe", stable.rate, canary.rate, limit, AnalysisVerdict.FAIL, True, samples)
-    return Objective(
-        "goldenRecall",
-        "probe",
-        stable.rate,
-        canary.rate,
-        limit,
-        AnalysisVerdict.INCONCLUSIVE,
-        True,
-        samples,
-        "below the limit but not yet significant at 95%: waiting for more probes",
+    waiting = "below the limit but not yet significant at 95%: waiting for more probes"
+    return _inconclusive(
+        "goldenRecall", "probe", limit, waiting, samples=samples, stable=stable.rate, canary=canary.rate
     )
 
 

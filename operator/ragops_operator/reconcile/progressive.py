@@ -263,6 +263,8 @@ class _Machine:
     def plan(self) -> ProgressivePlan:
         observed, previous = self.observed, self.observed.previous
         candidate, stable = observed.candidate, observed.stable
+        if stable is None and candidate.readiness is not VersionReadiness.READY:
+            return self._not_started()
         if stable is None:
             return self._settled(
                 f"nothing is served yet: {candidate.name} is promoted directly once Ready "
@@ -729,7 +731,9 @@ class _Machine:
                 tuple(self.events),
             )
         index = state.current_step_index or 0
-        if index >= len(steps):
+        # The split must have reached the store before the switch: promoting a candidate that never
+        # held a split would be a blue-green switch (refused by the store across embedding dimensions).
+        if index >= len(steps) and state.split_started_at != self.now:
             message = f"all {len(steps)} steps done: promoting {state.canary_version} (then the bake)"
             self.events.append(Event("Normal", Reason.ROLLOUT_PROMOTING, message))
             state = _with(
@@ -749,6 +753,11 @@ class _Machine:
             return ProgressivePlan(
                 state, TrafficChange.LEAVE, None, False, True, RolloutOverlay(), conditions, tuple(self.events)
             )
+        if index >= len(steps):
+            where = f"all {len(steps)} steps done"
+            reason = Reason.ROLLOUT_PROGRESSING
+            message = f"{where}: {state.canary_version} answers {state.weight}% of users; promoting next"
+            return self._in_flight(state, reason, message)
         step = steps[index]
         where = f"step {index + 1}/{len(steps)} ({describe_step(step)})"
         traffic = f"{state.canary_version} answers {state.weight}% of users" + (
@@ -765,6 +774,9 @@ class _Machine:
             message = f"{where}{left}: {traffic}"
             if step.analysis is not None and state.analysis is not None:
                 message += f"; last check {state.analysis.verdict}"
+        return self._in_flight(state, reason, message)
+
+    def _in_flight(self, state: RolloutStatus, reason: str, message: str) -> ProgressivePlan:
         state = _with(state, message=message)
         conditions = _conditions(
             promoted=("False", reason, message),
@@ -844,6 +856,9 @@ def _elapsed(state: RolloutStatus, now: datetime) -> timedelta:
 def _duration_text(delta: timedelta) -> str:
     seconds = max(0, int(delta.total_seconds()))
     minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 

@@ -32,6 +32,7 @@ from ragops_operator.reconcile.progressive import (
     steps_hash,
 )
 from ragops_operator.reconcile.ragdeployment import DesiredVersion, VersionReadiness
+from ragops_operator.rollout import rollout_status
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SLO = SloSpec(failure_threshold=3)  # the candidate aborts after ceil(3/2) = 2 breached checks
@@ -105,6 +106,7 @@ class Driver:
     now: datetime = T0
     plan: ProgressivePlan | None = None
     events: list[tuple[str, str]] = field(default_factory=list)
+    stored: Any = None
 
     def tick(
         self,
@@ -132,12 +134,11 @@ class Driver:
         )
         self.plan = plan
         self.events += [(e.reason, e.message) for e in plan.events]
-        # Stored and read back as the apiserver would: only what survives JSON survives a pass.
-        self.status = (
-            None
-            if plan.status is None
-            else RolloutStatus.model_validate(plan.status.model_dump(mode="json", by_alias=True, exclude_none=True))
-        )
+        # Written as the operator writes it (a JSON merge patch of rollout_status' dict) and read back:
+        # only what survives JSON and the merge survives a pass.
+        rollout, _ = rollout_status(plan, [], 1, self.now)
+        self.stored = merge_patch(self.stored, rollout)
+        self.status = None if self.stored is None else RolloutStatus.model_validate(self.stored)
         return plan
 
     @property
@@ -154,6 +155,19 @@ class Driver:
     def conditions(self) -> dict[str, tuple[str, str]]:
         assert self.plan is not None and self.plan.conditions is not None
         return {c.type: (c.status, c.reason) for c in self.plan.conditions}
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386, as the apiserver applies the operator's status patches: null deletes, objects merge."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
 
 
 def act(action: Action, weight: int | None = None) -> ManualAction:
@@ -649,3 +663,20 @@ def test_the_window_starts_when_the_weight_was_set_and_is_capped() -> None:
     assert measurement_window(driver.state, limits, driver.now + timedelta(seconds=90)) == timedelta(seconds=90)
     assert measurement_window(driver.state, limits, driver.now + timedelta(hours=2)) == timedelta(minutes=10)
     assert measurement_window(driver.state, limits, driver.now) == timedelta(seconds=1)
+
+
+def test_the_split_reaches_the_store_before_the_switch() -> None:
+    # An embedding-model migration is promoted from a split the store has held: never a blind switch.
+    driver = Driver(strategy=strategy({"canary": {"steps": [{"setWeight": 100}]}}))
+    plan = driver.tick()
+    assert not plan.promote and plan.traffic is TrafficChange.SET
+    assert plan.target is not None and plan.target.weight == 100
+    assert driver.state.message == "all 1 steps done: docs-v2 answers 100% of users; promoting next"
+    assert driver.tick(2).promote
+
+
+def test_promote_full_in_the_first_pass_still_writes_the_split_first() -> None:
+    driver = Driver()
+    plan = driver.tick(actions=(act(Action.PROMOTE_FULL),))
+    assert not plan.promote and plan.traffic is TrafficChange.SET
+    assert driver.tick(2).promote

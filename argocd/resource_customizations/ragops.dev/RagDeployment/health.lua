@@ -1,5 +1,6 @@
 -- Argo CD health of a ragops.dev RagDeployment, read from the status the operator writes
--- (the Available, Progressing, Degraded, RolledBack and SLOHealthy conditions and the phase).
+-- (the Available, Progressing, Degraded, RolledBack and SLOHealthy conditions, the phase, and
+-- status.rollout for the canary and shadow strategies).
 -- Argo CD runs custom health scripts with only the base, table and a safe os library: no string
 -- or math library, so this script concatenates with `..` and nothing else.
 local hs = {}
@@ -74,6 +75,20 @@ end
 if slo ~= nil and slo.status == "False" then
   hs.status = "Degraded"
   hs.message = describe(slo)
+  return hs
+end
+
+-- A progressive rollout (canary or shadow strategy) in flight: waiting for a person is Suspended, as
+-- Argo CD shows a paused Argo Rollout; running steps is Progressing. An abort is Degraded above.
+local rollout = status.rollout
+if rollout ~= nil and rollout.phase == "Paused" then
+  hs.status = "Suspended"
+  hs.message = "Rollout paused: " .. (rollout.message or "")
+  return hs
+end
+if rollout ~= nil and rollout.phase == "Progressing" and rollout.rolloutId ~= nil then
+  hs.status = "Progressing"
+  hs.message = "Rollout: " .. (rollout.message or "")
   return hs
 end
 
