@@ -145,7 +145,7 @@ def dumped(conditions: list[Condition]) -> list[Doc]:
 
 def checked_status(model: type[KnowledgeBaseVersionStatus] | type[RagDeploymentStatus], status: Doc) -> Doc:
     """`status` as stored: valid for the status model, with no field the CRD's status does not declare."""
-    present = _without_nulls(status)  # a merge patch's null removes the key: it is never stored
+    present: Doc = _without_nulls(status)  # a merge patch's null removes the key: it is never stored
     declared = model.model_validate(present).model_dump(by_alias=True)
     assert set(present) <= set(declared), set(present) - set(declared)
     return present
