@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from ragops_operator.api.ragdeployment import SloSpec
+from ragops_operator.api.rollout import AnalysisSpec, AnalysisVerdict
 from ragops_operator.prometheus import (
     PrometheusClient,
     analysis_queries,
@@ -31,7 +32,13 @@ from ragops_operator.prometheus import (
     promql_string,
     slo_queries,
 )
-from ragops_operator.reconcile.analysis import Proportion, ShadowReading, TrafficReading
+from ragops_operator.reconcile.analysis import (
+    Applicable,
+    Proportion,
+    ShadowReading,
+    TrafficReading,
+    judge_analysis,
+)
 from ragops_operator.reconcile.slo import SloSample, Verdict, judge
 from ragops_runtime.observability import DeploymentIdentity, RuntimeMetrics
 from tests.support.prometheus import PROMTOOL, RunningPrometheus, running_prometheus, scrape_config, serving_metrics
@@ -421,3 +428,138 @@ def test_the_analysis_reading_picks_both_versions_out_of_the_groups() -> None:
     assert reading.shadow == ShadowReading(overlap_sum=30, comparisons=40, errors=3, dropped=1)
     nothing = analysis_reading({}, stable="v1", canary="v2", window=ANALYSIS_WINDOW)
     assert nothing.canary == TrafficReading() and nothing.stable_recall is None
+
+
+# ---- a rollout's analysis read from a real Prometheus ----------------------------------------------------
+
+ROLLOUT_PODS = (
+    DeploymentIdentity(namespace="test", deployment="rollout", pod="rollout-a"),
+    DeploymentIdentity(namespace="test", deployment="rollout", pod="rollout-b"),
+)
+ROLLOUT_WINDOW = timedelta(seconds=30)
+OVERLAP = {(level, measure): 0.5 for level in ("chunk", "document") for measure in ("jaccard", "rbo")}
+
+
+def _user(pod: RuntimeMetrics, version: str, role: str, status: str, seconds: float, usd: float) -> None:
+    # The (mode, status) pairs the query service records, whose series prepare_split creates at zero.
+    mode = "none" if status == "error" else "retrieval_only"
+    pod.observe_query(mode=mode, status=status, seconds=seconds, stages={}, kb_version=version, role=role)
+    pod.cost(service="embedding", usd=usd, kb_version=version, role=role)
+
+
+def _probe(pod: RuntimeMetrics, version: str, hit: bool, seconds: float) -> None:
+    pod.observe_query(mode="retrieval_only", status="ok", seconds=seconds, stages={}, kb_version=version, role="probe")
+    pod.probe_hit(hit, kb_version=version)
+
+
+def _rollout_baseline(pod: RuntimeMetrics) -> None:
+    """Healthy traffic of both versions before the first scrape: outside any window read below."""
+    pod.prepare_split("v1", "v2", probes=True)
+    for _ in range(20):
+        for version, role in (("v1", "stable"), ("v2", "canary")):
+            _user(pod, version, role, "ok", 0.08, 0.001)
+            _user(pod, version, role, "error", 0.08, 0.001)  # the error series too, away from zero
+            pod.feedback(0.8, kb_version=version, role=role)
+        for version in ("v1", "v2"):
+            _probe(pod, version, True, 0.04)
+            pod.probe_hit(False, kb_version=version)  # keeps both hit series away from zero (see _baseline)
+        for outcome in ("ok", "error", "dropped"):
+            pod.shadow_query(outcome, kb_version="v2")
+        pod.overlap({key: 0.9 for key in OVERLAP}, kb_version="v2", role="shadow")
+
+
+@pytest.fixture(scope="module")
+def rollout_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPrometheus]:
+    """test/rollout mid-canary: the candidate v2 is slower, fails more, is rated lower, recalls less and
+    overlaps little with stable v1. Every count is split over two pods, as replicas split a rollout."""
+    pods = [RuntimeMetrics(identity) for identity in ROLLOUT_PODS]
+    for pod in pods:
+        _rollout_baseline(pod)
+    with (
+        serving_metrics(pods[0]) as pod_a,
+        serving_metrics(pods[1]) as pod_b,
+        running_prometheus([pod_a, pod_b], tmp_path_factory.mktemp("rollout-prometheus")) as prometheus,
+    ):
+        baseline = 2 * 20 * 6
+        prometheus.wait_for("sum(ragops_queries_total)", baseline)
+        for index in range(100):  # stable: 2 % errors, fast, rated 0.8
+            _user(pods[index % 2], "v1", "stable", "error" if index < 2 else "ok", 0.08, 0.001)
+        for index in range(40):
+            pods[index % 2].feedback(0.8, kb_version="v1", role="stable")
+        for index in range(60):  # canary: 20 % errors, slow, rated 0.5
+            _user(pods[index % 2], "v2", "canary", "error" if index < 12 else "ok", 0.9, 0.001)
+        for index in range(30):
+            pods[index % 2].feedback(0.5, kb_version="v2", role="canary")
+        for index in range(40):  # golden probes: stable finds 38 of 40, the candidate 26
+            _probe(pods[index % 2], "v1", index >= 2, 0.04)
+            _probe(pods[index % 2], "v2", index >= 14, 0.04)
+        for index in range(30):  # shadows: overlap 0.5, and 10 errors (no overlap at all), 3 dropped
+            pods[index % 2].shadow_query("ok", kb_version="v2")
+            pods[index % 2].overlap(OVERLAP, kb_version="v2", role="shadow")
+        for index in range(13):
+            pods[index % 2].shadow_query("error" if index < 10 else "dropped", kb_version="v2")
+        prometheus.wait_for("sum(ragops_queries_total)", baseline + 100 + 60 + 80)
+        prometheus.wait_for("min(count_over_time(ragops_queries_total[30s]))", 8, at_least=True)
+        yield prometheus
+
+
+async def test_the_analysis_reading_matches_the_recorded_rollout(rollout_prometheus: RunningPrometheus) -> None:
+    async with PrometheusClient(rollout_prometheus.url) as client:
+        reading = await client.analysis(
+            "test",
+            "rollout",
+            stable="v1",
+            canary="v2",
+            window=ROLLOUT_WINDOW,
+            overlap_level="document",
+            overlap_measure="rbo",
+        )
+    assert reading is not None and reading.window_seconds == 30
+    # Counts come out slightly above the truth (increase() extrapolates to the window's edges);
+    # ratios of series scraped together are nearly exact.
+    stable, canary = reading.stable, reading.canary
+    assert stable.requests is not None and 100 <= stable.requests <= 125
+    assert canary.requests is not None and 60 <= canary.requests <= 75
+    assert stable.errors is not None and stable.errors / stable.requests == pytest.approx(0.02, abs=0.005)
+    assert canary.errors is not None and canary.errors / canary.requests == pytest.approx(0.20, abs=0.01)
+    assert stable.p95_seconds is not None and 0.05 < stable.p95_seconds <= 0.1
+    assert canary.p95_seconds is not None and 0.5 < canary.p95_seconds <= 1.0
+    assert stable.rating_sum is not None and stable.ratings is not None
+    assert stable.rating_sum / stable.ratings == pytest.approx(0.8, abs=0.01)
+    assert canary.rating_sum is not None and canary.ratings is not None
+    assert canary.rating_sum / canary.ratings == pytest.approx(0.5, abs=0.01)
+    assert stable.cost_usd is not None and stable.cost_usd / stable.requests == pytest.approx(0.001, rel=0.02)
+    assert reading.stable_probes.requests is not None and 40 <= reading.stable_probes.requests <= 50
+    assert reading.stable_recall is not None and reading.stable_recall.rate == pytest.approx(0.95, abs=0.02)
+    assert reading.canary_recall is not None and reading.canary_recall.rate == pytest.approx(0.65, abs=0.02)
+    shadow = reading.shadow
+    assert shadow.overlap_sum is not None and shadow.comparisons is not None
+    assert shadow.overlap_sum / shadow.comparisons == pytest.approx(0.5, abs=0.01)
+    assert shadow.errors / shadow.comparisons == pytest.approx(10 / 30, abs=0.02)
+    assert shadow.dropped / shadow.comparisons == pytest.approx(3 / 30, abs=0.02)
+
+    check = judge_analysis(
+        reading, AnalysisSpec(), Applicable(user_traffic=True, shadow=True, probes=True, golden_probes=True)
+    )
+    assert check.verdict is AnalysisVerdict.FAIL
+    verdicts = {o.name.split(" ")[0]: o.verdict for o in check.objectives}
+    assert verdicts == {
+        "p95LatencyMs": AnalysisVerdict.FAIL,
+        "errorRate": AnalysisVerdict.FAIL,  # 20 % vs 2 %, significant on 60 queries
+        "satisfaction": AnalysisVerdict.FAIL,
+        "costPerQueryUsd": AnalysisVerdict.PASS,
+        "shadowOverlap": AnalysisVerdict.FAIL,  # 15 / 40 = 0.375 < 0.5
+        "goldenRecall": AnalysisVerdict.FAIL,
+    }
+
+
+async def test_user_slos_of_a_rollout_read_one_version_and_never_probes(rollout_prometheus: RunningPrometheus) -> None:
+    async with PrometheusClient(rollout_prometheus.url) as client:
+        stable = await client.sample("test", "rollout", WINDOW, kb_version="v1")
+        both = await client.sample("test", "rollout", WINDOW)
+    assert stable is not None and both is not None
+    assert stable.requests is not None and 100 <= stable.requests <= 125
+    assert stable.error_ratio == pytest.approx(0.02, abs=0.005)
+    # Both versions' users (160 queries, 14 errors), and none of the 80 probes.
+    assert both.requests is not None and 160 <= both.requests <= 200
+    assert both.error_ratio == pytest.approx(14 / 160, abs=0.005)
