@@ -16,18 +16,21 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ragops_runtime.observability import DeploymentIdentity, RuntimeMetrics
 from ragops_runtime.store import KnowledgeStore, TrafficSplit
 from tests.integration.test_kb import TOPICS
 from tests.integration.test_operator import apply, condition, eventually, get, running_operator
 from tests.integration.test_operator_e2e import LENIENT, events, phase, prepare_sources, version
 from tests.support.controlplane import TOOLS_BIN, ControlPlane
 from tests.support.kubelet import ProcessKubelet
+from tests.support.prometheus import running_prometheus, serving_metrics
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -216,3 +219,87 @@ def test_a_version_of_another_knowledge_base_is_an_invalid_spec_reported_once(
         assert invalid == [degraded["message"]]
         status = (get(plane, namespace, "ragd", "docs") or {})["status"]
         assert status["phase"] == "Failed" and status["rollout"]["abort"]["reason"] == "InvalidSpec"
+
+
+class Traffic:
+    """User traffic of both versions as the runtime pods of test/docs would record it, in a thread.
+
+    The operator reads it the way it reads real pods: Prometheus scrapes the pod's /metrics, the
+    analysis queries group by version and role. `canary_seconds` is how long the candidate takes.
+    """
+
+    def __init__(self, metrics: RuntimeMetrics, stable: str, canary: str) -> None:
+        self.metrics, self.stable, self.canary = metrics, stable, canary
+        self.canary_seconds = 0.08
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="test-traffic", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            for served, role, seconds in ((self.stable, "stable", 0.08), (self.canary, "canary", self.canary_seconds)):
+                self.metrics.observe_query(
+                    mode="retrieval_only", status="ok", seconds=seconds, stages={}, kb_version=served, role=role
+                )
+
+    def __enter__(self) -> Traffic:
+        self.metrics.prepare_split(self.stable, self.canary, probes=False)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+@pytest.mark.timeout(900)
+def test_relative_analysis_aborts_a_slower_candidate_and_promotes_a_healthy_one(
+    workloads: ControlPlane,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    pg_dsn: str,
+    tmp_path: Path,
+) -> None:
+    plane = workloads
+    prepare_sources(plane, namespace, pg_dsn, tmp_path)
+    (tmp_path / "prometheus").mkdir()
+    pod = RuntimeMetrics(DeploymentIdentity(namespace=namespace, deployment="docs", pod="docs-runtime-0"))
+    steps: list[dict[str, Any]] = [{"setWeight": 50}, {"analysis": {"duration": "10s"}}]
+    deployment = canary_deployment("docs-v1", steps)
+    deployment["spec"]["rollout"]["strategy"]["canary"].update(
+        analysis={"interval": "2s", "window": "30s", "minRequests": 10, "failureLimit": 2},
+        probes={"perMinute": 0},  # no runtime pods here to send them: the comparison is on user traffic
+    )
+    with (
+        ProcessKubelet(plane, [namespace]),
+        serving_metrics(pod) as target,
+        running_prometheus([target], tmp_path / "prometheus") as prometheus,
+        running_operator(plane, namespace, monkeypatch),
+    ):
+        deployment["spec"]["monitoring"] = {"prometheusUrl": prometheus.url}
+        for name, corpus in (("docs-v1", "corpus-a"), ("docs-v2", "corpus-b")):
+            apply(plane, namespace, version(name, corpus, LENIENT))
+            eventually(f"{name} Ready", lambda: phase(plane, namespace, "kbv", name) == "Ready", timeout=240)  # noqa: B023
+        apply(plane, namespace, deployment)
+        eventually("docs-v1 served", lambda: traffic(pg_dsn).stable == "docs-v1", timeout=60)
+
+        with Traffic(pod, "docs-v1", "docs-v2") as users:
+            users.canary_seconds = 0.9  # the candidate answers ten times slower
+            deployment["spec"]["knowledgeBase"]["version"] = "docs-v2"
+            apply(plane, namespace, deployment)
+            wait_condition(plane, namespace, "Aborted", timeout=120)
+            state = rollout(plane, namespace)
+            assert state["abort"]["reason"] == "AnalysisFailed", state
+            assert "p95LatencyMs Fail" in state["abort"]["message"]
+            latency = next(o for o in state["analysis"]["objectives"] if o["name"] == "p95LatencyMs")
+            assert latency["source"] == "user" and latency["canary"] > 500 and latency["stable"] < 100
+            degraded = condition(get(plane, namespace, "ragd", "docs"), "Degraded")
+            assert degraded["reason"] == "AnalysisFailed" and "canary" in degraded["message"]
+            assert not traffic(pg_dsn).active and traffic(pg_dsn).stable == "docs-v1"
+
+            # Fixed (as a new build would be): retried, it passes its analysis and is promoted.
+            users.canary_seconds = 0.08
+            kubectl_ragops(plane, "retry", "docs", "-n", namespace)
+            wait_condition(plane, namespace, "Promoted", timeout=120)
+            eventually("docs-v2 served", lambda: traffic(pg_dsn).stable == "docs-v2", timeout=30)
+        passed = [m for r, m in events(plane, namespace, "docs") if r == "AnalysisPassed"]
+        assert passed and "step 2/2 (analysis 10s) passed: passed over" in passed[0]
