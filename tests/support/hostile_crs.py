@@ -163,6 +163,28 @@ IMAGE = "spec.runtime.image"
 
 # ---- invalid: KnowledgeBaseVersion -----------------------------------------------------------------------
 
+STRATEGY = "spec.rollout.strategy"
+CANARY = f"{STRATEGY}.canary"
+STEPS = f"{CANARY}.steps"
+SHADOW = f"{STRATEGY}.shadow"
+
+
+_REPEATED_STEPS: list[Doc] = [{"pause": {}}, {"pause": {"duration": "1s"}}, {"analysis": {"duration": "1h"}}]
+EDGE_STEPS: list[Doc] = [
+    {"setWeight": 0},
+    {"setWeight": 100},
+    {"shadow": {"percent": 0}},
+    {"shadow": {"percent": 100}},
+    *(step for _ in range(6) for step in _REPEATED_STEPS),
+    *[{"pause": {"duration": "1h"}}] * 4,
+]
+"""50 steps (the most), every kind, weights and shares at both ends, durations at the timeout."""
+
+
+def _canary(steps: list[Doc], **fields: Any) -> dict[str, Any]:
+    return {STRATEGY: {"canary": {"steps": steps, **fields}}}
+
+
 INVALID: list[Invalid] = [
     # types
     Invalid("kbv-name-is-a-number", KBV, {"spec.knowledgeBase": 5}, "spec.knowledgeBase"),
@@ -637,6 +659,131 @@ INVALID += [
     Invalid("prometheus-space", RAGD, _prometheus("http://prometheus .monitoring:9090"), PROMETHEUS_FIELD),
     Invalid("prometheus-port-6-digits", RAGD, _prometheus("http://prometheus:909090"), PROMETHEUS_FIELD),
     Invalid("prometheus-credentials", RAGD, _prometheus("http://admin:admin@prometheus:9090"), PROMETHEUS_FIELD),
+    # progressive delivery: rollout strategies, steps, analysis limits, probes
+    Invalid("canary-weight-101", RAGD, _canary([{"setWeight": 101}]), f"{STEPS}[0].setWeight"),
+    Invalid("canary-weight-negative", RAGD, _canary([{"setWeight": -5}]), f"{STEPS}[0].setWeight"),
+    Invalid("canary-weight-as-string", RAGD, _canary([{"setWeight": "10"}]), f"{STEPS}[0].setWeight"),
+    Invalid("canary-weight-fraction", RAGD, _canary([{"setWeight": 10.5}]), f"{STEPS}[0].setWeight"),
+    Invalid("canary-no-steps", RAGD, _canary([]), STEPS),
+    Invalid("canary-steps-missing", RAGD, {"spec.rollout.strategy": {"canary": {}}}, STEPS),
+    Invalid("canary-51-steps", RAGD, _canary([{"setWeight": 1}] * 51), STEPS),
+    Invalid("canary-step-without-kind", RAGD, _canary([{"setWeight": 10}, {}]), f"{STEPS}[1]"),
+    Invalid("canary-step-two-kinds", RAGD, _canary([{"setWeight": 10, "pause": {}}]), f"{STEPS}[0]"),
+    Invalid("canary-step-typo", RAGD, _canary([{"setWeigth": 10}]), f"{STEPS}[0].setWeigth"),
+    Invalid("canary-pause-over-timeout", RAGD, _canary([{"pause": {"duration": "2h"}}], timeout="1h"), STEPS),
+    Invalid("canary-analysis-over-timeout", RAGD, _canary([{"analysis": {"duration": "90m"}}]), STEPS),
+    Invalid("canary-pause-0s", RAGD, _canary([{"pause": {"duration": "0s"}}]), f"{STEPS}[0].pause.duration"),
+    Invalid("canary-pause-words", RAGD, _canary([{"pause": {"duration": "soon"}}]), f"{STEPS}[0].pause.duration"),
+    Invalid("canary-analysis-0s", RAGD, _canary([{"analysis": {"duration": "0s"}}]), f"{STEPS}[0].analysis.duration"),
+    Invalid("canary-analysis-no-duration", RAGD, _canary([{"analysis": {}}]), f"{STEPS}[0].analysis.duration"),
+    Invalid("canary-shadow-150", RAGD, _canary([{"shadow": {"percent": 150}}]), f"{STEPS}[0].shadow.percent"),
+    Invalid("canary-shadow-negative", RAGD, _canary([{"shadow": {"percent": -1}}]), f"{STEPS}[0].shadow.percent"),
+    Invalid("canary-timeout-30s", RAGD, _canary([{"setWeight": 10}], timeout="30s"), f"{CANARY}.timeout"),
+    Invalid(
+        "canary-analysis-interval-0s",
+        RAGD,
+        _canary([{"setWeight": 10}], analysis={"interval": "0s"}),
+        f"{CANARY}.analysis.interval",
+    ),
+    Invalid(
+        "canary-analysis-window-2d",
+        RAGD,
+        _canary([{"setWeight": 10}], analysis={"window": "48h"}),
+        f"{CANARY}.analysis.window",
+    ),
+    Invalid(
+        "canary-overlap-floor-1.5",
+        RAGD,
+        _canary([{"setWeight": 10}], analysis={"minShadowOverlap": 1.5}),
+        f"{CANARY}.analysis.minShadowOverlap",
+    ),
+    Invalid(
+        "canary-latency-ratio-below-1",
+        RAGD,
+        _canary([{"setWeight": 10}], analysis={"maxP95LatencyRatio": 0.5}),
+        f"{CANARY}.analysis.maxP95LatencyRatio",
+    ),
+    Invalid(
+        "canary-skip-unknown-check",
+        RAGD,
+        _canary([{"setWeight": 10}], analysis={"skip": ["recall"]}),
+        f"{CANARY}.analysis.skip[0]",
+    ),
+    Invalid(
+        "canary-skip-twice",
+        RAGD,
+        _canary([{"setWeight": 10}], analysis={"skip": ["errorRate", "errorRate"]}),
+        f"{CANARY}.analysis.skip[1]",
+        python=False,  # a list-type set is the apiserver's: pydantic keeps duplicates in a list
+    ),
+    Invalid(
+        "canary-overlap-measure",
+        RAGD,
+        _canary([{"setWeight": 10}], analysis={"overlapMeasure": "cosine"}),
+        f"{CANARY}.analysis.overlapMeasure",
+    ),
+    Invalid(
+        "canary-probes-negative",
+        RAGD,
+        _canary([{"setWeight": 10}], probes={"perMinute": -1}),
+        f"{CANARY}.probes.perMinute",
+    ),
+    Invalid(
+        "canary-probes-too-fast",
+        RAGD,
+        _canary([{"setWeight": 10}], probes={"perMinute": 6001}),
+        f"{CANARY}.probes.perMinute",
+    ),
+    Invalid(
+        "canary-recorded-queries-traversal",
+        RAGD,
+        _canary([{"setWeight": 10}], probes={"recordedQueries": {"name": "queries", "key": "../x"}}),
+        f"{CANARY}.probes.recordedQueries.key",
+    ),
+    Invalid(
+        "canary-analysis-without-prometheus",
+        RAGD,
+        {**_canary([{"analysis": {"duration": "5m"}}]), "spec.monitoring": DELETE},
+        "spec.monitoring.prometheusUrl",
+    ),
+    Invalid(
+        "shadow-without-prometheus",
+        RAGD,
+        {"spec.rollout.strategy": {"shadow": {}}, "spec.monitoring": DELETE},
+        "spec.monitoring.prometheusUrl",
+    ),
+    Invalid(
+        "two-strategies",
+        RAGD,
+        {"spec.rollout.strategy": {"blueGreen": {}, "canary": {"steps": [{"setWeight": 10}]}}},
+        "spec.rollout.strategy",
+    ),
+    Invalid(
+        "shadow-percent-100.5", RAGD, {"spec.rollout.strategy": {"shadow": {"percent": 100.5}}}, f"{SHADOW}.percent"
+    ),
+    Invalid(
+        "shadow-longer-than-timeout",
+        RAGD,
+        {"spec.rollout.strategy": {"shadow": {"duration": "2h", "timeout": "1h"}}},
+        f"{SHADOW}.duration",
+    ),
+    Invalid("shadow-duration-0s", RAGD, {STRATEGY: {"shadow": {"duration": "0s"}}}, f"{SHADOW}.duration"),
+    Invalid(
+        "shadow-timeout-30s", RAGD, {STRATEGY: {"shadow": {"duration": "10s", "timeout": "30s"}}}, f"{SHADOW}.timeout"
+    ),
+    Invalid(
+        "shadow-analysis-interval-2h",
+        RAGD,
+        {STRATEGY: {"shadow": {"analysis": {"interval": "2h"}}}},
+        f"{SHADOW}.analysis.interval",
+    ),
+    Invalid(
+        "shadow-analysis-window-0s",
+        RAGD,
+        {STRATEGY: {"shadow": {"analysis": {"window": "0s"}}}},
+        f"{SHADOW}.analysis.window",
+    ),
+    Invalid("strategy-unknown", RAGD, {"spec.rollout.strategy": {"linear": {}}}, "spec.rollout.strategy.linear"),
     # unknown fields, nesting, envelope
     Invalid("unknown-runtime-typo", RAGD, {"spec.runtime.replica": 3}, "spec.runtime.replica"),
     Invalid("unknown-deep", RAGD, {"spec.runtime.extra": Deep(500)}, "spec.runtime.extra"),
@@ -854,4 +1001,29 @@ VALID: list[Valid] = [
         {"spec.monitoring": {"prometheusUrl": "http://169.254.20.10:9090", "allowLinkLocal": True}},
     ),
     Valid("ragd-name-253", RAGD, {"metadata.name": LONG_NAME}),
+    Valid("strategy-empty-is-blue-green", RAGD, {"spec.rollout.strategy": {}}),
+    Valid(
+        "canary-50-steps-edges",
+        RAGD,
+        _canary(
+            EDGE_STEPS,
+            timeout="1h",
+            analysis={
+                "skip": [
+                    "p95LatencyMs",
+                    "errorRate",
+                    "satisfaction",
+                    "costPerQueryUsd",
+                    "shadowOverlap",
+                    "goldenRecall",
+                ],
+                "maxCostRatio": 100,
+                "minShadowOverlap": 0,
+                "maxInconclusive": 0,
+            },
+            probes={"perMinute": 0, "goldenSet": False, "recordedQueries": {"name": "q", "key": "queries.txt"}},
+        ),
+    ),
+    Valid("canary-without-analysis-or-prometheus", RAGD, {**_canary([{"setWeight": 50}]), "spec.monitoring": DELETE}),
+    Valid("shadow-defaults", RAGD, {"spec.rollout.strategy": {"shadow": {}}}),
 ]

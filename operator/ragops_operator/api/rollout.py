@@ -12,13 +12,14 @@ refuse a bad rollout in the apiserver (CEL) and in the operator (pydantic).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
-from .common import ApiModel, ConfigMapKeyRef, Duration, Rule, StatusModel, parse_duration
+from .common import ApiModel, ConfigMapKeyRef, Duration, Rule, StatusModel, duration_between, parse_duration
 from .conditions import RolloutPhase
 
 MAX_STEPS = 50
@@ -31,6 +32,18 @@ def _not_longer(duration: str | None, limit: str) -> bool:
 class PauseStep(ApiModel):
     """Hold the current weight: for a duration, or until `kubectl ragops promote` without one."""
 
+    rules = (
+        Rule(
+            cel="!has(self.duration) || duration(self.duration) >= duration('1s') "
+            "&& duration(self.duration) <= duration('8760h')",
+            message="duration must be between 1s and 8760h",
+            field_path=".duration",
+            holds=lambda p: (
+                p.duration is None or parse_duration("1s") <= parse_duration(p.duration) <= parse_duration("8760h")
+            ),
+        ),
+    )
+
     duration: Duration | None = Field(
         default=None,
         description=(
@@ -42,6 +55,8 @@ class PauseStep(ApiModel):
 
 class AnalysisStep(ApiModel):
     """Compare the candidate with the stable version for a while; the step passes on a Pass verdict."""
+
+    rules = (duration_between("duration", "duration", "1s", "8760h"),)
 
     duration: Duration = Field(
         description=(
@@ -86,19 +101,37 @@ class CanaryStep(ApiModel):
     analysis: AnalysisStep | None = Field(default=None, description="Compare candidate and stable.")
 
 
+Objective = Literal["p95LatencyMs", "errorRate", "satisfaction", "costPerQueryUsd", "shadowOverlap", "goldenRecall"]
+"""The relative checks an analysis runs (reconcile.analysis), by the names status.rollout shows."""
+
+
 class AnalysisSpec(ApiModel):
     """The relative checks: candidate against stable, in the same window, user traffic with user traffic.
 
-    A check with too little data is Inconclusive, never Pass and never Fail. Omit a limit (null) to
-    skip its check. Probes are compared with probes, so an analysis concludes at zero user traffic.
+    A check with too little data is Inconclusive, never Pass and never Fail; `skip` leaves checks out.
+    Probes are compared with probes, so an analysis concludes at zero user traffic.
     """
 
+    rules = (
+        # A check every 0s would be a busy loop; a window under a second an empty PromQL range.
+        duration_between("interval", "interval", "1s", "1h"),
+        duration_between("window", "window", "1s", "24h"),
+    )
+
+    skip: list[Objective] = Field(
+        default=[],
+        max_length=6,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description=(
+            "Checks left out: p95LatencyMs, errorRate, satisfaction, costPerQueryUsd, shadowOverlap, goldenRecall."
+        ),
+    )
     interval: Duration = Field(default="30s", description="How often the candidate is measured during a rollout.")
     window: Duration = Field(
         default="10m",
         description=("Longest range measured; each check reads the time since the current weight was set, up to this."),
     )
-    max_p95_latency_ratio: float | None = Field(
+    max_p95_latency_ratio: float = Field(
         default=1.25,
         alias="maxP95LatencyRatio",
         ge=1,
@@ -111,7 +144,7 @@ class AnalysisSpec(ApiModel):
         le=60_000,
         description="Latency differences below this never fail the ratio check (noise at small latencies).",
     )
-    max_error_rate_increase: float | None = Field(
+    max_error_rate_increase: float = Field(
         default=0.01,
         ge=0,
         le=1,
@@ -120,7 +153,7 @@ class AnalysisSpec(ApiModel):
             "(one-sided test at 95%); a larger but not yet significant difference is Inconclusive."
         ),
     )
-    max_satisfaction_drop: float | None = Field(
+    max_satisfaction_drop: float = Field(
         default=0.1,
         ge=0,
         le=1,
@@ -129,10 +162,10 @@ class AnalysisSpec(ApiModel):
     min_ratings: int = Field(
         default=20, ge=1, le=1_000_000, description="Ratings each version needs before satisfaction is judged."
     )
-    max_cost_ratio: float | None = Field(
+    max_cost_ratio: float = Field(
         default=1.5, ge=1, le=100, description="Fail when the candidate's cost per query exceeds stable's times this."
     )
-    min_shadow_overlap: float | None = Field(
+    min_shadow_overlap: float = Field(
         default=0.5,
         ge=0,
         le=1,
@@ -147,7 +180,7 @@ class AnalysisSpec(ApiModel):
     overlap_level: Literal["document", "chunk"] = Field(
         default="document", description="Compare the retrieved documents or the retrieved chunks."
     )
-    max_recall_drop: float | None = Field(
+    max_recall_drop: float = Field(
         default=0.05,
         ge=0,
         le=1,
@@ -208,6 +241,7 @@ class CanaryStrategy(ApiModel):
     """Steps in the style of Argo Rollouts, for a knowledge-base version."""
 
     rules = (
+        duration_between("timeout", "timeout", "1m", "8760h"),
         Rule(
             cel="self.steps.all(s, !has(s.pause) || !has(s.pause.duration) "
             "|| duration(s.pause.duration) <= duration(self.timeout))",
@@ -243,6 +277,8 @@ class ShadowStrategy(ApiModel):
     """Mirror, analyse, then switch: the candidate never answers a user before it is promoted."""
 
     rules = (
+        duration_between("duration", "duration", "1s", "8760h"),
+        duration_between("timeout", "timeout", "1m", "8760h"),
         Rule(
             cel="duration(self.duration) <= duration(self.timeout)",
             message="duration must not be longer than timeout",
@@ -313,6 +349,21 @@ class RolloutStrategy(ApiModel):
 # ---- status.rollout --------------------------------------------------------------------------------
 
 
+def _clip(limit: int) -> Callable[[Any], Any]:
+    """Shortens text to `limit` characters: a status built from an annotation a user wrote, or from
+    another object's message, must still fit the CRD's maxLength rather than fail the status write."""
+
+    def clip(value: Any) -> Any:
+        return value[: limit - 1] + "…" if isinstance(value, str) and len(value) > limit else value
+
+    return clip
+
+
+ShortText = Annotated[str, BeforeValidator(_clip(256))]
+Text = Annotated[str, BeforeValidator(_clip(1024))]
+LongText = Annotated[str, BeforeValidator(_clip(8192))]
+
+
 class AnalysisVerdict(StrEnum):
     """The verdict of one relative check, or of a whole analysis."""
 
@@ -325,17 +376,20 @@ class ObjectiveResult(StatusModel):
     """One relative check of the latest analysis: candidate against stable in the same window."""
 
     name: str = Field(
-        description=("p95LatencyMs, errorRate, satisfaction, costPerQueryUsd, shadowOverlap or goldenRecall.")
+        max_length=128,
+        description=("p95LatencyMs, errorRate, satisfaction, costPerQueryUsd, shadowOverlap or goldenRecall."),
     )
     source: Literal["user", "probe", "shadow"] | None = Field(
         default=None, description="The traffic compared: user queries, golden probes or shadow retrievals."
     )
     stable: float | None = Field(default=None, description="Stable's value (None: not measured).")
     canary: float | None = Field(default=None, description="The candidate's value (None: not measured).")
-    limit: str = Field(description="The limit, as the check reads it, e.g. <= 1.25 x stable.")
+    limit: ShortText = Field(max_length=256, description="The limit, as the check reads it, e.g. <= 1.25 x stable.")
     verdict: AnalysisVerdict = Field(description="Pass, Fail or Inconclusive.")
-    samples: str = Field(default="", description="How much data each side had, e.g. 412/3800 requests.")
-    message: str = Field(default="", description="Why, in words, when not plain Pass.")
+    samples: ShortText = Field(
+        max_length=256, default="", description="How much data each side had, e.g. 412/3800 requests."
+    )
+    message: LongText = Field(max_length=8192, default="", description="Why, in words, when not plain Pass.")
 
 
 class AnalysisStatus(StatusModel):
@@ -352,21 +406,22 @@ class AnalysisStatus(StatusModel):
     slo_verdict: Literal["Met", "Breached", "Inconclusive"] | None = Field(
         default=None, description="The candidate's own series against the absolute SLOs (spec.slo)."
     )
-    slo_message: str = Field(default="", description="The absolute SLO check, in words.")
+    slo_message: LongText = Field(max_length=8192, default="", description="The absolute SLO check, in words.")
     consecutive_slo_breaches: int = Field(default=0, ge=0, description="Breached absolute SLO checks in a row.")
-    message: str = Field(default="", description="The verdict, in words.")
+    message: LongText = Field(max_length=8192, default="", description="The verdict, in words.")
 
 
 class AbortStatus(StatusModel):
     """Why and when a rollout was aborted."""
 
     reason: str = Field(
+        max_length=128,
         description=(
-            "AnalysisFailed, AnalysisInconclusive, SLOBreached, CandidateNotReady, ManualAbort, RolloutTimeout "
-            "or RolledBack."
-        )
+            "AnalysisFailed, AnalysisInconclusive, SLOBreached, CandidateNotReady, ManualAbort, RolloutTimeout, "
+            "RolledBack, VersionFailedGate or InvalidSpec."
+        ),
     )
-    message: str = Field(description="The measurement or event that aborted it.")
+    message: LongText = Field(max_length=8192, description="The measurement or event that aborted it.")
     at: datetime = Field(description="When it was aborted.")
     step_index: int | None = Field(default=None, ge=0, description="The step the rollout was at.")
 
@@ -374,9 +429,11 @@ class AbortStatus(StatusModel):
 class RolloutActionRecord(StatusModel):
     """The last manual action the operator consumed (from the ragops.dev/rollout-action annotations)."""
 
-    action: str = Field(description="promote, promote-full, abort, pause, resume, retry or set-weight=N.")
+    action: ShortText = Field(
+        max_length=256, description="promote, promote-full, abort, pause, resume, retry or set-weight=N."
+    )
     at: datetime = Field(description="When the operator applied it.")
-    outcome: str = Field(description="What it did, or why it was ignored.")
+    outcome: Text = Field(max_length=1024, description="What it did, or why it was ignored.")
 
 
 class RolloutStatus(StatusModel):
@@ -384,14 +441,19 @@ class RolloutStatus(StatusModel):
 
     strategy: Literal["blueGreen", "canary", "shadow"] = Field(description="The strategy in force.")
     phase: RolloutPhase = Field(description="Progressing, Paused, Promoting, Aborted or Healthy.")
-    message: str = Field(default="", description="Where the rollout is, in words.")
-    stable_version: str | None = Field(default=None, description="The version serving most queries.")
-    canary_version: str | None = Field(default=None, description="The candidate, while a rollout is in flight.")
+    message: LongText = Field(max_length=8192, default="", description="Where the rollout is, in words.")
+    stable_version: str | None = Field(max_length=253, default=None, description="The version serving most queries.")
+    canary_version: str | None = Field(
+        max_length=253, default=None, description="The candidate, while a rollout is in flight."
+    )
     rollout_id: str | None = Field(
+        max_length=64,
         default=None,
         description="Identity of this rollout (changes when it restarts); salts the sticky client assignment.",
     )
-    strategy_hash: str | None = Field(default=None, description="Digest of the steps; an edit restarts the rollout.")
+    strategy_hash: str | None = Field(
+        max_length=64, default=None, description="Digest of the steps; an edit restarts the rollout."
+    )
     current_step_index: int | None = Field(
         default=None, ge=0, description="0-based index of the step in progress (= steps when all are done)."
     )

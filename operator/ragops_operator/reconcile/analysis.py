@@ -224,7 +224,7 @@ def _latency(
     source: Source | None, stable: TrafficReading, canary: TrafficReading, why: str, limits: AnalysisSpec
 ) -> Objective | None:
     ratio = limits.max_p95_latency_ratio
-    if ratio is None:
+    if "p95LatencyMs" in limits.skip:
         return None
     limit = f"<= {format_value(ratio)} x stable (+{format_value(limits.latency_tolerance_ms)} ms)"
     if source is None:
@@ -255,7 +255,7 @@ def _error_rate(
     source: Source | None, stable: TrafficReading, canary: TrafficReading, why: str, limits: AnalysisSpec
 ) -> Objective | None:
     margin = limits.max_error_rate_increase
-    if margin is None:
+    if "errorRate" in limits.skip:
         return None
     limit = f"<= stable + {format_value(margin)}"
     if source is None:
@@ -274,7 +274,7 @@ def _error_rate(
 
 def _satisfaction(reading: AnalysisReading, limits: AnalysisSpec, applicable: Applicable) -> Objective | None:
     drop = limits.max_satisfaction_drop
-    if drop is None or not applicable.user_traffic:
+    if "satisfaction" in limits.skip or not applicable.user_traffic:
         return None
     limit = f">= stable - {format_value(drop)}"
     ratings_s, ratings_c = _known(reading.stable.ratings) or 0.0, _known(reading.canary.ratings) or 0.0
@@ -292,7 +292,7 @@ def _satisfaction(reading: AnalysisReading, limits: AnalysisSpec, applicable: Ap
 
 def _cost(reading: AnalysisReading, limits: AnalysisSpec, applicable: Applicable) -> Objective | None:
     ratio = limits.max_cost_ratio
-    if ratio is None or not applicable.user_traffic:
+    if "costPerQueryUsd" in limits.skip or not applicable.user_traffic:
         return None
     limit = f"<= {format_value(ratio)} x stable"
     stable, canary = reading.stable, reading.canary
@@ -308,7 +308,7 @@ def _cost(reading: AnalysisReading, limits: AnalysisSpec, applicable: Applicable
 
 def _shadow_overlap(reading: AnalysisReading, limits: AnalysisSpec, applicable: Applicable) -> Objective | None:
     floor = limits.min_shadow_overlap
-    if floor is None or not applicable.shadow:
+    if "shadowOverlap" in limits.skip or not applicable.shadow:
         return None
     name = f"shadowOverlap ({limits.overlap_measure}@{limits.overlap_level})"
     limit = f">= {format_value(floor)}"
@@ -327,7 +327,7 @@ def _shadow_overlap(reading: AnalysisReading, limits: AnalysisSpec, applicable: 
 
 def _golden_recall(reading: AnalysisReading, limits: AnalysisSpec, applicable: Applicable) -> Objective | None:
     margin = limits.max_recall_drop
-    if margin is None or not applicable.golden_probes:
+    if "goldenRecall" in limits.skip or not applicable.golden_probes:
         return None
     limit = f">= stable - {format_value(margin)}"
     stable, canary = reading.stable_recall or Proportion(0, 0), reading.canary_recall or Proportion(0, 0)

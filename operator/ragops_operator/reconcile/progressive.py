@@ -803,8 +803,8 @@ class _Machine:
 
 
 def _with(state: RolloutStatus, **changes: Any) -> RolloutStatus:
-    """A copy of `state` with fields (python names) changed."""
-    return state.model_copy(update=changes)
+    """A copy of `state` with fields (python names) changed, validated (so over-long text is clipped)."""
+    return RolloutStatus.model_validate({**dict(state), **changes})
 
 
 def _conditions(

@@ -241,7 +241,7 @@ def test_nothing_applicable_is_inconclusive() -> None:
 
 
 def test_a_disabled_objective_is_not_checked() -> None:
-    limits = AnalysisSpec(max_p95_latency_ratio=None, max_cost_ratio=None)
+    limits = AnalysisSpec(skip=["p95LatencyMs", "costPerQueryUsd"])
     check = judge_analysis(reading(canary=traffic(requests=100, p95=9.0, cost=50.0)), limits, USER)
     assert [o.name for o in check.objectives] == ["errorRate", "satisfaction"]
     assert check.verdict is AnalysisVerdict.PASS

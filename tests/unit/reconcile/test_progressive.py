@@ -680,3 +680,14 @@ def test_promote_full_in_the_first_pass_still_writes_the_split_first() -> None:
     plan = driver.tick(actions=(act(Action.PROMOTE_FULL),))
     assert not plan.promote and plan.traffic is TrafficChange.SET
     assert driver.tick(2).promote
+
+
+def test_text_from_users_and_other_objects_is_clipped_to_fit_the_status() -> None:
+    # An annotation can hold 256 KiB, another object's condition message 32 KiB: the status still fits.
+    driver = started()
+    driver.tick(1, actions=parse_actions({ACTION_ANNOTATION: "x" * 100_000}))
+    assert driver.state.last_action is not None and len(driver.state.last_action.action) == 256
+    driver.candidate = DesiredVersion("docs-v2", VersionReadiness.FAILED, "gate: " + "m" * 40_000)
+    driver.tick(1)
+    assert driver.state.abort is not None and len(driver.state.abort.message) <= 8192
+    assert len(driver.state.message) <= 8192 and driver.state.message.endswith("…")
