@@ -110,7 +110,8 @@ post Events). Children are server-side applied: an apply that creates needs `cre
 */}}
 {{- define "ragops.namespacedRules" -}}
 # The two custom resources: Kopf lists and watches them and patches their annotations and
-# finalizers; the operator reads versions and lists deployments (is a version in use?).
+# finalizers; the operator reads versions, lists deployments (is a version in use?) and removes
+# the manual rollout actions (ragops.dev/rollout-action, set-weight) it applies.
 - apiGroups: ["ragops.dev"]
   resources: ["knowledgebaseversions", "ragdeployments"]
   verbs: ["get", "list", "watch", "patch"]
@@ -137,13 +138,14 @@ post Events). Children are server-side applied: an apply that creates needs `cre
   {{- end }}
   verbs: ["get"]
 # The runtime's children, applied every pass. ConfigMaps (one per runtime template) are listed
-# and deleted when no revision can return to them.
+# and deleted when no revision can return to them; a canary's golden set and recorded queries
+# (golden probes) are read by name.
 - apiGroups: [""]
   resources: ["serviceaccounts", "services"]
   verbs: ["create", "patch"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "create", "patch"]

@@ -499,7 +499,8 @@ class _Machine:
                     self._record(action, "restarted the rollout from the first step")
 
         state = self._apply_actions(state, actions)
-        if state.phase is not Phase.ABORTED and observed.measured:
+        # A reading describes the split that ran until now: a rollout that starts over is not judged by it.
+        if continuing and state.phase is not Phase.ABORTED and observed.measured:
             state = self._measure(state)
         if state.phase is not Phase.ABORTED:
             timeout = parse_duration(self.strategy.timeout)

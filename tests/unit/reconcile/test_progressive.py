@@ -691,3 +691,12 @@ def test_text_from_users_and_other_objects_is_clipped_to_fit_the_status() -> Non
     driver.tick(1)
     assert driver.state.abort is not None and len(driver.state.abort.message) <= 8192
     assert len(driver.state.message) <= 8192 and driver.state.message.endswith("…")
+
+
+def test_a_reading_of_the_previous_candidate_does_not_judge_a_restarted_rollout() -> None:
+    driver = started()
+    driver.tick(30, reading=slow_reading())
+    driver.candidate = ready("docs-v3")
+    driver.tick(30, reading=slow_reading())  # measured against docs-v2's split
+    assert driver.state.canary_version == "docs-v3" and driver.state.analysis is None
+    assert driver.phase() is RolloutPhase.PROGRESSING
