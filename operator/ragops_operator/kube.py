@@ -15,6 +15,7 @@ from typing import Any
 
 from lightkube import ApiError, AsyncClient, codecs
 from lightkube.config.kubeconfig import KubeConfig
+from lightkube.core.exceptions import ConfigError
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
 
@@ -51,8 +52,11 @@ class Kube:
     ) -> tuple[Kube, str]:
         """A client for a kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster) and context,
         and the namespace to use: the one given, else the context's, else `default` (as kubectl does)."""
-        config = KubeConfig.from_file(path) if path is not None else KubeConfig.from_env()
-        single = config.get(context)
+        try:
+            config = KubeConfig.from_file(path) if path is not None else KubeConfig.from_env()
+            single = config.get(context)
+        except ConfigError as error:
+            raise KubeError(f"no context {context!r} in the kubeconfig" if context else str(error)) from None
         if single is None:
             raise KubeError(f"no context {context!r} in the kubeconfig")
         resolved = namespace or single.namespace or "default"

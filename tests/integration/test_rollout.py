@@ -220,6 +220,19 @@ def test_a_version_of_another_knowledge_base_is_an_invalid_spec_reported_once(
         status = (get(plane, namespace, "ragd", "docs") or {})["status"]
         assert status["phase"] == "Failed" and status["rollout"]["abort"]["reason"] == "InvalidSpec"
 
+    # The plugin's refusals say what is wrong and exit 1, with the kubeconfig given explicitly.
+    plain = {**canary_deployment("other-v1", []), "metadata": {"name": "plain"}}
+    plain["spec"] = {"knowledgeBase": {"name": "docs", "version": "docs-v1"}}
+    apply(plane, namespace, plain)
+    target = ("-n", namespace, "--kubeconfig", str(plane.kubeconfig))
+    blue_green = kubectl_ragops(plane, "promote", "plain", *target, check=False)
+    assert blue_green.returncode == 1 and "uses the blueGreen strategy" in blue_green.stderr
+    missing = kubectl_ragops(plane, "status", "absent", *target, check=False)
+    assert missing.returncode == 1 and f'RagDeployment "absent" not found in namespace "{namespace}"' in missing.stderr
+    no_context = kubectl_ragops(plane, "status", "plain", *target, "--context", "elsewhere", check=False)
+    assert no_context.returncode == 1 and "no context 'elsewhere' in the kubeconfig" in no_context.stderr
+    assert "Strategy:    blueGreen" in kubectl_ragops(plane, "status", "plain", *target).stdout
+
 
 class Traffic:
     """User traffic of both versions as the runtime pods of test/docs would record it, in a thread.
