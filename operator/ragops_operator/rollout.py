@@ -23,6 +23,7 @@ from ragops_runtime.store import KnowledgeStore, ProbePlan, ProbeQuery, TrafficS
 
 from .api import KnowledgeBaseVersionSpec, RagDeploymentSpec
 from .api.common import GROUP, VERSION, Condition
+from .api.conditions import Reason
 from .api.rollout import CanaryStrategy, RolloutStatus
 from .kube import Kube
 from .prometheus import PrometheusClient
@@ -163,7 +164,7 @@ async def apply_traffic(
     if target.probes and strategy is not None and candidate is not None:
         probe, problem = await _probe_plan(kube, namespace, candidate, strategy)
         if problem:
-            events.append(Event("Warning", "ProbesUnavailable", problem))
+            events.append(Event("Warning", Reason.PROBES_UNAVAILABLE, problem))
     await store.set_traffic(
         knowledge_base,
         canary=target.canary,

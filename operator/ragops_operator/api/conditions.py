@@ -111,3 +111,4 @@ class Reason(StrEnum):
     ROLLOUT_TIMEOUT = "RolloutTimeout"
     ACTION_APPLIED = "ActionApplied"
     ACTION_IGNORED = "ActionIgnored"
+    PROBES_UNAVAILABLE = "ProbesUnavailable"
