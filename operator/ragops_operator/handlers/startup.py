@@ -42,6 +42,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.kube = Kube.from_environment()
     memo.observers = Observers()
     memo.last_passes = {}
+    memo.pass_locks = {}  # uid -> asyncio.Lock: one RagDeployment pass at a time (handlers/ragdeployment.py)
     memo.metrics = getattr(memo, "metrics", None) or OperatorMetrics()
     elector: LeaderElector | None = None
     if getattr(memo, "leader_election", False):
