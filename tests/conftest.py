@@ -23,9 +23,10 @@ from psycopg.conninfo import make_conninfo
 
 from tests.support.controlplane import ControlPlane, install_crds
 from tests.support.podman import BuiltImage, build_images, unavailable_reason
+from tests.support.replica import StreamingReplica
 
 CLUSTER_FIXTURES = {"control_plane", "workloads", "namespace"}
-DATABASE_FIXTURES = {"postgres_server", "pg_dsn"}
+DATABASE_FIXTURES = {"postgres_server", "pg_dsn", "streaming_replica"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -107,3 +108,13 @@ def pg_dsn(postgres_server: str, request: pytest.FixtureRequest) -> Iterator[str
     yield make_conninfo(postgres_server, dbname=name)
     with psycopg.connect(postgres_server, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def streaming_replica(postgres_server: str) -> Iterator[StreamingReplica]:
+    """A hot standby of the shared server, streaming from it (every database on it, `pg_dsn`'s too)."""
+    replica = StreamingReplica(postgres_server, Path(tempfile.mkdtemp(prefix="ragops-test-replica-")))
+    try:
+        yield replica.create()
+    finally:
+        replica.destroy()

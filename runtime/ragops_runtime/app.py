@@ -24,7 +24,6 @@ import psycopg
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import Field, create_model
 
@@ -36,6 +35,7 @@ from .observability.metrics import DeploymentIdentity, RuntimeMetrics
 from .protection.cache import AnswerCache, AnswerCacheBackend, MemoryAnswerCache
 from .protection.limits import ConcurrencyLimiter, TokenBucketLimiter
 from .protection.redis_cache import RedisAnswerCache
+from .replica import ReadRouter, connection_pool
 from .retrieval.reranker import HttpReranker
 from .rollout import ServedSplit
 from .rollout.probes import ProbeRunner
@@ -224,16 +224,16 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
         async with await KnowledgeStore.connect(dsn) as bootstrap:
             await ensure_answer_log(bootstrap.connection)
             await ensure_jobs_schema(bootstrap.connection)
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=settings.pool_size,
-            open=False,
-            configure=register_vector_async,
-            kwargs={"autocommit": True},
-            check=AsyncConnectionPool.check_connection,
-        )
+        pool = connection_pool(dsn, settings.pool_size)
         await pool.open(wait=False)
+        reads = ReadRouter(
+            pool,
+            replica_dsn=settings.read_only_dsn.get_secret_value() if settings.read_only_dsn else None,
+            pool_size=settings.pool_size,
+            wait_seconds=settings.database_timeout_seconds,
+            metrics=metrics,
+        )
+        await reads.start()
         generator = None
         if settings.generation_enabled:
             assert settings.anthropic_api_key is not None
@@ -272,6 +272,7 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
             knowledge_base=settings.knowledge_base,
             deployment=settings.deployment,
             pool=pool,
+            reads=reads,
             metrics=metrics,
             limiter=TokenBucketLimiter(requests_per_minute=settings.requests_per_minute_per_client),
             concurrency=ConcurrencyLimiter(settings.max_concurrent_requests),
@@ -337,6 +338,7 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
                 await generator.aclose()
             if reranker is not None:
                 await reranker.aclose()
+            await reads.aclose()
             await pool.close()
 
     app = FastAPI(
@@ -524,6 +526,7 @@ def _query_router(request_model: type[QueryRequest]) -> APIRouter:
             "hybrid": settings.hybrid,
             "reranker": settings.reranker_provider,
             "cache": _cache_status(service.cache),
+            "reads": service.reads.reads,
             "traffic": _traffic(service.active.served, request.app.state.probes),
             **rated,
         }
@@ -563,13 +566,15 @@ def _operations_router() -> APIRouter:
 
     @router.get("/readyz", responses={503: {"model": ErrorBody}})
     async def readyz(request: Request) -> Response:
-        """Ready when the database answers and an active version is loaded; otherwise 503 with why."""
+        """Ready when chunks can be read (the replica, else the primary) and an active version is loaded.
+
+        Otherwise 503 with why. With a replica, a primary that is down does not make the replica's
+        readers unready: they keep answering from the split they hold while the primary fails over.
+        """
         service: QueryService = request.app.state.service
-        try:
-            async with service.pool.connection(timeout=service.database_timeout_seconds) as connection:
-                await connection.execute("SELECT 1")
-        except (PoolTimeout, psycopg.Error) as exc:
-            return error(503, "database_unavailable", f"database unreachable: {type(exc).__name__}")
+        problem = await service.reads.check()
+        if problem is not None:
+            return error(503, "database_unavailable", problem)
         record = service.active.current
         if record is None:
             return error(503, "no_active_version", service.active.problem or "no active version")
@@ -579,6 +584,7 @@ def _operations_router() -> APIRouter:
                 "status": "ready",
                 "activeVersion": record.version,
                 "cache": _cache_status(service.cache),
+                "reads": service.reads.reads,
                 "traffic": _traffic(service.active.served, request.app.state.probes),
             }
         )

@@ -35,11 +35,12 @@ from .generation.pricing import Price, cost_usd
 from .observability.metrics import RuntimeMetrics
 from .protection.cache import AnswerCacheBackend, make_key, normalize_query
 from .protection.limits import ConcurrencyLimiter, TokenBucketLimiter
+from .replica import ReadRouter
 from .retrieval.hybrid import retrieve
 from .retrieval.reranker import HttpReranker, RerankUnavailable
 from .rollout import Role, ServedSplit
 from .rollout.shadow import ShadowRunner
-from .store import Fusion, KnowledgeStore, RetrievedChunk, VersionRecord
+from .store import Fusion, RetrievedChunk, VersionRecord
 from .store.answers import AnswerRecord, log_answer
 
 Mode = Literal["generated", "retrieval_only", "cached"]
@@ -160,6 +161,8 @@ class QueryService:
     knowledge_base: str
     deployment: str
     pool: AsyncConnectionPool[Any]
+    """The primary: the answer log, feedback and jobs. Chunks are read through `reads`."""
+    reads: ReadRouter
     metrics: RuntimeMetrics
     limiter: TokenBucketLimiter
     concurrency: ConcurrencyLimiter
@@ -337,9 +340,9 @@ class QueryService:
                 vector = await self.embeddings.embed(record, normalize_query(query))
                 timings["embed"] = (self.clock() - stage) * 1000
                 stage = self.clock()
-                async with self.pool.connection(timeout=self.database_timeout_seconds) as connection:
-                    store = KnowledgeStore(connection)
-                    chunks = await retrieve(
+                chunks = await self.reads.read(
+                    record,
+                    lambda store: retrieve(
                         store,
                         record,
                         vector,
@@ -348,7 +351,8 @@ class QueryService:
                         hybrid=self.hybrid,
                         fusion=self.fusion,
                         metadata=dict(filters or {}) or None,
-                    )
+                    ),
+                )
                 timings["retrieve"] = (self.clock() - stage) * 1000
         except TimeoutError:
             raise ServiceUnavailable(

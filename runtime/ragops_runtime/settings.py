@@ -25,6 +25,13 @@ class RuntimeSettings(BaseSettings):
     dsn: SecretStr | None = Field(
         default=None, description="libpq DSN of PostgreSQL with pgvector; secret, never logged."
     )
+    read_only_dsn: SecretStr | None = Field(
+        default=None,
+        description=(
+            "libpq DSN of a streaming replica (a CloudNativePG -ro service) the chunks are read from; the "
+            "activation pointer, the traffic split and every write stay on RAGOPS_DSN. Secret, never logged."
+        ),
+    )
     embedded: bool = Field(default=False, description="Use the embedded PostgreSQL in RAGOPS_DATA_DIR instead.")
     knowledge_base: str = Field(default="sample", min_length=1, description="Knowledge base served.")
     namespace: str = Field(default="default", description="Kubernetes namespace, a label on every metric.")
@@ -143,6 +150,8 @@ class RuntimeSettings(BaseSettings):
             raise ValueError("RAGOPS_FUSION_VECTOR_WEIGHT and RAGOPS_FUSION_LEXICAL_WEIGHT must not both be 0")
         if self.embedded == (self.dsn is not None):
             raise ValueError("set exactly one of RAGOPS_DSN and RAGOPS_EMBEDDED=true")
+        if self.read_only_dsn is not None and self.dsn is None:
+            raise ValueError("RAGOPS_READ_ONLY_DSN needs RAGOPS_DSN: the pointer and every write go to the primary")
         return self
 
     @property

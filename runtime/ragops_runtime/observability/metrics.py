@@ -61,6 +61,11 @@ OVERLAP_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 SHADOW_OUTCOMES = ("ok", "empty", "error", "dropped")
 """A shadow retrieval found chunks, found none, failed, or was not run because shadows were saturated."""
 
+REPLICA_READ_OUTCOMES = ("replica", "lag", "unavailable", "conflict")
+"""Where the chunks of a query were read with a replica configured: on the replica, or on the primary
+because the replica had not replayed the version yet, was unreachable, or cancelled the read (a
+recovery conflict)."""
+
 JOB_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
 """A job lasts from one cached answer (under a second) to a large batch behind a busy queue (hours)."""
 JOB_QUEUE_STATES = ("queued", "running")
@@ -204,6 +209,23 @@ class RuntimeMetrics:
             registry=self.registry,
         )
         self._ids = ids
+
+        # Reads from a streaming replica (replica.py); series exist only where one is configured.
+        self._replica_reads_family = Counter(
+            "ragops_replica_reads_total",
+            "Chunk reads by outcome: read on the replica, or on the primary because the replica lagged behind "
+            "the version (lag), was unreachable (unavailable) or cancelled the read (conflict).",
+            [*labels, "outcome"],
+            registry=self.registry,
+        )
+        self._replica_up_family = Gauge(
+            "ragops_replica_up",
+            "1 while the read-only replica takes this replica's chunk reads, 0 while they go to the primary.",
+            labels,
+            registry=self.registry,
+        )
+        self._replica_reads: dict[str, Any] = {}
+        self._replica_up: Any = None
 
         # The job queue (jobs.py): depth is refreshed from the database by each replica's worker, so
         # every replica reports the whole queue of its deployment (aggregate with max, not sum).
@@ -366,6 +388,25 @@ class RuntimeMetrics:
     def degraded(self, reason: str, *, kb_version: str, role: str) -> None:
         _check_role(role)
         self._child(self._degraded, kb_version, reason, kb_version, role).inc()
+
+    def prepare_replica(self) -> None:
+        """Creates the replica series at zero: a deployment that reads from a replica exports them all."""
+        self._replica_reads = {
+            outcome: self._replica_reads_family.labels(*self._ids, outcome) for outcome in REPLICA_READ_OUTCOMES
+        }
+        self._replica_up = self._replica_up_family.labels(*self._ids)
+
+    def replica_read(self, outcome: str) -> None:
+        if outcome not in REPLICA_READ_OUTCOMES:
+            raise ValueError(f"unknown replica read outcome {outcome!r}; expected one of {list(REPLICA_READ_OUTCOMES)}")
+        if not self._replica_reads:
+            raise ValueError("no replica is configured: call prepare_replica first")
+        self._replica_reads[outcome].inc()
+
+    def set_replica_up(self, up: bool) -> None:
+        if self._replica_up is None:
+            raise ValueError("no replica is configured: call prepare_replica first")
+        self._replica_up.set(1 if up else 0)
 
     def set_job_queue_depth(self, depth: Mapping[str, int]) -> None:
         """The unfinished items by state; a state missing from `depth` reads 0."""

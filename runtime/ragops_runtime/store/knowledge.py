@@ -548,6 +548,23 @@ class KnowledgeStore:
             row = await cursor.fetchone()
         return _version_record(row) if row else None
 
+    async def holds(self, record: VersionRecord) -> bool:
+        """Whether this server has `record` complete: on a streaming replica, whether it has replayed
+        the transaction that completed the version.
+
+        `complete_version` commits the membership, the documents and status `built` together, and a
+        hot standby shows whole transactions only: the row built here means every chunk of it is.
+        A replica that has not replayed the schema yet holds nothing.
+        """
+        try:
+            cursor = await self._conn.execute(
+                "SELECT 1 FROM ragops.kb_versions WHERE id = %s AND kb = %s AND version = %s AND status = 'built'",
+                (record.id, record.kb, record.version),
+            )
+        except psycopg.errors.UndefinedTable:
+            return False
+        return await cursor.fetchone() is not None
+
     async def list_versions(self, kb: str) -> list[VersionRecord]:
         async with self._conn.cursor(row_factory=dict_row) as cursor:
             await cursor.execute("SELECT * FROM ragops.kb_versions WHERE kb = %s ORDER BY created_at, id", (kb,))
