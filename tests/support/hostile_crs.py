@@ -600,6 +600,19 @@ INVALID += [
         "spec.retrieval.reranker.model",
     ),
     Invalid("reranker-timeout-5", RAGD, {"spec.retrieval.reranker.timeoutMs": 5}, "spec.retrieval.reranker.timeoutMs"),
+    # store
+    Invalid(
+        "read-only-dsn-key-traversal",
+        RAGD,
+        {"spec.store.readOnlyDsnSecretRef": {"name": "pg-ro", "key": "../dsn"}},
+        "spec.store.readOnlyDsnSecretRef.key",
+    ),
+    Invalid(
+        "read-only-dsn-without-name",
+        RAGD,
+        {"spec.store.readOnlyDsnSecretRef": {"key": "dsn"}},
+        "spec.store.readOnlyDsnSecretRef.name",
+    ),
     # generation
     Invalid(
         "anthropic-without-key", RAGD, {"spec.generation.apiKeySecretRef": DELETE}, "spec.generation.apiKeySecretRef"

@@ -116,6 +116,21 @@ class AutoscalingSpec(ApiModel):
     )
 
 
+class RuntimeStoreSpec(ApiModel):
+    """How the runtime reaches the store past one database node."""
+
+    read_only_dsn_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description=(
+            "Secret key holding a libpq connection string to read-only replicas of the version's store (a "
+            "CloudNativePG -ro Service): the runtime reads chunks there once a replica holds the served "
+            "version, and on the primary until then or while no replica answers. Builds, activation, the "
+            "traffic split and every write use the KnowledgeBaseVersion's spec.store.dsnSecretRef (the "
+            "primary). Only the runtime pods read this Secret, never the operator."
+        ),
+    )
+
+
 class RuntimeSpec(ApiModel):
     """The runtime pods that answer queries."""
 
@@ -404,6 +419,9 @@ class RagDeploymentSpec(ApiModel):
 
     knowledge_base: KnowledgeBaseRef = Field(description="The knowledge base and version to serve.")
     runtime: RuntimeSpec = Field(default=RuntimeSpec(), description="The runtime pods.")
+    store: RuntimeStoreSpec = Field(
+        default=RuntimeStoreSpec(), description="Read-only replicas to read chunks from (the primary is the version's)."
+    )
     retrieval: RetrievalSpec = Field(default=RetrievalSpec(), description="Retrieval settings.")
     generation: GenerationSpec = Field(default=GenerationSpec(), description="Generation settings.")
     limits: LimitsSpec = Field(default=LimitsSpec(), description="Rate, size, concurrency and time limits.")

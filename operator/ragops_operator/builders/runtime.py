@@ -54,6 +54,7 @@ RUNTIME_HASH_LABEL = "ragops.dev/runtime-hash"
 """On each template's ConfigMap and ControllerRevision, so stale ones can be found and pruned."""
 
 DSN_ENV = "RAGOPS_DSN"
+READ_ONLY_DSN_ENV = "RAGOPS_READ_ONLY_DSN"
 ANTHROPIC_API_KEY_ENV = "RAGOPS_ANTHROPIC_API_KEY"
 CACHE_REDIS_URL_ENV = "RAGOPS_CACHE_REDIS_URL"
 POD_ENV = "RAGOPS_POD"
@@ -137,6 +138,8 @@ def runtime_settings_env(ctx: RuntimeContext) -> dict[str, str]:
 def runtime_secret_env(ctx: RuntimeContext) -> list[Manifest]:
     """The credentials of the runtime, as secretKeyRef env vars (names and keys, never values)."""
     env = [secret_env(DSN_ENV, ctx.store.dsn_secret_ref)]
+    if ctx.spec.store.read_only_dsn_secret_ref is not None:
+        env.append(secret_env(READ_ONLY_DSN_ENV, ctx.spec.store.read_only_dsn_secret_ref))
     if ctx.spec.generation.api_key_secret_ref is not None:
         env.append(secret_env(ANTHROPIC_API_KEY_ENV, ctx.spec.generation.api_key_secret_ref))
     if ctx.spec.cache.redis_url_secret_ref is not None:

@@ -84,7 +84,7 @@ def test_secret_references_name_the_secrets_of_the_specs() -> None:
         for entry in container.get("env", [])
         if "secretKeyRef" in entry.get("valueFrom", {})
     }
-    assert referenced == {("pg", "dsn"), ("anthropic", "api-key"), ("openai", "api-key")}
+    assert referenced == {("pg", "dsn"), ("pg-ro", "dsn"), ("anthropic", "api-key"), ("openai", "api-key")}
 
 
 POD_TEMPLATES = [(example, manifest) for example, manifest in RENDERED if pod_spec(manifest)]

@@ -145,10 +145,19 @@ def test_the_redis_url_is_a_secret_ref_and_only_for_the_redis_backend() -> None:
     assert "RAGOPS_CACHE_REDIS_URL" not in {e["name"] for e in runtime_container()["env"]}
 
 
+def test_the_read_only_dsn_is_a_secret_ref_next_to_the_primary_and_only_when_given() -> None:
+    env = {e["name"]: e["valueFrom"] for e in runtime_container()["env"]}
+    assert env["RAGOPS_READ_ONLY_DSN"] == {"secretKeyRef": {"name": "pg-ro", "key": "dsn"}}
+    assert env["RAGOPS_DSN"] == {"secretKeyRef": {"name": "pg", "key": "dsn"}}  # the version's store
+    primary_only = {e["name"] for e in runtime_container({"store": {"readOnlyDsnSecretRef": None}})["env"]}
+    assert "RAGOPS_DSN" in primary_only and "RAGOPS_READ_ONLY_DSN" not in primary_only
+    assert "RAGOPS_READ_ONLY_DSN" not in runtime_settings_env(runtime_context())
+
+
 def test_anthropic_key_is_passed_only_when_referenced() -> None:
     with_key = {entry["name"] for entry in runtime_container()["env"]}
     without_key = {entry["name"] for entry in runtime_container(example="ragdeployment-retrieval-only.yaml")["env"]}
-    assert with_key == {"RAGOPS_POD", "RAGOPS_DSN", "RAGOPS_ANTHROPIC_API_KEY"}
+    assert with_key == {"RAGOPS_POD", "RAGOPS_DSN", "RAGOPS_READ_ONLY_DSN", "RAGOPS_ANTHROPIC_API_KEY"}
     assert without_key == {"RAGOPS_POD", "RAGOPS_DSN"}
 
 
@@ -197,6 +206,7 @@ def test_children_come_in_apply_order() -> None:
         ("cache ttl", {"cache": {"ttlSeconds": 60}}, {}, True),
         ("api key secret", {"generation": {"apiKeySecretRef": {"name": "anthropic-2", "key": "api-key"}}}, {}, True),
         ("store secret", {}, {"store_patch": {"dsnSecretRef": {"name": "pg-2", "key": "dsn"}}}, True),
+        ("read-only store secret", {"store": {"readOnlyDsnSecretRef": {"name": "pg-ro-2", "key": "uri"}}}, {}, True),
         ("replicas", {"runtime": {"replicas": 5}}, {}, False),
         ("autoscaling bounds", {"runtime": {"autoscaling": {"maxReplicas": 12}}}, {}, False),
         ("autoscaling removed", NO_AUTOSCALING, {}, False),
