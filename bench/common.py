@@ -241,6 +241,25 @@ class Postgres:
         self.close()
 
 
+def create_hnsw_index(
+    connection: psycopg.Connection[Any], table: str, opclass: str, *, memory: str = INDEX_BUILD_MEMORY
+) -> None:
+    """ragops' HNSW index (m, ef_construction) on `table.embedding`, built with `memory` of maintenance_work_mem."""
+    with connection.transaction():
+        connection.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(memory)))
+        connection.execute(
+            sql.SQL(
+                "CREATE INDEX {name} ON {table} USING hnsw (embedding {ops}) WITH (m = {m}, ef_construction = {ef})"
+            ).format(
+                name=sql.Identifier(f"{table}_hnsw"),
+                table=sql.Identifier(table),
+                ops=sql.SQL(opclass),
+                m=sql.Literal(HNSW_M),
+                ef=sql.Literal(HNSW_EF_CONSTRUCTION),
+            )
+        )
+
+
 # ---- the corpus ----------------------------------------------------------------------------------
 
 CHUNKS_PER_DOCUMENT = 10

@@ -35,12 +35,10 @@ from bench.common import (
     CHUNKS_PER_DOCUMENT,
     DIMENSIONS,
     HASHING,
-    HNSW_EF_CONSTRUCTION,
-    HNSW_M,
-    INDEX_BUILD_MEMORY,
     Postgres,
     Row,
     build_request,
+    create_hnsw_index,
     load_average,
     machine,
     median,
@@ -113,14 +111,7 @@ def floor_build(dsn: str, chunks: Chunks) -> float:
             copy.set_types(["int8", "text", "vector"])
             for number, (text, vector) in enumerate(zip(chunks.texts, chunks.vectors, strict=True)):
                 copy.write_row((number, text, vector))
-        with connection.transaction():
-            connection.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(INDEX_BUILD_MEMORY)))
-            connection.execute(
-                sql.SQL(
-                    "CREATE INDEX ON floor USING hnsw (embedding vector_cosine_ops) "
-                    "WITH (m = {m}, ef_construction = {ef})"
-                ).format(m=sql.Literal(HNSW_M), ef=sql.Literal(HNSW_EF_CONSTRUCTION))
-            )
+        create_hnsw_index(connection, "floor", "vector_cosine_ops")
         return time.perf_counter() - started
 
 
