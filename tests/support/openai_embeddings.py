@@ -10,7 +10,9 @@ Vectors are deterministic per (text, dimensions) and unit length; `vector_for` g
 value. Every request is recorded. `script(...)` queues replies (429 with Retry-After, 5xx, malformed
 bodies, wrong dimensions, delays) that the next requests receive in arrival order; when the queue
 is empty (or cleared by `script()`), requests succeed. The server, the recording and the queue are
-`http_double`'s, shared with the other doubles; the protocol is here.
+`http_double`'s, shared with the other doubles; the protocol is here. `latency` delays every
+unscripted reply (a real API's round trip, for embedding-bound builds); `fail_inputs_containing`
+fails the requests that carry a given text (one shard of a build, whichever request it lands in).
 """
 
 from __future__ import annotations
@@ -87,12 +89,19 @@ class RecordedRequest(http_double.RecordedRequest):
 class FakeOpenAIEmbeddings(http_double.HttpDouble[Reply, RecordedRequest]):
     """The server's state and controls; build it with `running_openai_embeddings_server`."""
 
-    def __init__(self, dimensions: int) -> None:
-        super().__init__("fake-openai-embeddings", _Handler, Reply, RecordedRequest)
+    def __init__(self, dimensions: int, *, latency: float = 0.0) -> None:
+        # `latency` delays every unscripted reply: an API's fixed round trip, for embedding-bound builds.
+        super().__init__("fake-openai-embeddings", _Handler, lambda: Reply(delay=latency), RecordedRequest)
         self.dimensions = dimensions
         self._completed: list[int] = []
         self._in_flight = 0
         self._max_in_flight = 0
+        self._poisoned: dict[str, tuple[Reply, int]] = {}
+
+    def fail_inputs_containing(self, marker: str, reply: Reply, *, times: int) -> None:
+        """The next `times` requests with an input containing `marker` get `reply` (before any script)."""
+        with self._lock:
+            self._poisoned[marker] = (reply, times)
 
     @property
     def url(self) -> str:
@@ -121,6 +130,13 @@ class FakeOpenAIEmbeddings(http_double.HttpDouble[Reply, RecordedRequest]):
     def _admit(self, request: RecordedRequest) -> Reply:
         self._in_flight += 1
         self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        for marker, (reply, times) in list(self._poisoned.items()):
+            if any(marker in text for text in request.inputs):
+                if times <= 1:
+                    del self._poisoned[marker]
+                else:
+                    self._poisoned[marker] = (reply, times - 1)
+                return reply
         return super()._admit(request)
 
     def _answer(self, out: http_double.DoubleHandler, request: RecordedRequest, reply: Reply) -> None:
@@ -173,9 +189,9 @@ def _error_body(message: str, status: int) -> bytes:
 
 
 @contextmanager
-def running_openai_embeddings_server(dimensions: int) -> Iterator[FakeOpenAIEmbeddings]:
-    """A started server answering with `dimensions`-long vectors; stopped (handlers joined) on exit."""
-    with http_double.running(FakeOpenAIEmbeddings(dimensions)) as fake:
+def running_openai_embeddings_server(dimensions: int, *, latency: float = 0.0) -> Iterator[FakeOpenAIEmbeddings]:
+    """A started server answering with `dimensions`-long vectors after `latency` seconds; stopped on exit."""
+    with http_double.running(FakeOpenAIEmbeddings(dimensions, latency=latency)) as fake:
         yield fake
 
 

@@ -278,3 +278,18 @@ async def test_a_new_script_replaces_what_is_still_queued(
         await embedder.embed_batch(["x"])
     server.script()
     assert await embedder.embed_batch(["x"]) == expected(["x"])
+
+
+async def test_the_double_can_answer_every_request_late_and_fail_the_ones_carrying_a_text() -> None:
+    with running_openai_embeddings_server(DIMENSIONS, latency=0.2) as fake:
+        client = OpenAIEmbedder(fake.url, "m", DIMENSIONS, API_KEY, backoff_base=0.001, max_retries=0)
+        try:
+            fake.fail_inputs_containing("poison", Reply.error(400, "bad input"), times=1)
+            started = time.monotonic()
+            assert await client.embed_batch(TEXTS) == expected(TEXTS)
+            assert time.monotonic() - started >= 0.2
+            with pytest.raises(EmbeddingError):
+                await client.embed_batch(["a poison pill"])
+            assert await client.embed_batch(["a poison pill"]) == expected(["a poison pill"])
+        finally:
+            await client.aclose()
