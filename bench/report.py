@@ -17,7 +17,16 @@ from typing import Any
 
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
-ORDER = ("real_corpus", "kb_build", "kb_incremental", "retrieval", "version_switch", "canary_split", "operator_scale")
+ORDER = (
+    "real_corpus",
+    "kb_build",
+    "kb_incremental",
+    "retrieval",
+    "vector_memory",
+    "version_switch",
+    "canary_split",
+    "operator_scale",
+)
 REQUIRED = {"benchmark", "machine", "ran_at", "rows"}
 ROW_KEYS = {"measure", "value", "unit", "baseline", "ratio", "repeats"}
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -13,7 +13,7 @@ in a fresh database on the embedded PostgreSQL + pgvector:
 
 The vectors are a mixture of 2,000 Gaussian clusters on the unit sphere: real embeddings cluster,
 and uniformly random vectors, HNSW's worst case, resemble no corpus. Sizes do not depend on the
-distribution; recall does, so the same comparison is also run on real text by bench.real_corpus.
+distribution; recall does, and is measured here on these clusters only, not on real text.
 The ratios of halfvec against vector are measured in the same run.
 
     .venv/bin/python -m bench.vector_memory [--quick] [--vectors 1000000] [--dimensions 256]
