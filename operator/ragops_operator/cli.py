@@ -10,6 +10,7 @@ import click
 from ragops_runtime.cli import cost, kb, serve
 
 from . import crdgen
+from .plugin import dashboard
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -127,3 +128,4 @@ def demo(data_dir: Path | None, keep: bool) -> None:
 main.add_command(kb)
 main.add_command(serve)
 main.add_command(cost)
+main.add_command(dashboard)

@@ -23,6 +23,8 @@ from .api.common import GROUP, VERSION
 from .api.kinds import KINDS
 
 FIELD_MANAGER = "ragops-operator"
+ALL_NAMESPACES = "*"
+"""The `namespace` of `Kube.list` that lists across every namespace (lightkube's convention)."""
 log = logging.getLogger("ragops.operator")
 
 for _kind in KINDS:
@@ -100,11 +102,23 @@ class Kube:
         return _to_dict(found)
 
     async def list(
-        self, api_version: str, kind: str, namespace: str, labels: Mapping[str, str] | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        labels: Mapping[str, str] | None = None,
+        fields: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
+        """Every object of `kind` in `namespace` (ALL_NAMESPACES: in all of them) matching the selectors."""
         resource_type = _resource_type(api_version, kind)
         selector: dict[str, Any] | None = dict(labels) if labels else None
-        return [_to_dict(item) async for item in self._client.list(resource_type, namespace=namespace, labels=selector)]
+        field_selector: dict[str, Any] | None = dict(fields) if fields else None
+        return [
+            _to_dict(item)
+            async for item in self._client.list(
+                resource_type, namespace=namespace, labels=selector, fields=field_selector
+            )
+        ]
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:

@@ -64,6 +64,8 @@ def _run(action: Callable[[Kube, str], Awaitable[None]], target: Target) -> None
             raise click.ClickException(str(error)) from None
         try:
             await action(kube, namespace)
+        except ActionRefused as error:
+            raise click.ClickException(str(error)) from None
         except Exception as error:
             message = api_error_message(error)
             if message is None:
@@ -87,13 +89,18 @@ def main() -> None:
     kubectl ragops pause|resume docs      hold the steps (protection keeps running)
     kubectl ragops set-weight docs 25     set the candidate's share by hand (pauses)
     kubectl ragops retry docs             start an aborted rollout again
+    kubectl ragops dashboard              the same in a web page, live (-A: every namespace)
     """
+
+
+class ActionRefused(Exception):
+    """A request that cannot be made or was not applied; the message says why, in the user's words."""
 
 
 async def _get(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
     found = await kube.get(API_VERSION, "RagDeployment", namespace, name)
     if found is None:
-        raise click.ClickException(f'RagDeployment "{name}" not found in namespace "{namespace}"')
+        raise ActionRefused(f'RagDeployment "{name}" not found in namespace "{namespace}"')
     return found
 
 
@@ -120,6 +127,47 @@ def status(name: str, watch: bool, namespace: str | None, context: str | None, k
             await asyncio.sleep(2)
 
     _run(show, Target(kubeconfig, context, namespace))
+
+
+@main.command()
+@click.option("-A", "--all-namespaces", is_flag=True, help="Show RagDeployments of every namespace.")
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to serve on (loopback: only you).")
+@click.option("--port", default=8484, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free).")
+@click.option(
+    "--prometheus-url",
+    help="Prometheus to read the charts from (default: each RagDeployment's spec.monitoring.prometheusUrl).",
+)
+@_target_options
+def dashboard(
+    all_namespaces: bool,
+    address: str,
+    port: int,
+    prometheus_url: str | None,
+    namespace: str | None,
+    context: str | None,
+    kubeconfig: Path | None,
+) -> None:
+    """Serve a live web page of RagDeployments, rollouts, analysis, charts, versions and rollbacks.
+
+    It reads the cluster with your kubeconfig, and Prometheus for the charts; its promote, pause,
+    resume, abort and retry buttons do what `kubectl ragops promote|pause|...` do. Stop it with Ctrl-C.
+    """
+    from .dashboard.server import serve
+
+    def announce(url: str) -> None:
+        click.echo(f"ragops dashboard: {url} (Ctrl-C to stop)")
+
+    async def run(kube: Kube, resolved: str) -> None:
+        await serve(
+            kube,
+            None if all_namespaces else resolved,
+            address=address,
+            port=port,
+            prometheus_url=prometheus_url,
+            announce=announce,
+        )
+
+    _run(run, Target(kubeconfig, context, namespace))
 
 
 def _request_options(function: _F) -> _F:
@@ -173,35 +221,64 @@ def set_weight(
     _request(name, {SET_WEIGHT_ANNOTATION: str(weight)}, not no_wait, timeout, Target(kubeconfig, context, namespace))
 
 
+@dataclass(frozen=True)
+class ActionResult:
+    """What a manual action came to: the annotations asked for and, when waited for, the operator's record."""
+
+    asked: str
+    record: Mapping[str, Any] | None
+    """status.rollout.lastAction once the operator consumed the annotations; None when not waited for."""
+
+    @property
+    def ignored(self) -> bool:
+        return self.record is not None and str(self.record.get("outcome", "")).startswith("ignored")
+
+    def describe(self, name: str) -> str:
+        if self.record is None:
+            return f"ragdeployment/{name}: requested {self.asked}"
+        return f"ragdeployment/{name}: {self.record['action']}: {self.record['outcome']}"
+
+
+async def request_action(
+    kube: Kube, namespace: str, name: str, annotations: Mapping[str, str], *, wait: bool, wait_seconds: float
+) -> ActionResult:
+    """Asks the operator for a manual action by annotating the RagDeployment, as every front end does
+    (this command line and `ragops dashboard`); with `wait`, returns once the operator recorded it.
+
+    Raises ActionRefused for an object that is missing or has no steps, or an operator that did not
+    answer within `timeout` seconds.
+    """
+    obj = await _get(kube, namespace, name)
+    strategy = RolloutStrategy.model_validate(((obj.get("spec") or {}).get("rollout") or {}).get("strategy") or {})
+    if strategy.progressive() is None:
+        raise ActionRefused(
+            f"RagDeployment {name} uses the blueGreen strategy: there are no steps to act on "
+            "(set spec.rollout.strategy.canary or .shadow)"
+        )
+    before = ((obj.get("status") or {}).get("rollout") or {}).get("lastAction")
+    await kube.annotate(API_VERSION, "RagDeployment", namespace, name, annotations)
+    asked = ", ".join(f"{key}={value}" for key, value in annotations.items())
+    if not wait:
+        return ActionResult(asked, None)
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        obj = await _get(kube, namespace, name)
+        pending = set(annotations) & set((obj.get("metadata") or {}).get("annotations") or {})
+        last = ((obj.get("status") or {}).get("rollout") or {}).get("lastAction")
+        if not pending and last != before and last is not None:
+            return ActionResult(asked, last)
+    raise ActionRefused(
+        f"requested {asked}, but the operator did not apply it within {wait_seconds:g}s (is it running?)"
+    )
+
+
 def _request(name: str, annotations: Mapping[str, str], wait: bool, timeout: float, target: Target) -> None:
     async def send(kube: Kube, namespace: str) -> None:
-        obj = await _get(kube, namespace, name)
-        strategy = RolloutStrategy.model_validate(((obj.get("spec") or {}).get("rollout") or {}).get("strategy") or {})
-        if strategy.progressive() is None:
-            raise click.ClickException(
-                f"RagDeployment {name} uses the blueGreen strategy: there are no steps to act on "
-                "(set spec.rollout.strategy.canary or .shadow)"
-            )
-        before = ((obj.get("status") or {}).get("rollout") or {}).get("lastAction")
-        await kube.annotate(API_VERSION, "RagDeployment", namespace, name, annotations)
-        asked = ", ".join(f"{key}={value}" for key, value in annotations.items())
-        if not wait:
-            click.echo(f"ragdeployment/{name}: requested {asked}")
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
-            obj = await _get(kube, namespace, name)
-            pending = set(annotations) & set((obj.get("metadata") or {}).get("annotations") or {})
-            last = ((obj.get("status") or {}).get("rollout") or {}).get("lastAction")
-            if not pending and last != before and last is not None:
-                click.echo(f"ragdeployment/{name}: {last['action']}: {last['outcome']}")
-                if str(last["outcome"]).startswith("ignored"):
-                    sys.exit(1)
-                return
-        raise click.ClickException(
-            f"requested {asked}, but the operator did not apply it within {timeout:g}s (is it running?)"
-        )
+        result = await request_action(kube, namespace, name, annotations, wait=wait, wait_seconds=timeout)
+        click.echo(result.describe(name))
+        if result.ignored:
+            sys.exit(1)
 
     _run(send, target)
 
@@ -233,6 +310,28 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = 
     return [line.rstrip() for line in lines]
 
 
+def step_states(strategy: RolloutStrategy, rollout: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Each step of the rollout in `rollout` (status.rollout) as (description, state): done, running,
+    paused, aborted or -; empty for blueGreen or before a rollout started."""
+    steps = strategy.progressive()
+    if steps is None or not rollout.get("rolloutId"):
+        return []
+    index = rollout.get("currentStepIndex")
+    phase = rollout.get("phase")
+    states = []
+    for number, step in enumerate(steps.steps):
+        if phase == "Aborted" and index == number:
+            state = "aborted"
+        elif index is None or number > index or phase == "Aborted":
+            state = "-"
+        elif number < index or phase in ("Promoting", "Healthy"):
+            state = "done"
+        else:
+            state = "paused" if phase == "Paused" else "running"
+        states.append((describe_step(step), state))
+    return states
+
+
 def render_status(obj: Mapping[str, Any], now: datetime) -> str:
     """The rollout view of one RagDeployment object, as `kubectl ragops status` prints it."""
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
@@ -252,21 +351,9 @@ def render_status(obj: Mapping[str, Any], now: datetime) -> str:
         lines.append(f"Message:     {rollout['message']}")
     if rollout.get("startedAt"):
         lines.append(f"Started:     {_ago(rollout.get('startedAt'), now)}")
-    steps = strategy.progressive()
-    if steps is not None and rollout.get("rolloutId"):
-        index = rollout.get("currentStepIndex")
-        phase = rollout.get("phase")
-        rows = []
-        for number, step in enumerate(steps.steps):
-            if phase == "Aborted" and index == number:
-                state = "aborted"
-            elif index is None or number > index or phase == "Aborted":
-                state = "-"
-            elif number < index or phase in ("Promoting", "Healthy"):
-                state = "done"
-            else:
-                state = "paused" if phase == "Paused" else "running"
-            rows.append([str(number + 1), describe_step(step), state])
+    steps = step_states(strategy, rollout)
+    if steps:
+        rows = [[str(number + 1), text, state] for number, (text, state) in enumerate(steps)]
         lines += ["", "Steps:", *_table(["#", "STEP", "STATE"], rows)]
     analysis = rollout.get("analysis")
     if analysis:

@@ -138,8 +138,37 @@ def analysis_queries(
     }
 
 
+def chart_queries(namespace: str, deployment: str, rate_window: timedelta) -> dict[str, str]:
+    """The PromQL of the dashboard's charts over time, each grouped by `kb_version`, keyed by chart.
+
+    User traffic only, like the SLOs they are drawn against: p95 latency in milliseconds, error rate,
+    mean user rating, cost per query in US dollars and queries per second, each over `rate_window`
+    at every point. A version without errors reads 0 rather than no data, as the SLO check reads it.
+    """
+    selector = f"namespace={promql_string(namespace)},deployment={promql_string(deployment)},{USER_TRAFFIC}"
+    span = promql_duration(rate_window)
+
+    def rate(metric: str, extra: str = "") -> str:
+        return f"sum by (kb_version) (rate({metric}{{{selector}{extra}}}[{span}]))"
+
+    queries = rate("ragops_queries_total")
+    errors = rate("ragops_queries_total", ',status="error"')
+    return {
+        "p95LatencyMs": (
+            "1000 * histogram_quantile(0.95, sum by (le, kb_version) "
+            f"(rate(ragops_query_duration_seconds_bucket{{{selector}}}[{span}])))"
+        ),
+        "errorRate": f"({errors} or 0 * {queries}) / {queries}",
+        "satisfaction": f"{rate('ragops_feedback_score_sum')} / {rate('ragops_feedback_score_count')}",
+        "costPerQueryUsd": f"{rate('ragops_cost_usd_total')} / {queries}",
+        "queriesPerSecond": queries,
+    }
+
+
 Series = tuple[Mapping[str, str], float]
 """One series of an instant vector: its labels and its value."""
+RangeSeries = tuple[Mapping[str, str], list[tuple[float, float]]]
+"""One series of a range query: its labels and its (unix time, value) points, NaN and Inf left out."""
 
 
 def analysis_reading(
@@ -203,6 +232,10 @@ class _QueryFailed(Exception):
     """Prometheus answered, but not with a usable result."""
 
 
+class PrometheusUnavailable(Exception):
+    """A range query failed: Prometheus unreachable, slow, or answering an error; the message says which."""
+
+
 class _ApiModel(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -216,6 +249,23 @@ class _Series(_ApiModel):
 class _Data(_ApiModel):
     result_type: str = Field(alias="resultType")
     result: list[_Series]
+
+
+class _RangeSeries(_ApiModel):
+    metric: dict[str, str] = {}
+    values: list[tuple[float, str]] = []
+
+
+class _RangeData(_ApiModel):
+    result_type: str = Field(alias="resultType")
+    result: list[_RangeSeries]
+
+
+class _RangeResponse(_ApiModel):
+    status: Literal["success", "error"]
+    data: _RangeData | None = None
+    error_type: str | None = Field(default=None, alias="errorType")
+    error: str | None = None
 
 
 class _Response(_ApiModel):
@@ -234,6 +284,7 @@ class PrometheusClient:
 
     def __init__(self, base_url: str, *, timeout_seconds: float = 5.0, client: httpx.AsyncClient | None = None) -> None:
         self._url = base_url.rstrip("/") + "/api/v1/query"
+        self._range_url = self._url + "_range"
         self._timeout = httpx.Timeout(timeout_seconds)
         self._owns_client = client is None
         self._client = client if client is not None else httpx.AsyncClient()
@@ -336,4 +387,36 @@ class PrometheusClient:
                 series.append((item.metric, float(item.value[1])))
             except ValueError as error:
                 raise _QueryFailed(f"not a sample value: {item.value[1]!r}") from error
+        return series
+
+    async def range(self, promql: str, *, start: float, end: float, step: float) -> list[RangeSeries]:
+        """Every series of a range query between unix times `start` and `end`, a point every `step` seconds.
+
+        Raises PrometheusUnavailable, naming the failure, instead of the HTTP library's errors: the
+        dashboard shows it in place of the chart.
+        """
+        params = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
+        try:
+            response = await self._client.get(self._range_url, params=params, timeout=self._timeout)
+        except httpx.HTTPError as error:
+            raise PrometheusUnavailable(f"Prometheus at {self._range_url}: {type(error).__name__}: {error}") from None
+        try:
+            body: _RangeResponse | None = _RangeResponse.model_validate_json(response.content)
+        except ValidationError:
+            body = None
+        if body is not None and body.status == "error":
+            raise PrometheusUnavailable(f"HTTP {response.status_code}, {body.error_type}: {body.error}")
+        if response.is_error or body is None or body.data is None or body.data.result_type != "matrix":
+            raise PrometheusUnavailable(f"HTTP {response.status_code}: not a range result: {response.text[:200]!r}")
+        series: list[RangeSeries] = []
+        for item in body.data.result:
+            points = []
+            for at, text in item.values:
+                try:
+                    value = float(text)
+                except ValueError:
+                    raise PrometheusUnavailable(f"not a sample value: {text!r}") from None
+                if math.isfinite(value):
+                    points.append((at, value))
+            series.append((item.metric, points))
         return series
