@@ -30,12 +30,14 @@ def running_operator(
     monkeypatch.setenv("KUBECONFIG", str(plane.kubeconfig))
     monkeypatch.setenv("RAGOPS_OPERATOR_RUNTIME_IMAGE", "registry.invalid/ragops:test")
     args = ["run", "--standalone", "-m", "ragops_operator.handlers", "--namespace", namespace, *extra_args]
-    with KopfRunner(args, timeout=60) as runner:
-        try:
+    runner = KopfRunner(args, timeout=60)
+    try:
+        with runner:
             yield runner
-        except BaseException:
-            print("\n".join(line for line in runner.output.splitlines() if "httpx" not in line)[-6000:])
-            raise
+    except BaseException:
+        # Only once the runner has stopped the operator: its output waits for the operator to end.
+        print("\n".join(line for line in runner.output.splitlines() if "httpx" not in line)[-6000:])
+        raise
     assert runner.exception is None, runner.output[-3000:]
 
 
