@@ -3,7 +3,8 @@
 # SLO tests), redis-server (shared cache), the container tools that build and run the images
 # (podman, buildah, skopeo, mmdebstrap, runc; uidmap and fuse-overlayfs for podman's storage;
 # docker-registry, a registry on loopback the archives are pushed to), and the test node's
-# runtime (containerd, the CNI plugins, iptables, and dnsmasq as its cluster DNS).
+# runtime (containerd, the CNI plugins, iptables, and dnsmasq as its cluster DNS), and chromium, the
+# browser the dashboard's tests drive through Playwright (which never downloads a browser of its own).
 # Skips whatever is already present, so it costs nothing after the first run.
 set -euo pipefail
 
@@ -23,6 +24,7 @@ packages=(
   "/usr/lib/cni/bridge|containernetworking-plugins"
   "iptables|iptables"
   "dnsmasq|dnsmasq-base"
+  "/usr/bin/chromium|chromium"
 )
 need=()
 for entry in "${packages[@]}"; do
