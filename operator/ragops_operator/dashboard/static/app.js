@@ -59,7 +59,7 @@ function tone(phase) {
   if (["Healthy", "Met", "Pass", "Ready", "KnownGood"].includes(phase)) return "ok";
   if (["Progressing", "Promoting", "Baking", "Building", "Evaluating"].includes(phase)) return "info";
   if (["Paused", "Inconclusive", "Pending", "Superseded"].includes(phase)) return "warn";
-  if (["Degraded", "Aborted", "Failed", "Fail", "Breached", "RolledBack"].includes(phase)) return "bad";
+  if (["Degraded", "Aborted", "Failed", "Fail", "Breached", "RolledBack", "RolloutAborted"].includes(phase)) return "bad";
   return "";
 }
 
@@ -250,6 +250,8 @@ function lineChart(title, lines, o) {
     const path = line.points.map(([t, v], i) => `${i ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`).join("");
     body.push(svg("path", { d: path, fill: "none", stroke: o.color(line.version), "stroke-width": 1.6,
       "data-version": line.version }));
+    const [t, v] = line.points[line.points.length - 1]; // the latest point, visible even when it is the only one
+    body.push(svg("circle", { cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: 2.2, fill: o.color(line.version) }));
   }
   const legend = h("div", { class: "legend" }, lines.length ? lines.map((line) => {
     const last = line.points[line.points.length - 1];
