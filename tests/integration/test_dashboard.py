@@ -13,6 +13,7 @@ README is taken here: RAGOPS_DASHBOARD_SCREENSHOT=path writes it there.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -280,3 +281,147 @@ def test_a_canary_is_promoted_and_the_next_one_aborted_from_the_browser(
         finally:
             dashboard.terminate()
             dashboard.wait(timeout=15)
+
+
+def write_status(plane: ControlPlane, namespace: str, resource: str, name: str, status: dict[str, Any]) -> None:
+    plane.kubectl(
+        "patch",
+        "-n",
+        namespace,
+        resource,
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+
+
+def serve_dashboard(plane: ControlPlane, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """`ragops dashboard` (the console script, not the kubectl plugin) with the test cluster's kubeconfig."""
+    process = subprocess.Popen(
+        [str(VENV_BIN / "ragops"), "dashboard", "--kubeconfig", str(plane.kubeconfig), "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    found = re.search(r"(http://127\.0\.0\.1:\d+/)", process.stdout.readline())
+    if found is None:
+        process.kill()
+        raise AssertionError(f"the dashboard did not say where it serves: {process.stdout.read()}")
+    return process, found.group(1)
+
+
+def test_the_dashboard_reads_objects_events_and_prometheus_ranges(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """Without an operator: objects and their status written as the operator writes them (the status
+    subresource), an Event as it posts them; the state and charts as the page receives them."""
+    plane = control_plane
+    deployment = canary_deployment("docs-v2", [{"setWeight": 20}, {"pause": {}}])
+    deployment["spec"]["monitoring"] = {"prometheusUrl": "http://127.0.0.1:9/unreachable"}
+    apply(plane, namespace, deployment)
+    for name in ("docs-v1", "docs-v2"):
+        apply(plane, namespace, version(name, "corpus", LENIENT))
+        gate = {"precisionAtK": 0.4, "recallAtK": 1.0, "mrr": 0.9, "ndcgAtK": 0.95, "hitRate": 1.0}
+        write_status(
+            plane, namespace, "kbv", name, {"phase": "Ready", "gate": {"metrics": gate, "passed": True, "cases": 5}}
+        )
+    write_status(
+        plane,
+        namespace,
+        "ragd",
+        "docs",
+        {
+            "phase": "Progressing",
+            "activeVersion": "docs-v1",
+            "rollout": {
+                "strategy": "canary",
+                "phase": "Paused",
+                "pauseReason": "Step",
+                "stableVersion": "docs-v1",
+                "canaryVersion": "docs-v2",
+                "rolloutId": "r1",
+                "currentStepIndex": 1,
+                "steps": 2,
+                "weight": 20,
+                "startedAt": "2026-03-02T09:25:00Z",
+                "stepStartedAt": "2026-03-02T09:26:00Z",
+                "pausedAt": "2026-03-02T09:26:00Z",
+            },
+        },
+    )
+    uid = (get(plane, namespace, "ragd", "docs") or {})["metadata"]["uid"]
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "docs.rollback", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": "ragops.dev/v1alpha1",
+            "kind": "RagDeployment",
+            "name": "docs",
+            "namespace": namespace,
+            "uid": uid,
+        },
+        "reason": "RolledBack",
+        "message": "rolled back docs-v0 to docs-v1: p95 latency 2300 ms > 1000 ms",
+        "type": "Warning",
+        "lastTimestamp": "2026-03-02T09:00:00Z",
+    }
+    created = plane.kubectl("create", "-f", "-", input=json.dumps(event), check=False)
+    assert created.returncode == 0, created.stderr
+
+    pod = RuntimeMetrics(DeploymentIdentity(namespace=namespace, deployment="docs", pod="docs-runtime-0"))
+    (tmp_path / "prometheus").mkdir()
+    with (
+        serving_metrics(pod) as target,
+        running_prometheus([target], tmp_path / "prometheus") as prometheus,
+        Users(pod) as users,
+    ):
+        users.serve("docs-v1", "docs-v2")
+        selector = f'namespace="{namespace}",kb_version="docs-v2",role="canary"'
+        prometheus.wait_for(f"sum(ragops_queries_total{{{selector}}})", 30, at_least=True)
+        dashboard, url = serve_dashboard(plane, "-n", namespace, "--prometheus-url", prometheus.url)
+        everywhere, url_all = serve_dashboard(plane, "-A")
+        try:
+            state = httpx.get(f"{url}api/state", timeout=30).json()
+            [card] = state["deployments"]
+            assert (card["serving"], card["rollout"]["canary"], card["rollout"]["weight"]) == ("docs-v1", "docs-v2", 20)
+            assert [s["state"] for s in card["rollout"]["steps"]] == ["done", "paused"]
+            assert [k for k, on in card["actions"].items() if on] == ["promote", "promote-full", "abort"]
+            assert [(v["name"], v["gate"]["metrics"]["ndcgAtK"]) for v in card["versions"]][::-1] == [
+                ("docs-v1", 0.95),
+                ("docs-v2", 0.95),
+            ]
+            assert card["rollbacks"] == [
+                {
+                    "at": "2026-03-02T09:00:00Z",
+                    "kind": "RolledBack",
+                    "message": "rolled back docs-v0 to docs-v1: p95 latency 2300 ms > 1000 ms",
+                    "count": 1,
+                }
+            ]
+
+            charts = httpx.get(f"{url}api/charts", params={"range": "5m"}, timeout=30).json()
+            assert charts["span"] == 300
+            mine = charts["deployments"][f"{namespace}/docs"]
+            assert mine["url"] == prometheus.url, mine
+            lines = {
+                chart: {line["version"]: line["points"] for line in found} for chart, found in mine["series"].items()
+            }
+            assert set(lines["p95LatencyMs"]) == {"docs-v1", "docs-v2"}
+            assert 50 < lines["p95LatencyMs"]["docs-v2"][-1][1] <= 100  # 95 ms queries, read through buckets
+            assert lines["errorRate"]["docs-v1"][-1][1] == 0
+            assert lines["satisfaction"]["docs-v2"][-1][1] == pytest.approx(0.8)
+            assert lines["costPerQueryUsd"]["docs-v2"][-1][1] == pytest.approx(0.0024)
+
+            # Every namespace, and the deployment's own (unreachable) Prometheus named in place of charts.
+            keys = [c["key"] for c in httpx.get(f"{url_all}api/state", timeout=30).json()["deployments"]]
+            assert f"{namespace}/docs" in keys
+            elsewhere = httpx.get(f"{url_all}api/charts", timeout=30).json()["deployments"][f"{namespace}/docs"]
+            assert elsewhere["url"] == "http://127.0.0.1:9/unreachable" and "ConnectError" in elsewhere["error"]
+        finally:
+            for process in (dashboard, everywhere):
+                process.terminate()
+                process.wait(timeout=15)
