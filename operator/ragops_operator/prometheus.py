@@ -261,18 +261,39 @@ class _RangeData(_ApiModel):
     result: list[_RangeSeries]
 
 
-class _RangeResponse(_ApiModel):
+class _Envelope(_ApiModel):
     status: Literal["success", "error"]
-    data: _RangeData | None = None
     error_type: str | None = Field(default=None, alias="errorType")
     error: str | None = None
 
 
-class _Response(_ApiModel):
-    status: Literal["success", "error"]
+class _Response(_Envelope):
     data: _Data | None = None
-    error_type: str | None = Field(default=None, alias="errorType")
-    error: str | None = None
+
+
+class _RangeResponse(_Envelope):
+    data: _RangeData | None = None
+
+
+_Body = TypeVar("_Body", _Response, _RangeResponse)
+
+
+def _answer(response: httpx.Response, model: type[_Body], result_type: str) -> _Body:
+    """The body of a Prometheus API answer holding a `result_type` result; _QueryFailed naming why not."""
+    try:
+        body: _Body | None = model.model_validate_json(response.content)
+    except ValidationError:
+        body = None
+    # Prometheus answers bad queries, timeouts and overload with a JSON error body and a 4xx/5xx.
+    if body is not None and body.status == "error":
+        raise _QueryFailed(f"HTTP {response.status_code}, {body.error_type}: {body.error}")
+    if response.is_error:
+        raise _QueryFailed(f"HTTP {response.status_code}: {response.text[:200]!r}")
+    if body is None or body.data is None:
+        raise _QueryFailed(f"not a Prometheus API response: {response.text[:200]!r}")
+    if body.data.result_type != result_type:
+        raise _QueryFailed(f"expected a {result_type} result, got {body.data.result_type!r}")
+    return body
 
 
 class PrometheusClient:
@@ -368,19 +389,8 @@ class PrometheusClient:
     async def _vector(self, promql: str) -> list[Series]:
         """Every series of an instant query, with its labels and value (NaN and Inf kept as such)."""
         response = await self._client.get(self._url, params={"query": promql}, timeout=self._timeout)
-        try:
-            body: _Response | None = _Response.model_validate_json(response.content)
-        except ValidationError:
-            body = None
-        # Prometheus answers bad queries, timeouts and overload with a JSON error body and a 4xx/5xx.
-        if body is not None and body.status == "error":
-            raise _QueryFailed(f"HTTP {response.status_code}, {body.error_type}: {body.error}")
-        if response.is_error:
-            raise _QueryFailed(f"HTTP {response.status_code}: {response.text[:200]!r}")
-        if body is None or body.data is None:
-            raise _QueryFailed(f"not a Prometheus API response: {response.text[:200]!r}")
-        if body.data.result_type != "vector":
-            raise _QueryFailed(f"expected a vector result, got {body.data.result_type!r}")
+        body = _answer(response, _Response, "vector")
+        assert body.data is not None  # checked by _answer
         series: list[Series] = []
         for item in body.data.result:
             try:
@@ -401,13 +411,10 @@ class PrometheusClient:
         except httpx.HTTPError as error:
             raise PrometheusUnavailable(f"Prometheus at {self._range_url}: {type(error).__name__}: {error}") from None
         try:
-            body: _RangeResponse | None = _RangeResponse.model_validate_json(response.content)
-        except ValidationError:
-            body = None
-        if body is not None and body.status == "error":
-            raise PrometheusUnavailable(f"HTTP {response.status_code}, {body.error_type}: {body.error}")
-        if response.is_error or body is None or body.data is None or body.data.result_type != "matrix":
-            raise PrometheusUnavailable(f"HTTP {response.status_code}: not a range result: {response.text[:200]!r}")
+            body = _answer(response, _RangeResponse, "matrix")
+        except _QueryFailed as error:
+            raise PrometheusUnavailable(f"Prometheus at {self._range_url}: {error}") from None
+        assert body.data is not None  # checked by _answer
         series: list[RangeSeries] = []
         for item in body.data.result:
             points = []
