@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from ragops_runtime.observability import DeploymentIdentity, RuntimeMetrics
 from ragops_runtime.store import TrafficSplit
@@ -297,10 +298,34 @@ def write_status(plane: ControlPlane, namespace: str, resource: str, name: str, 
     )
 
 
+def reader_kubeconfig(plane: ControlPlane, namespace: str, directory: Path) -> Path:
+    """A kubeconfig of a ServiceAccount that may get and list RagDeployments and versions, nothing else."""
+    plane.kubectl("create", "serviceaccount", "reader", "-n", namespace)
+    plane.kubectl(
+        "create",
+        "role",
+        "reader",
+        "-n",
+        namespace,
+        "--verb=get,list",
+        "--resource=ragdeployments.ragops.dev,knowledgebaseversions.ragops.dev",
+    )
+    plane.kubectl(
+        "create", "rolebinding", "reader", "-n", namespace, "--role=reader", f"--serviceaccount={namespace}:reader"
+    )
+    token = plane.kubectl("create", "token", "reader", "-n", namespace).stdout.strip()
+    config = yaml.safe_load(plane.kubeconfig.read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token}
+    path = directory / "reader.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def serve_dashboard(plane: ControlPlane, *args: str) -> tuple[subprocess.Popen[str], str]:
     """`ragops dashboard` (the console script, not the kubectl plugin) with the test cluster's kubeconfig."""
     process = subprocess.Popen(
-        [str(VENV_BIN / "ragops"), "dashboard", "--kubeconfig", str(plane.kubeconfig), "--port", "0", *args],
+        [str(VENV_BIN / "ragops"), "dashboard", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -382,8 +407,10 @@ def test_the_dashboard_reads_objects_events_and_prometheus_ranges(
         users.serve("docs-v1", "docs-v2")
         selector = f'namespace="{namespace}",kb_version="docs-v2",role="canary"'
         prometheus.wait_for(f"sum(ragops_queries_total{{{selector}}})", 30, at_least=True)
-        dashboard, url = serve_dashboard(plane, "-n", namespace, "--prometheus-url", prometheus.url)
-        everywhere, url_all = serve_dashboard(plane, "-A")
+        admin = ("--kubeconfig", str(plane.kubeconfig))
+        dashboard, url = serve_dashboard(plane, *admin, "-n", namespace, "--prometheus-url", prometheus.url)
+        everywhere, url_all = serve_dashboard(plane, *admin, "-A")
+        processes = [dashboard, everywhere]
         try:
             state = httpx.get(f"{url}api/state", timeout=30).json()
             [card] = state["deployments"]
@@ -421,7 +448,23 @@ def test_the_dashboard_reads_objects_events_and_prometheus_ranges(
             assert f"{namespace}/docs" in keys
             elsewhere = httpx.get(f"{url_all}api/charts", timeout=30).json()["deployments"][f"{namespace}/docs"]
             assert elsewhere["url"] == "http://127.0.0.1:9/unreachable" and "ConnectError" in elsewhere["error"]
+            # A user who may read RagDeployments but not Events nor patch them: the page says so.
+            kubeconfig = reader_kubeconfig(plane, namespace, tmp_path)
+            limited, url_limited = serve_dashboard(plane, "-n", namespace, "--kubeconfig", str(kubeconfig))
+            processes.append(limited)
+            state = httpx.get(f"{url_limited}api/state", timeout=30).json()
+            assert [c["key"] for c in state["deployments"]] == [f"{namespace}/docs"]
+            assert state["deployments"][0]["events"] == [] and len(state["warnings"]) == 1
+            assert state["warnings"][0].startswith("reading Events failed: 403 Forbidden")
+            token = re.search(r'name="ragops-token" content="([^"]+)"', httpx.get(url_limited, timeout=30).text)
+            assert token is not None
+            refused = httpx.post(
+                f"{url_limited}api/deployments/{namespace}/docs/abort",
+                headers={"X-Ragops-Token": token.group(1)},
+                timeout=30,
+            )
+            assert refused.status_code == 403 and "cannot patch" in refused.json()["message"], refused.text
         finally:
-            for process in (dashboard, everywhere):
+            for process in processes:
                 process.terminate()
                 process.wait(timeout=15)

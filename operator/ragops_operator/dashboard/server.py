@@ -64,17 +64,31 @@ class ClusterSource:
     _http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
 
     async def snapshot(self) -> Json:
-        """The page's state now, or the API's refusal in `error` (403, unreachable apiserver)."""
-        try:
-            deployments, versions, events = await asyncio.gather(
-                self.kube.list(API_VERSION, "RagDeployment", self.namespace),
-                self.kube.list(API_VERSION, "KnowledgeBaseVersion", self.namespace),
-                self.kube.list("v1", "Event", self.namespace, fields={"involvedObject.kind": "RagDeployment"}),
-            )
-        except Exception as error:
-            message = api_error_message(error) or f"{type(error).__name__}: {error}"
-            return {"generatedAt": self.clock().isoformat(), "error": f"reading the cluster failed: {message}"}
-        return build_snapshot(deployments, versions, events, self.clock())
+        """The page's state now. Without RagDeployments to read (403, an unreachable apiserver) it is the
+        API's refusal in `error`; without versions or Events, the rest with the refusal in `warnings`."""
+        reads = await asyncio.gather(
+            self.kube.list(API_VERSION, "RagDeployment", self.namespace),
+            self.kube.list(API_VERSION, "KnowledgeBaseVersion", self.namespace),
+            self.kube.list("v1", "Event", self.namespace, fields={"involvedObject.kind": "RagDeployment"}),
+            return_exceptions=True,
+        )
+        problems = {
+            what: api_error_message(result) or f"{type(result).__name__}: {result}"
+            for what, result in zip(("RagDeployments", "KnowledgeBaseVersions", "Events"), reads, strict=True)
+            if isinstance(result, Exception)
+        }
+        for result in reads:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+        deployments, versions, events = (result if isinstance(result, list) else [] for result in reads)
+        if "RagDeployments" in problems:
+            return {
+                "generatedAt": self.clock().isoformat(),
+                "error": f"reading RagDeployments failed: {problems['RagDeployments']}",
+            }
+        snapshot = build_snapshot(deployments, versions, events, self.clock())
+        snapshot["warnings"] = [f"reading {what} failed: {message}" for what, message in problems.items()]
+        return snapshot
 
     async def charts(self, state: Json, span: timedelta) -> Json:
         """Per deployment ("namespace/name"): its charts' lines over the last `span`, or why there are none."""
@@ -186,7 +200,9 @@ def create_app(source: ClusterSource, *, token: str, hosts: list[str]) -> Starle
             message = api_error_message(error)
             if message is None:
                 raise
-            return JSONResponse({"ok": False, "message": message}, status_code=502)
+            # The apiserver's own status (403: your RBAC may not patch it) when it gave one.
+            code = int(message[:3]) if message[:3].isdigit() and 400 <= int(message[:3]) < 600 else 502
+            return JSONResponse({"ok": False, "message": message}, status_code=code)
 
     return Starlette(
         routes=[

@@ -108,8 +108,9 @@ function render() {
   const main = document.getElementById("deployments");
   const error = document.getElementById("error");
   if (!state) return;
-  error.hidden = !state.error;
-  error.textContent = state.error || "";
+  const problems = [state.error, ...(state.warnings || [])].filter(Boolean);
+  error.hidden = !problems.length;
+  error.textContent = problems.join(" · ");
   document.getElementById("updated").textContent = `updated ${new Date(state.generatedAt).toLocaleTimeString()}`;
   if (state.error && main.childElementCount) return; // keep showing the last good state under the banner
   const cards = (state.deployments || []).map(deploymentCard);
