@@ -440,8 +440,10 @@ def test_the_dashboard_reads_objects_events_and_prometheus_ranges(
             assert set(lines["p95LatencyMs"]) == {"docs-v1", "docs-v2"}
             assert 50 < lines["p95LatencyMs"]["docs-v2"][-1][1] <= 100  # 95 ms queries, read through buckets
             assert lines["errorRate"]["docs-v1"][-1][1] == 0
-            assert lines["satisfaction"]["docs-v2"][-1][1] == pytest.approx(0.8)
-            assert lines["costPerQueryUsd"]["docs-v2"][-1][1] == pytest.approx(0.0024)
+            # A scrape can fall between a query and its cost being counted: the ratio is within a few percent.
+            assert lines["satisfaction"]["docs-v2"][-1][1] == pytest.approx(0.8, rel=0.03)
+            assert lines["costPerQueryUsd"]["docs-v2"][-1][1] == pytest.approx(0.0024, rel=0.05)
+            assert lines["costPerQueryUsd"]["docs-v1"][-1][1] == pytest.approx(0.002, rel=0.05)
 
             # Every namespace, and the deployment's own (unreachable) Prometheus named in place of charts.
             keys = [c["key"] for c in httpx.get(f"{url_all}api/state", timeout=30).json()["deployments"]]
