@@ -145,3 +145,67 @@ def percentile(values: Sequence[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+Series = tuple[Mapping[str, str], float]
+
+
+def parse_series(text: str, *, namespace: str, deployment: str) -> dict[SeriesKey, float]:
+    """Every sample of the deployment in an exposition, keyed by name and labels (for rollout readings)."""
+    found: dict[SeriesKey, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("namespace") == namespace and sample.labels.get("deployment") == deployment:
+                found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def analysis_results_between(
+    before: Mapping[SeriesKey, float],
+    after: Mapping[SeriesKey, float],
+    *,
+    overlap_level: str,
+    overlap_measure: str,
+) -> dict[str, list[Series]]:
+    """What `prometheus.analysis_queries` returns, computed from two scrapes that bound the window.
+
+    The same groups (by kb_version and role, status, hit or outcome) of the counters' increase, and
+    the p95 of each version and role from its histogram's increase, so `prometheus.analysis_reading`
+    picks the two versions out of them exactly as it does out of Prometheus' answer.
+    """
+    increase = {key: value - before.get(key, 0.0) for key, value in after.items()}
+
+    def grouped(metric: str, by: Sequence[str], **match: str) -> list[Series]:
+        sums: dict[tuple[tuple[str, str], ...], float] = {}
+        for (name, pairs), value in increase.items():
+            labels = dict(pairs)
+            if name != metric or any(labels.get(key) != wanted for key, wanted in match.items()):
+                continue
+            group = tuple((key, labels.get(key, "")) for key in by)
+            sums[group] = sums.get(group, 0.0) + value
+        return [(dict(group), value) for group, value in sums.items()]
+
+    buckets: dict[tuple[str, str], dict[float, float]] = {}
+    for (name, pairs), value in increase.items():
+        if name == DURATION_BUCKET:
+            labels = dict(pairs)
+            per_le = buckets.setdefault((labels.get("kb_version", ""), labels.get("role", "")), {})
+            per_le[float(labels["le"])] = per_le.get(float(labels["le"]), 0.0) + value
+    p95: list[Series] = []
+    for (version, role), per_le in buckets.items():
+        quantile = histogram_quantile(0.95, per_le)
+        if quantile is not None:
+            p95.append(({"kb_version": version, "role": role}, quantile))
+    overlap = {"role": "shadow", "level": overlap_level, "measure": overlap_measure}
+    return {
+        "requests": grouped(QUERIES, ("kb_version", "role", "status")),
+        "p95_seconds": p95,
+        "cost_usd": grouped(COST, ("kb_version", "role")),
+        "rating_sum": grouped(FEEDBACK_SUM, ("kb_version", "role")),
+        "ratings": grouped(FEEDBACK_COUNT, ("kb_version", "role")),
+        "overlap_sum": grouped("ragops_shadow_overlap_sum", ("kb_version",), **overlap),
+        "overlap_count": grouped("ragops_shadow_overlap_count", ("kb_version",), **overlap),
+        "shadow_outcomes": grouped("ragops_shadow_queries_total", ("kb_version", "outcome")),
+        "probe_hits": grouped("ragops_probe_hits_total", ("kb_version", "hit")),
+    }

@@ -7,7 +7,11 @@ which its gate refuses, and the
 store refusing to activate it; a v3 that passes its gate and is activated while an injected fault
 slows the statements on v3's chunk table; the operator's SLO logic (`reconcile.slo`) judging
 readings of the runtime's /metrics and deciding the rollback, executed by the store's rollback;
-latency recovering on v1. Each step is checked: a story that does not happen fails the command.
+latency recovering on v1; then two canaries driven by the operator's rollout machine
+(`reconcile.progressive`, see `canary`): v4, slowed by an injected fault yet passing its gate, aborted
+by the relative analysis with the share of user queries it answered (its blast radius), and a
+healthy v5 promoted through every step. Each step is checked: a story that does not happen fails
+the command.
 
 What stays out: Kubernetes (`make demo-cluster` tells the same story through the operator) and
 Prometheus (see `measure`). The runtime's settings that differ from its defaults are set in
@@ -46,6 +50,7 @@ from ragops_runtime.kb.gate import evaluate_version
 from ragops_runtime.store import ActivationRefused, KnowledgeStore
 from ragops_runtime.store.embedded import start_embedded
 
+from .canary import CanaryOutcome, CanaryRun
 from .measure import Scrape, latency_objective_ms, parse_scrape, per_statement_delay_ms, percentile, sample_between
 from .pgfault import SlowTableProxy
 
@@ -64,6 +69,12 @@ STATEMENTS_PER_QUERY = 1
 """Hybrid retrieval runs one statement on the chunk table per query: both halves and their fusion."""
 LEXICAL_EMBEDDING = EmbeddingSettings(provider="hashing", model="hashing-v1", dimensions=384)
 V3_INDEX = IndexSettings(m=24, ef_construction=96)
+V4_INDEX = IndexSettings(m=32, ef_construction=128)
+V5_INDEX = IndexSettings(m=16, ef_construction=100)
+SLOWER_FACTOR = 3
+"""v4's injected delay per query, in multiples of v1's measured p95: clearly slower than stable."""
+ACT_OBJECTIVE_FACTOR = 10
+"""The canary act's absolute p95 objective, in multiples of v1's p95 (at least 2 s)."""
 
 
 class DemoError(Exception):
@@ -122,6 +133,9 @@ class _Story:
         self._cursor = 0
         self._client_p95: float | None = None
         self._window = ""
+        self._slo = SloSpec()
+        self._baseline_p95_ms = 0.0
+        self._act_slo = SloSpec()
 
     async def run(self) -> Report:
         self.golden_queries = [case["query"] for case in yaml.safe_load(sample.GOLDEN_SET.read_text())["cases"]]
@@ -135,6 +149,7 @@ class _Story:
                     await self._questions(client)
                     await self._bad_version(store)
                     await self._faulty_version(store, client, proxy)
+                    await self._canaries(store, client, proxy)
         finally:
             await proxy.stop()
         self._summary()
@@ -321,6 +336,7 @@ class _Story:
             baseline = await self._measure(client, "v1")
             objective = latency_objective_ms(_p95_ms(baseline), floor_ms=LATENCY_FLOOR_MS)
             slo = slo.model_copy(update={"p95_latency_ms": objective})
+            self._slo, self._baseline_p95_ms = slo, _p95_ms(baseline) or 0.0
             check = judge(baseline, self._windowed(slo))
             self._print_check("v1 baseline", baseline, check, WatchState(), None)
             if check.verdict is not Verdict.MET:
@@ -403,6 +419,95 @@ class _Story:
         self.console.print(
             f"faulty statements held: {proxy.stats.delayed_statements} ({proxy.stats.delayed_seconds:.1f} s)"
         )
+
+    # ---- progressive delivery: two canaries ---------------------------------------------------------
+
+    async def _canaries(self, store: KnowledgeStore, client: httpx.AsyncClient, proxy: SlowTableProxy) -> None:
+        await self._build_and_gate(
+            store,
+            "v4",
+            note="re-indexed with HNSW m=32, efConstruction=128, its table slowed (injected)",
+            index=V4_INDEX,
+        )
+        v4 = await store.get_version(KNOWLEDGE_BASE, "v4")
+        if v4 is None:
+            raise DemoError("v4 was not recorded by its build")
+        tolerance_ms = max(50, math.ceil(self._baseline_p95_ms))
+        delay_ms = max(150, math.ceil(SLOWER_FACTOR * self._baseline_p95_ms))
+        # A generous absolute objective, as RAG endpoints with generation have: v4 stays inside it,
+        # so only the comparison with stable, in the same window, can catch it.
+        objective = max(2000, math.ceil(ACT_OBJECTIVE_FACTOR * self._baseline_p95_ms / 10) * 10)
+        self._act_slo = self._slo.model_copy(update={"p95_latency_ms": objective})
+        proxy.inject(v4.chunk_table, delay_ms / 1000)
+        self.console.rule("canary v4: 10 % of users -> shadow 50 % -> analysis -> 50 % -> analysis")
+        self.console.print(
+            f"[yellow]INJECTED FAULT[/]: every statement on v4's chunk table {v4.chunk_table} is held {delay_ms} ms: "
+            f"v4 passed its golden-set gate (relevance) and stays inside the absolute p95LatencyMs={objective}, "
+            f"but is slower than v1 (p95 {self._baseline_p95_ms:.0f} ms); analysis: p95 <= 1.25 x stable "
+            f"+ {tolerance_ms} ms",
+            highlight=False,
+        )
+        with self.report.step("canary v4") as step:
+            bad = await self._canary(store, client, "v4")
+            if bad.phase != "Aborted":
+                raise DemoError(f"the slower v4 was not aborted: {bad.phase}, {bad.message}")
+            if (await store.activation(KNOWLEDGE_BASE)).active != "v1":
+                raise DemoError("v1 is no longer active after v4's canary was aborted")
+            step["outcome"] = f"Aborted ({bad.reason})"
+            step["detail"] = (
+                f"{' -> '.join(bad.steps_seen)}; v4 answered {bad.served_by_candidate} of {bad.user_queries} "
+                f"user queries ({bad.share:.1%}); blueGreen: all {bad.user_queries} (100 %)"
+            )
+        self.console.print(f"aborted: {bad.message}", highlight=False, markup=False)
+        self.console.print(
+            f"blast radius: v4 answered {bad.served_by_candidate} of the {bad.user_queries} user queries asked during "
+            f"its canary ({bad.share:.1%}); a blueGreen switch would have given it all {bad.user_queries}.",
+            highlight=False,
+        )
+
+        await self._build_and_gate(
+            store, "v5", note="re-indexed with HNSW efConstruction=100 (healthy)", index=V5_INDEX
+        )
+        self.console.rule("canary v5: the same steps")
+        with self.report.step("canary v5") as step:
+            good = await self._canary(store, client, "v5")
+            if good.phase != "Promoting" or (await store.activation(KNOWLEDGE_BASE)).active != "v5":
+                raise DemoError(f"the healthy v5 was not promoted: {good.phase}, {good.message}")
+            await _wait_ready(client, None, None, "v5")
+            step["outcome"] = "Promoted"
+            step["detail"] = (
+                f"{' -> '.join(good.steps_seen)}; last analysis {good.analysis.verdict.value if good.analysis else '-'}"
+                f"; v5 answered {good.served_by_candidate} of {good.user_queries} user queries before the switch"
+            )
+        self.console.print(f"promoted v5: {good.message}", highlight=False, markup=False)
+        history = await store.history(KNOWLEDGE_BASE, limit=12)
+        self.console.print("store history of the canaries (newest first):")
+        for entry in history:
+            if entry["action"] in ("split", "abort", "activate"):
+                self.console.print(
+                    f"   {entry['action']:9} {entry['from_version'] or '-':>3} -> {entry['to_version']}: "
+                    f"{_first_lines(entry['reason'], 110)}",
+                    highlight=False,
+                    markup=False,
+                )
+
+    async def _canary(self, store: KnowledgeStore, client: httpx.AsyncClient, candidate: str) -> CanaryOutcome:
+        active = (await store.activation(KNOWLEDGE_BASE)).active
+        assert active is not None
+        return await CanaryRun(
+            store=store,
+            client=client,
+            console=self.console,
+            knowledge_base=KNOWLEDGE_BASE,
+            namespace=NAMESPACE,
+            deployment=DEPLOYMENT,
+            stable=active,
+            candidate=candidate,
+            slo=self._act_slo,
+            questions=[*self.golden_queries, *QUESTIONS],
+            concurrency=2 * CONCURRENCY,
+            latency_tolerance_ms=max(50, math.ceil(self._baseline_p95_ms)),
+        ).run()
 
     async def _measure(self, client: httpx.AsyncClient, expected_version: str) -> SloSample:
         """One check: scrape, a burst of real queries, scrape; the burst is the window."""
