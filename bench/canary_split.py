@@ -11,7 +11,9 @@ just before the store call that the operator makes, polls every replica's `/v1/i
   replicas serve the new version, the path bench/version_switch.py measures.
 
 Then 5,000 queries from 5,000 distinct clients, spread over the replicas at a 10 % canary weight,
-measure the share the canary actually served.
+measure the share the canary actually served; then the abort scenario: the same split, aborted
+(`clear_traffic`) halfway through another 5,000 clients, gives the blast radius, the share of those
+answers the canary gave (blueGreen would have given it all of them).
 
     .venv/bin/python -m bench.canary_split [--quick] [--replicas 3] [--repeats 20]
 """
@@ -161,6 +163,40 @@ async def served_share(urls: Sequence[str], queries: int) -> float:
     return sum(served) / queries * 100
 
 
+async def aborted_blast_radius(dsn: str, urls: Sequence[str], queries: int) -> tuple[int, int, int]:
+    """An abort mid-step at weight SHARE_WEIGHT: (canary answers, all answers, canary answers after the abort).
+
+    Clients (one per query, round-robin over the replicas) ask while the split holds; after half of
+    the queries the store's split is cleared, as the operator's abort does, and the rest are sent.
+    The canary's answers are the blast radius a blueGreen switch would have made every answer; those
+    counted after `clear_traffic` returned are the ones the replicas' propagation let through.
+    """
+    semaphore = asyncio.Semaphore(8)
+    aborted = asyncio.Event()
+    after_abort = 0
+    async with await KnowledgeStore.connect(dsn) as store, httpx.AsyncClient(timeout=30) as client:
+
+        async def one(number: int) -> bool:
+            nonlocal after_abort
+            async with semaphore:
+                sent_after = aborted.is_set()
+                response = await client.post(
+                    f"{urls[number % len(urls)]}/v1/query",
+                    json={"query": "how do replicas follow the split"},
+                    headers={"X-Client-Id": f"abort-client-{number}"},
+                )
+                response.raise_for_status()
+                canary = response.headers["x-ragops-role"] == "canary"
+                after_abort += int(canary and sent_after)
+                return canary
+
+        first = await asyncio.gather(*(one(number) for number in range(queries // 2)))
+        await store.clear_traffic("bench", reason="bench: abort")
+        aborted.set()
+        second = await asyncio.gather(*(one(number) for number in range(queries // 2, queries)))
+    return sum(first) + sum(second), queries, after_abort
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -179,6 +215,7 @@ def main() -> None:
         with runtime_replicas(dsn, args.replicas, settings, pg.work / "runtime.log") as urls:
             weight_changes, aborts, activations = asyncio.run(measure(dsn, urls, repeats))
             share = asyncio.run(served_share(urls, queries))
+            blast, asked, after_abort = asyncio.run(aborted_blast_radius(dsn, urls, queries))
         replicas = f"all {len(urls)} replicas"
         baseline = f"KnowledgeStore.activate -> {replicas} serve it, median"
         rows = [
@@ -218,6 +255,15 @@ def main() -> None:
             Row(
                 f"canary share served at weight {SHARE_WEIGHT} % over {queries:,} clients",
                 share,
+                "%",
+                None,
+                None,
+                1,
+            ),
+            Row(
+                f"blast radius: canary answers of {asked:,} queries, aborted halfway at weight {SHARE_WEIGHT} % "
+                f"(blueGreen: 100 %; {after_abort} answered after the abort returned)",
+                blast / asked * 100,
                 "%",
                 None,
                 None,
