@@ -186,9 +186,9 @@ def canary_stack(
             lambda: (get(plane, namespace, "configmap", settings_config_map(plane, namespace)) or {}).get("data"),
         )
         overrides = {"RAGOPS_DSN": dsn, "RAGOPS_POD": "docs-runtime-0", "RAGOPS_HOST": "127.0.0.1"}
-        url = stack.enter_context(
-            running_runtime(settings, {**overrides, "RAGOPS_PORT": str(port)}, tmp_path / "rt.log")
-        )
+        # On a loaded machine `ragops serve` has taken close to a minute to import and start.
+        runtime = running_runtime(settings, {**overrides, "RAGOPS_PORT": str(port)}, tmp_path / "rt.log", 180)
+        url = stack.enter_context(runtime)
         yield Stack(plane, namespace, dsn, prometheus, url)
 
 
