@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 import pytest
 
 from ragops_operator.api.ragdeployment import SloSpec
 from ragops_operator.demo.measure import (
     FAULT_FACTOR,
+    analysis_results_between,
     histogram_quantile,
     latency_objective_ms,
     parse_scrape,
+    parse_series,
     per_statement_delay_ms,
     percentile,
     sample_between,
 )
+from ragops_operator.prometheus import analysis_reading
 from ragops_operator.reconcile.slo import Verdict, judge
 from ragops_runtime.observability.metrics import QUERY_BUCKETS, DeploymentIdentity, RuntimeMetrics
 
@@ -126,3 +130,36 @@ def test_client_side_percentile_is_nearest_rank() -> None:
     assert percentile([], 0.95) is None
     assert percentile([5.0, 1.0, 3.0], 0.5) == 3.0
     assert percentile(list(map(float, range(1, 21))), 0.95) == 19.0
+
+
+def test_a_rollout_reading_from_two_scrapes_compares_both_versions_over_the_window() -> None:
+    metrics = _metrics()
+    metrics.observe_query(mode="retrieval_only", status="ok", seconds=0.02, stages={}, kb_version="v1", role="stable")
+    before = parse_series(_scrape(metrics), namespace="demo", deployment="demo")
+    for _ in range(20):
+        metrics.observe_query(
+            mode="retrieval_only", status="ok", seconds=0.02, stages={}, kb_version="v1", role="stable"
+        )
+    for _ in range(4):
+        metrics.observe_query(
+            mode="retrieval_only", status="ok", seconds=0.4, stages={}, kb_version="v4", role="canary"
+        )
+    metrics.observe_query(mode="none", status="error", seconds=0.4, stages={}, kb_version="v4", role="canary")
+    for value in (1.0, 0.5):
+        metrics.overlap({("document", "rbo"): value}, kb_version="v4", role="shadow")
+    metrics.shadow_query("error", kb_version="v4")
+    metrics.probe_hit(True, kb_version="v4")
+    metrics.probe_hit(False, kb_version="v4")
+    after = parse_series(_scrape(metrics), namespace="demo", deployment="demo")
+
+    results = analysis_results_between(before, after, overlap_level="document", overlap_measure="rbo")
+    reading = analysis_reading(results, stable="v1", canary="v4", window=timedelta(seconds=10))
+    # The query before the window is left out: 20 stable queries, not 21.
+    assert reading.stable.requests == 20 and reading.stable.errors == 0
+    assert reading.canary.requests == 5 and reading.canary.errors == 1
+    # Prometheus' interpolation over each version's own buckets: (0.01, 0.025] and (0.25, 0.5].
+    assert reading.stable.p95_seconds == pytest.approx(0.01 + 0.015 * 19 / 20)
+    assert reading.canary.p95_seconds == pytest.approx(0.25 + 0.25 * 4.75 / 5)
+    assert reading.shadow.overlap_sum == pytest.approx(1.5) and reading.shadow.comparisons == 2
+    assert reading.shadow.errors == 1
+    assert reading.canary_recall is not None and reading.canary_recall.rate == pytest.approx(0.5)
