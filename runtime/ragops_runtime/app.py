@@ -13,11 +13,11 @@ import contextlib
 import contextvars
 import json
 import logging
-import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
 import psycopg
@@ -25,7 +25,8 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from pydantic import Field, create_model
+from pydantic import ConfigDict, Field, create_model, field_validator, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .active import ActiveVersionWatcher
 from .generation.anthropic import AnthropicGenerator
@@ -40,6 +41,7 @@ from .retrieval.reranker import HttpReranker
 from .rollout import ServedSplit
 from .rollout.probes import ProbeRunner
 from .rollout.shadow import ShadowRunner
+from .server import BodyLimit
 from .service import (
     Answer,
     QueryEmbeddings,
@@ -57,7 +59,7 @@ from .settings import RuntimeSettings
 from .store import KnowledgeStore
 from .store.answers import ensure_answer_log, purge_answers, record_feedback, satisfaction
 from .store.jobs import ensure_jobs_schema
-from .wire import Filters, WireModel, query_text_field
+from .wire import ErrorBody, Filters, TopK, WireModel, WireRequest, WireUUID, error, query_text_field
 
 log = logging.getLogger("ragops.runtime")
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -67,9 +69,9 @@ Scalar = str | int | float | bool
 # ---- wire models -------------------------------------------------------------------------------
 
 
-class QueryRequest(WireModel):
+class QueryRequest(WireRequest):
     query: str = Field(min_length=1, pattern=r"^[^\x00]*$", description="The question, in natural language.")
-    top_k: int | None = Field(default=None, ge=1, le=200, description="Candidates to retrieve (default from settings).")
+    top_k: TopK | None = Field(default=None, description="Candidates to retrieve (default from settings).")
     filters: Filters = Field(default_factory=dict)
     stream: bool = Field(default=False, description="Stream server-sent events: retrieval, deltas, done.")
 
@@ -117,35 +119,44 @@ class QueryResponse(WireModel):
     )
 
 
-class RatingFeedback(WireModel):
-    query_id: uuid.UUID = Field(description="The queryId of the answer being rated.")
-    rating: float = Field(ge=0, le=1, description="Satisfaction from 0 (useless) to 1 (perfect).")
+def _feedback_schema(schema: dict[str, Any]) -> None:
+    # Absent, not null: each rating field is given or left out, and exactly one is given.
+    for name in ("rating", "thumbs"):
+        options = schema["properties"][name].pop("anyOf")
+        schema["properties"][name].update(next(option for option in options if option.get("type") != "null"))
+        schema["properties"][name].pop("default", None)
+    schema["oneOf"] = [{"required": ["rating"]}, {"required": ["thumbs"]}]
 
 
-class ThumbsFeedback(WireModel):
-    query_id: uuid.UUID = Field(description="The queryId of the answer being rated.")
-    thumbs: Literal["up", "down"] = Field(description="Shorthand for rating 1 (up) or 0 (down).")
+class FeedbackRequest(WireRequest):
+    """A rating of one answer: exactly one of `rating` and `thumbs`."""
 
+    model_config = ConfigDict(json_schema_extra=_feedback_schema)
 
-# Exactly one of rating and thumbs: each model forbids the other's field, so the union says it.
-FeedbackRequest = RatingFeedback | ThumbsFeedback
+    query_id: WireUUID = Field(description="The queryId of the answer being rated.")
+    rating: float | None = Field(default=None, ge=0, le=1, description="Satisfaction from 0 (useless) to 1 (perfect).")
+    thumbs: Literal["up", "down"] | None = Field(default=None, description="Shorthand for rating 1 (up) or 0 (down).")
 
+    @field_validator("rating", "thumbs", mode="before")
+    @classmethod
+    def _given(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("Input should not be null (leave the field out instead)")
+        return value
 
-def feedback_score(body: FeedbackRequest) -> float:
-    if isinstance(body, RatingFeedback):
-        # Rounded to a rating's precision: a subnormal like 1e-310 is valid JSON and within [0, 1],
-        # but PostgreSQL's `real` column refuses it (underflow).
-        return round(body.rating, 6)
-    return 1.0 if body.thumbs == "up" else 0.0
+    @model_validator(mode="after")
+    def _one_rating(self) -> FeedbackRequest:
+        if (self.rating is None) == (self.thumbs is None):
+            raise ValueError("give exactly one of rating and thumbs")
+        return self
 
-
-class ErrorDetail(WireModel):
-    code: str
-    message: str
-
-
-class ErrorBody(WireModel):
-    error: ErrorDetail
+    @property
+    def score(self) -> float:
+        if self.rating is not None:
+            # Rounded to a rating's precision: a subnormal like 1e-310 is valid JSON and within [0, 1],
+            # but PostgreSQL's `real` column refuses it (underflow).
+            return round(self.rating, 6)
+        return 1.0 if self.thumbs == "up" else 0.0
 
 
 def to_response(answer: Answer) -> QueryResponse:
@@ -168,13 +179,6 @@ def to_response(answer: Answer) -> QueryResponse:
 def served_headers(kb_version: str, role: str) -> dict[str, str]:
     """The version and role that answered, for clients and proxies that read headers, not bodies."""
     return {"X-RagOps-KB-Version": kb_version, "X-RagOps-Role": role}
-
-
-def error(status: int, code: str, message: str, retry_after: float | None = None) -> JSONResponse:
-    # Rounded up: a client retrying at a rounded-down time would be refused again.
-    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
-    body = ErrorBody(error=ErrorDetail(code=code, message=message)).model_dump(by_alias=True)
-    return JSONResponse(status_code=status, content=body, headers=headers)
 
 
 # ---- logging -----------------------------------------------------------------------------------
@@ -351,6 +355,16 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
 
+    # Added before the request context, so the context (request id, log line) wraps its refusals.
+    app.add_middleware(
+        BodyLimit,
+        default=(
+            settings.max_body_bytes,
+            f"room for the longest query, RAGOPS_MAX_QUERY_CHARS={settings.max_query_chars}",
+        ),
+        limits={"/v1/jobs": (job_config.max_body_bytes, f"RAGOPS_JOB_MAX_BODY_BYTES={job_config.max_body_bytes}")},
+    )
+
     @app.middleware("http")
     async def request_context(request: Request, call_next: Any) -> Response:
         token = request_id.set(request.headers.get("x-request-id") or uuid.uuid4().hex)
@@ -373,16 +387,46 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc'] if part != 'body') or 'body'}: {item['msg']}"
-            for item in exc.errors()
+        problems = exc.errors()
+        unparsable = [item for item in problems if item["type"] == "json_invalid"]
+        if unparsable:
+            reason = unparsable[0].get("ctx", {}).get("error", "JSON decode error")
+            return error(
+                400, "invalid_json", f"body: not valid JSON ({reason}, at character {unparsable[0]['loc'][-1]})"
+            )
+        return error(
+            422,
+            "invalid_request",
+            "; ".join(
+                f"{'.'.join(str(part) for part in _field_path(item['loc'])) or 'body'}: {item['msg']}"
+                for item in problems
+            ),
         )
-        return error(422, "invalid_request", problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Errors raised by the framework (unknown path, wrong method, undecodable body), in the one shape."""
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it could not decode (e.g. not UTF-8).
+            return error(400, "invalid_json", "body: not valid JSON (not UTF-8, or unreadable)")
+        response = error(exc.status_code, HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_"), str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """A bug: logged with its traceback by the server; the client gets the shape, not a stack."""
+        return error(500, "internal_error", f"unexpected error (request id {request_id.get()})")
 
     app.include_router(_query_router(query_request_model(settings.max_query_chars)))
     app.include_router(_operations_router())
     app.include_router(jobs_router(job_config, job_request_model(settings.max_query_chars, job_config.max_queries)))
     return app
+
+
+def _field_path(loc: Sequence[Any]) -> Sequence[Any]:
+    """A validation error's location without where the value came from (body, path, query, header)."""
+    return loc[1:] if loc and loc[0] in ("body", "path", "query", "header", "cookie") else loc
 
 
 def _answer_cache(settings: RuntimeSettings, metrics: RuntimeMetrics) -> AnswerCacheBackend[Answer]:
@@ -491,12 +535,12 @@ def _query_router(request_model: type[QueryRequest]) -> APIRouter:
         """
         try:
             async with service.pool.connection(timeout=service.database_timeout_seconds) as connection:
-                rated = await record_feedback(connection, body.query_id, feedback_score(body))
+                rated = await record_feedback(connection, body.query_id, body.score)
         except (PoolTimeout, psycopg.OperationalError):
             return error(503, "database_unavailable", "the database is unavailable; retry shortly", retry_after=2)
         if rated is None:
             return error(404, "unknown_query", f"no answered query has id {body.query_id}")
-        service.metrics.feedback(feedback_score(body), kb_version=rated.version, role=rated.role)
+        service.metrics.feedback(body.score, kb_version=rated.version, role=rated.role)
         return Response(status_code=204)
 
     @router.get("/info")

@@ -454,6 +454,7 @@ def serve(embedded: bool | None, host: str | None, port: int | None) -> None:
     from pydantic import ValidationError
 
     from .app import configure_logging, create_app
+    from .server import server_config
     from .settings import RuntimeSettings
 
     overrides: dict[str, Any] = {
@@ -477,9 +478,7 @@ def serve(embedded: bool | None, host: str | None, port: int | None) -> None:
     # default handler would kill the process and leave the server running.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: sys.exit(0))
-    uvicorn.run(
-        create_app(settings, dsn=dsn), host=settings.host, port=settings.port, log_config=None, access_log=False
-    )
+    uvicorn.Server(server_config(create_app(settings, dsn=dsn), settings)).run()
 
 
 def pin_blas_threads() -> None:

@@ -90,6 +90,16 @@ class RuntimeSettings(BaseSettings):
     max_concurrent_requests: int = Field(default=64, ge=1, le=10_000, description="In-flight queries; more get 503.")
     database_timeout_seconds: float = Field(default=2.0, gt=0, le=60, description="Wait for a pooled connection.")
     pool_size: int = Field(default=10, ge=1, le=200, description="Database connections per replica.")
+    max_header_bytes: int = Field(
+        default=16_384, ge=1024, le=1_048_576, description="Largest request line and headers; more gets 431."
+    )
+    read_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="A request's headers and body must arrive within this long of its first byte (and a new "
+        "connection's first request within this long of connecting); slower clients get 408 and are cut.",
+    )
 
     # ---- cache, log, version switch -----------------------------------------------------------
     cache_ttl_seconds: int = Field(default=600, ge=0, le=604_800, description="Answer cache TTL; 0 disables.")
@@ -159,6 +169,15 @@ class RuntimeSettings(BaseSettings):
         return Fusion(
             vector_weight=self.fusion_vector_weight, lexical_weight=self.fusion_lexical_weight, rrf_k=self.fusion_rrf_k
         )
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest body of every POST but /v1/jobs: what the longest allowed query can take, at least 64 KiB.
+
+        12 bytes a character is a character outside the BMP written as a JSON surrogate-pair escape;
+        16 KiB more is for the other fields and filters.
+        """
+        return max(65_536, 12 * self.max_query_chars + 16_384)
 
     @property
     def generation_enabled(self) -> bool:

@@ -1,4 +1,5 @@
-"""Serves a runtime app for real: uvicorn on 127.0.0.1 in a background thread, lifespan included."""
+"""Serves a runtime app for real: uvicorn on 127.0.0.1 in a background thread, lifespan included,
+configured as `ragops serve` configures it (ragops_runtime.server)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
+from ragops_runtime.server import server_config
 from tests.support.http_double import free_port
 
 
@@ -17,9 +19,7 @@ from tests.support.http_double import free_port
 def serving(app: FastAPI) -> Iterator[str]:
     """Yields the base URL once the app has started; shuts it down (lifespan and all) on exit."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
-    )
+    server = uvicorn.Server(server_config(app, app.state.settings, host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, name="runtime-under-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

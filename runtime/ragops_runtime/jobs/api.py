@@ -6,38 +6,34 @@ client's rate limit, charged one token per query (429 with Retry-After, the wait
 batch fits). An admitted job is stored and answered 202 with its id at once; the replicas' workers
 answer it (worker.py). Routes translate; the store and the worker decide.
 
-The error body is the runtime's `{"error": {"code", "message"}}` (app.py). This module must not
-import app.py, which mounts it.
+The error body is the runtime's one shape (wire.py). This module must not import app.py, which mounts it.
 """
 
 from __future__ import annotations
 
-import math
 import uuid
-from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from psycopg_pool import PoolTimeout
 from pydantic import Field, create_model
 
 from ..service import QueryService
 from ..store.jobs import JobStatus, NewItem, enqueue_job, job_status
-from ..wire import Filters, WireModel, query_text_field
+from ..wire import ErrorBody, Filters, TopK, WireModel, WireRequest, error, query_text_field
 from .worker import JobConfig, JobWorker
 
 
-class JobQuery(WireModel):
+class JobQuery(WireRequest):
     query: str = Field(min_length=1, pattern=r"^[^\x00]*$", description="The question, in natural language.")
-    top_k: int | None = Field(default=None, ge=1, le=200, description="Candidates to retrieve (default from settings).")
+    top_k: TopK | None = Field(default=None, description="Candidates to retrieve (default from settings).")
     filters: Filters = Field(default_factory=dict)
 
 
-class JobRequest(WireModel):
+class JobRequest(WireRequest):
     queries: list[JobQuery] = Field(min_length=1, description="The queries, answered independently.")
 
 
@@ -94,50 +90,6 @@ class JobStatusResponse(WireModel):
     items: list[JobItemStatus]
 
 
-class _ErrorDetail(WireModel):
-    code: str
-    message: str
-
-
-class ErrorBody(WireModel):
-    error: _ErrorDetail
-
-
-def _error(status: int, code: str, message: str, retry_after: float | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
-    body = ErrorBody(error=_ErrorDetail(code=code, message=message)).model_dump(by_alias=True)
-    return JSONResponse(status_code=status, content=body, headers=headers)
-
-
-def _bounded_body_route(limit: int) -> type[APIRoute]:
-    """A route class that refuses a body over `limit` bytes before reading more of it than that."""
-
-    class BoundedBodyRoute(APIRoute):
-        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            handler = super().get_route_handler()
-
-            async def bounded(request: Request) -> Response:
-                if request.method == "POST":
-                    too_large = _error(
-                        413, "body_too_large", f"the body is over {limit} bytes (RAGOPS_JOB_MAX_BODY_BYTES={limit})"
-                    )
-                    declared = request.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > limit:
-                        return too_large
-                    body = bytearray()
-                    async for chunk in request.stream():
-                        body += chunk
-                        if len(body) > limit:
-                            return too_large
-                    # FastAPI reads the body through Request.body(), which returns this when it is set.
-                    request._body = bytes(body)
-                return await handler(request)
-
-            return bounded
-
-    return BoundedBodyRoute
-
-
 def _view(job: JobStatus) -> JobStatusResponse:
     if job.finished_at is not None:
         state: Literal["queued", "running", "finished"] = "finished"
@@ -170,7 +122,8 @@ def _view(job: JobStatus) -> JobStatusResponse:
 
 
 def jobs_router(config: JobConfig, request_model: type[JobRequest]) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["jobs"], route_class=_bounded_body_route(config.max_body_bytes))
+    # The body limit (413, RAGOPS_JOB_MAX_BODY_BYTES) is applied before routing (server.BodyLimit).
+    router = APIRouter(prefix="/v1", tags=["jobs"])
 
     async def submit(body: JobRequest, request: Request) -> Response:
         """Queue one or many queries; answers 202 with the job id at once. GET the job for results."""
@@ -179,7 +132,7 @@ def jobs_router(config: JobConfig, request_model: type[JobRequest]) -> APIRouter
         client = request.headers.get("x-client-id") or (request.client.host if request.client else "unknown")
         count = len(body.queries)
         if count > service.limiter.capacity:
-            return _error(
+            return error(
                 422,
                 "job_over_rate_limit",
                 f"queries: {count} queries can never fit the per-client limit of {service.limiter.capacity} "
@@ -188,7 +141,7 @@ def jobs_router(config: JobConfig, request_model: type[JobRequest]) -> APIRouter
         decision = service.limiter.check(client, service.clock(), cost=count)
         if not decision.allowed:
             service.metrics.rate_limited()
-            return _error(
+            return error(
                 429,
                 "rate_limited",
                 f"rate limit exceeded: the job's {count} queries fit after {decision.retry_after_seconds:.1f}s",
@@ -205,7 +158,7 @@ def jobs_router(config: JobConfig, request_model: type[JobRequest]) -> APIRouter
                     items=[NewItem(query=q.query, top_k=q.top_k, filters=q.filters) for q in body.queries],
                 )
         except (PoolTimeout, psycopg.OperationalError):
-            return _error(503, "database_unavailable", "the database is unavailable; retry shortly", retry_after=2)
+            return error(503, "database_unavailable", "the database is unavailable; retry shortly", retry_after=2)
         worker.wake()
         location = f"/v1/jobs/{job_id}"
         accepted = JobAccepted(job_id=job_id, state="queued", total=count, status_url=location)
@@ -246,9 +199,9 @@ def jobs_router(config: JobConfig, request_model: type[JobRequest]) -> APIRouter
             async with service.pool.connection(timeout=service.database_timeout_seconds) as connection:
                 job = await job_status(connection, job_id, queue=config.queue, retention=config.retention)
         except (PoolTimeout, psycopg.OperationalError):
-            return _error(503, "database_unavailable", "the database is unavailable; retry shortly", retry_after=2)
+            return error(503, "database_unavailable", "the database is unavailable; retry shortly", retry_after=2)
         if job is None:
-            return _error(
+            return error(
                 404,
                 "unknown_job",
                 f"no job {job_id} here: it was never submitted to this deployment, or it finished more than "

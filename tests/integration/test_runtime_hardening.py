@@ -1,0 +1,186 @@
+"""The runtime under abuse, served for real over real PostgreSQL (issue 16, items 7-12).
+
+Strict request types and one error shape for every error; bodies and headers bounded before
+anything is parsed and slow clients cut; the rate limit keyed on an identity the operator can
+trust; one rating per answer and rater, cached answers rateable and free; no server path in
+what clients see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.test_runtime import QUESTION, ask, publish, runtime
+
+
+@pytest.fixture
+def published(pg_dsn: str) -> str:
+    asyncio.run(publish(pg_dsn, "v1"))
+    return pg_dsn
+
+
+def error_of(response: httpx.Response) -> dict[str, Any]:
+    """The project's one error shape, `{"error": {"code", "message"}}`, and nothing else."""
+    assert response.headers["content-type"].startswith("application/json"), response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert all(isinstance(value, str) and value for value in body["error"].values()), body
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+# ---- item 11: strict types, one error shape ------------------------------------------------------
+
+LOOSE_VALUES = [
+    ("/v1/query", {"query": QUESTION, "topK": "5"}, "topK"),
+    ("/v1/query", {"query": QUESTION, "stream": 0}, "stream"),
+    ("/v1/query", {"query": QUESTION, "stream": "true"}, "stream"),
+    ("/v1/query", {"query": QUESTION, "topK": 5.5}, "topK"),
+    ("/v1/query", {"query": QUESTION, "filters": {"team": ["a"]}}, "filters.team"),
+    ("/v1/query", {"query": 5}, "query"),
+    ("/v1/jobs", {"queries": [{"query": QUESTION, "topK": "5"}]}, "queries.0.topK"),
+    ("/v1/feedback", {"queryId": "00000000-0000-0000-0000-000000000000", "rating": "1"}, "rating"),
+    ("/v1/feedback", {"queryId": "00000000-0000-0000-0000-000000000000", "rating": True}, "rating"),
+]
+
+
+def test_loose_types_are_refused_naming_the_field(published: str) -> None:
+    with runtime(published) as client:
+        for path, body, field in LOOSE_VALUES:
+            response = client.post(path, json=body)
+            assert response.status_code == 422, (path, body, response.text)
+            error = error_of(response)
+            assert error["code"] == "invalid_request" and error["message"].startswith(f"{field}:"), (body, error)
+
+
+def test_every_error_has_the_one_error_shape(published: str) -> None:
+    with runtime(published) as client:
+        headers = {"content-type": "application/json"}
+        not_utf8 = client.post("/v1/query", content=b'{"query": "caf\xe9"}', headers=headers)
+        assert not_utf8.status_code == 400 and error_of(not_utf8)["code"] == "invalid_json"
+        not_json = client.post("/v1/query", content=b'{"query": ', headers=headers)
+        assert not_json.status_code == 400 and error_of(not_json)["code"] == "invalid_json"
+        assert error_of(client.post("/v1/feedback", content=b"\xff\xfe", headers=headers))["code"] == "invalid_json"
+        assert error_of(client.post("/v1/jobs", content=b"[", headers=headers))["code"] == "invalid_json"
+        missing = client.get("/v1/nothing-here")
+        assert missing.status_code == 404 and error_of(missing)["code"] == "not_found"
+        wrong_method = client.put("/v1/query", json={"query": QUESTION})
+        assert wrong_method.status_code == 405 and error_of(wrong_method)["code"] == "method_not_allowed"
+        bad_id = client.get("/v1/jobs/not-a-uuid")
+        assert bad_id.status_code == 422 and error_of(bad_id)["message"].startswith("job_id:")
+        assert ask(client).status_code == 200
+        # One JSON number type: 5.0 is the integer 5, as JSON Schema says.
+        assert ask(client, topK=5.0).status_code == 200
+
+
+# ---- item 7: bodies and headers bounded before parsing, slow clients cut ----------------------------
+
+
+def open_socket(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)), timeout=10)
+    return connection
+
+
+def read_response(connection: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of one HTTP/1.1 response (Content-Length bodies), read to the end of the body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        assert chunk, f"connection closed before a response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    while len(body) < int(headers.get("content-length", "0")):
+        chunk = connection.recv(65536)
+        assert chunk, "connection closed inside the body"
+        body += chunk
+    return int(status_line.split()[1]), headers, body
+
+
+def closed_by_server(connection: socket.socket, within: float) -> bool:
+    """True when the server closes the connection (EOF or reset) within `within` seconds."""
+    connection.settimeout(within)
+    try:
+        while connection.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def shaped(body: bytes) -> dict[str, Any]:
+    return error_of(httpx.Response(200, content=body, headers={"content-type": "application/json"}))
+
+
+@pytest.mark.parametrize("path", ["/v1/query", "/v1/feedback", "/v1/jobs"])
+def test_a_50_mb_body_is_refused_413_before_it_is_read(published: str, path: str) -> None:
+    with runtime(published) as client:
+        url = str(client.base_url)
+        with open_socket(url) as connection:
+            connection.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {50 * 2**20}\r\n\r\n".encode()
+            )
+            connection.sendall(b'{"query": "' + b"x" * 65536)  # a start, never the rest
+            status, headers, body = read_response(connection)
+            assert status == 413 and shaped(body)["code"] == "body_too_large", body
+            assert headers.get("connection") == "close"
+            assert closed_by_server(connection, within=5)
+
+        # Without a Content-Length (chunked), the body is cut as soon as it passes the limit.
+        def chunks() -> Any:
+            for _ in range(50 * 16):
+                yield b" " * 65536
+
+        chunked = client.post(path, content=chunks(), headers={"content-type": "application/json"})
+        assert chunked.status_code == 413 and error_of(chunked)["code"] == "body_too_large"
+        assert ask(client).status_code == 200
+
+
+def test_oversized_headers_get_431_in_the_error_shape(published: str) -> None:
+    with runtime(published) as client, open_socket(str(client.base_url)) as connection:
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 65536 + b"\r\n\r\n")
+        status, _, body = read_response(connection)
+        assert status == 431 and shaped(body)["code"] == "headers_too_large", body
+        assert closed_by_server(connection, within=5)
+        assert client.get("/healthz").status_code == 200
+
+
+def test_slow_clients_are_cut_and_cannot_hold_the_runtime(published: str) -> None:
+    with runtime(published, read_timeout_seconds=1) as client:
+        url = str(client.base_url)
+        idle = open_socket(url)  # connects, sends nothing
+        slow_head = open_socket(url)
+        slow_head.sendall(b"POST /v1/query HTTP/1.1\r\nHost: t\r\n")  # and never ends its headers
+        slow_body = open_socket(url)
+        slow_body.sendall(
+            b"POST /v1/query HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        crowd = [open_socket(url) for _ in range(50)]
+        for number, connection in enumerate(crowd):
+            connection.sendall(f"GET /v1/info HTTP/1.1\r\nHost: t\r\nX-Slow: {number}".encode())
+        # Meanwhile everyone else is served.
+        assert ask(client).status_code == 200
+        started = time.monotonic()
+        status, _, body = read_response(slow_body)
+        assert status == 408 and shaped(body)["code"] == "request_timeout", body
+        for connection in (idle, slow_head, slow_body, *crowd):
+            assert closed_by_server(connection, within=5)
+            connection.close()
+        assert time.monotonic() - started < 5
+        # A client that trickles but finishes within the timeout is served.
+        with open_socket(url) as patient:
+            for piece in (b"GET /healthz HTTP/1.1\r\n", b"Host: t\r\n", b"\r\n"):
+                patient.sendall(piece)
+                time.sleep(0.2)
+            assert read_response(patient)[0] == 200
