@@ -325,6 +325,7 @@ async def reconcile_rollout(
         spec=spec,
         store=store or _placeholder_store(),
         image=spec.runtime.image or config.runtime_image,
+        trusted_client_header=spec.limits.trusted_client_header or config.trusted_client_header or None,
     )
     template_hash = runtime_template_hash(context)
 

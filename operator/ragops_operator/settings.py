@@ -20,6 +20,12 @@ class OperatorSettings(BaseSettings):
         default=DEFAULT_RUNTIME_IMAGE,
         description="Image of the runtime pods and the build/eval Jobs when a spec names none.",
     )
+    trusted_client_header: str = Field(
+        default="",
+        pattern=r"^([!#$%&'*+.^_`|~0-9A-Za-z-]+)?$",
+        max_length=64,
+        description="Default of spec.limits.trustedClientHeader for every RagDeployment; empty: the peer address.",
+    )
     namespaces: str = Field(
         default="", description="Comma-separated namespaces to watch; empty watches the whole cluster."
     )

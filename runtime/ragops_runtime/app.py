@@ -34,6 +34,7 @@ from .generation.pricing import DEFAULT_PRICES, parse_price_table
 from .jobs import JobConfig, JobWorker, job_request_model, jobs_router
 from .observability.metrics import DeploymentIdentity, RuntimeMetrics
 from .protection.cache import AnswerCache, AnswerCacheBackend, MemoryAnswerCache
+from .protection.identity import rater_digest
 from .protection.limits import ConcurrencyLimiter, TokenBucketLimiter
 from .protection.redis_cache import RedisAnswerCache
 from .replica import ReadRouter, connection_pool
@@ -57,9 +58,9 @@ from .service import (
 )
 from .settings import RuntimeSettings
 from .store import KnowledgeStore
-from .store.answers import ensure_answer_log, purge_answers, record_feedback, satisfaction
+from .store.answers import ensure_answer_log, purge_answers, raters_since, record_feedback, satisfaction
 from .store.jobs import ensure_jobs_schema
-from .wire import ErrorBody, Filters, TopK, WireModel, WireRequest, WireUUID, error, query_text_field
+from .wire import ErrorBody, Filters, TopK, WireModel, WireRequest, WireUUID, client_of, error, query_text_field
 
 log = logging.getLogger("ragops.runtime")
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -478,16 +479,12 @@ def get_service(request: Request) -> QueryService:
 ServiceDep = Annotated[QueryService, Depends(get_service)]
 
 
-def _client_id(request: Request) -> str:
-    return request.headers.get("x-client-id") or (request.client.host if request.client else "unknown")
-
-
 def _query_router(request_model: type[QueryRequest]) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["query"])
 
     async def query(body: QueryRequest, request: Request, service: ServiceDep) -> Response:
         """Answer a question from the active knowledge-base version, with citations."""
-        question = Question(query=body.query, client_id=_client_id(request), top_k=body.top_k, filters=body.filters)
+        question = Question(query=body.query, client=client_of(request), top_k=body.top_k, filters=body.filters)
         try:
             if body.stream:
                 head, events = await service.stream(question)
@@ -526,20 +523,32 @@ def _query_router(request_model: type[QueryRequest]) -> APIRouter:
     @router.post(
         "/feedback",
         status_code=204,
-        responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+        responses={
+            400: {"model": ErrorBody, "description": "The body is not JSON."},
+            404: {"model": ErrorBody, "description": "No answered query has this id."},
+            409: {"model": ErrorBody, "description": "This client has rated this answer already."},
+            413: {"model": ErrorBody, "description": "The body is over its limit."},
+            422: {"model": ErrorBody},
+            503: {"model": ErrorBody},
+        },
     )
     async def feedback(body: FeedbackRequest, request: Request, service: ServiceDep) -> Response:
         """Rate an answer (0..1 or thumbs); feeds the satisfaction SLO and drift detection.
 
-        The rating counts for the version and role that answered the query, whatever is served now.
+        One rating per answer and rater (the caller's trusted identity, not X-Client-Id): a repeat is
+        refused with 409 and the first rating stands. The rating counts for the version and role that
+        answered the query, whatever is served now.
         """
+        rater = rater_digest(client_of(request))
         try:
             async with service.pool.connection(timeout=service.database_timeout_seconds) as connection:
-                rated = await record_feedback(connection, body.query_id, body.score)
+                rated = await record_feedback(connection, body.query_id, rater, body.score)
         except (PoolTimeout, psycopg.OperationalError):
             return error(503, "database_unavailable", "the database is unavailable; retry shortly", retry_after=2)
         if rated is None:
             return error(404, "unknown_query", f"no answered query has id {body.query_id}")
+        if not rated.stored:
+            return error(409, "already_rated", f"this client has rated query {body.query_id} already")
         service.metrics.feedback(body.score, kb_version=rated.version, role=rated.role)
         return Response(status_code=204)
 
@@ -551,10 +560,8 @@ def _query_router(request_model: type[QueryRequest]) -> APIRouter:
         rated: dict[str, Any] = {}
         with contextlib.suppress(PoolTimeout, psycopg.Error):
             async with service.pool.connection(timeout=service.database_timeout_seconds) as connection:
-                mean, count = await satisfaction(
-                    connection, settings.knowledge_base, datetime.now(UTC) - timedelta(hours=24)
-                )
-                rated = {"satisfaction24h": mean, "ratedAnswers24h": count}
+                day = await satisfaction(connection, settings.knowledge_base, datetime.now(UTC) - timedelta(hours=24))
+                rated = {"satisfaction24h": day.mean, "ratedAnswers24h": day.rated_answers, "raters24h": day.raters}
         return {
             "knowledgeBase": settings.knowledge_base,
             "activeVersion": record.version if record else None,
@@ -636,10 +643,27 @@ def _operations_router() -> APIRouter:
     @router.get("/metrics", response_class=Response)
     async def metrics(request: Request) -> Response:
         """Prometheus metrics of this replica."""
+        service: QueryService = request.app.state.service
+        service.metrics.set_raters(await _raters(service, request.app.state.settings))
         body, content_type = request.app.state.metrics.render()
         return Response(content=body, media_type=content_type)
 
     return router
+
+
+async def _raters(service: QueryService, settings: RuntimeSettings) -> dict[tuple[str, str], int] | None:
+    """Distinct raters per (version, role) in the feedback window, zero for the versions served; None if unknown."""
+    since = datetime.now(UTC) - timedelta(seconds=settings.feedback_window_seconds)
+    try:
+        async with service.pool.connection(timeout=service.database_timeout_seconds) as connection:
+            counts = await raters_since(connection, settings.knowledge_base, settings.deployment, since)
+    except (PoolTimeout, psycopg.Error):
+        return None
+    served = service.active.served
+    for role, record in (("stable", served.stable), ("canary", served.canary)):
+        if record is not None:
+            counts.setdefault((record.version, role), 0)
+    return counts
 
 
 async def _sse(events: AsyncIterator[tuple[str, Any]]) -> AsyncIterator[bytes]:

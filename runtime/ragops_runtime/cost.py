@@ -203,20 +203,22 @@ async def usage_from_answer_log(
     # A deployment younger than the window has not been serving all of it: scaling its few days
     # as if they were the whole window would understate the month.
     window = min(since, max(now - logged.first_at, timedelta(seconds=1)))
-    # Every logged answer embedded its query (the runtime's query-vector LRU may have saved some:
-    # an upper bound) and, with a reranker, reranked the passages it found.
+    # Every logged answer but a cached one embedded its query (the runtime's query-vector LRU may
+    # have saved some: an upper bound) and, with a reranker, reranked the passages it found.
+    embedded = logged.answers - logged.cached
     return Usage(
         source="answer log",
         window=window,
         queries=logged.answers,
         input_tokens=logged.input_tokens,
         output_tokens=logged.output_tokens,
-        embedding_calls=logged.answers,
-        embedding_tokens=logged.answers * query_tokens,
+        embedding_calls=embedded,
+        embedding_tokens=embedded * query_tokens,
         rerank_calls=logged.with_passages if rerank else 0,
         notes=(
-            f"{logged.answers} logged answers ({logged.generated} generated) since {logged.first_at:%Y-%m-%d %H:%M %Z}",
-            "answers served from the cache are not in the answer log: cost per query is of uncached answers",
+            f"{logged.answers} logged answers ({logged.generated} generated, {logged.cached} from the cache) "
+            f"since {logged.first_at:%Y-%m-%d %H:%M %Z}",
+            "answers served from the cache are logged at no cost: cost per query includes what the cache saved",
             f"embedding tokens assumed {query_tokens} per query (the log keeps no query text)",
         ),
         recorded_generation_usd=logged.recorded_cost_usd,

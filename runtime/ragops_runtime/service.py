@@ -34,6 +34,7 @@ from .generation.anthropic import AnthropicGenerator, Generation, GenerationUnav
 from .generation.pricing import Price, cost_usd
 from .observability.metrics import RuntimeMetrics
 from .protection.cache import AnswerCacheBackend, make_key, normalize_query
+from .protection.identity import ClientIdentity
 from .protection.limits import ConcurrencyLimiter, TokenBucketLimiter
 from .replica import ReadRouter
 from .retrieval.hybrid import retrieve
@@ -71,7 +72,8 @@ class QueryTooLong(Exception):
 @dataclass(frozen=True)
 class Question:
     query: str
-    client_id: str
+    client: ClientIdentity
+    """Who asks: the rate limit takes `client.trusted`, version assignment `client.sticky_key`."""
     top_k: int | None = None
     filters: Mapping[str, Scalar] = field(default_factory=dict)
 
@@ -188,7 +190,7 @@ class QueryService:
         """Cheap checks before any work: length, then the client's rate."""
         if len(question.query) > self.max_query_chars:
             raise QueryTooLong(len(question.query), self.max_query_chars)
-        decision = self.limiter.check(question.client_id, self.clock())
+        decision = self.limiter.check(question.client.trusted, self.clock())
         if not decision.allowed:
             self.metrics.rate_limited()
             raise RateLimited(decision.retry_after_seconds)
@@ -260,7 +262,7 @@ class QueryService:
         served: ServedSplit = self.active.served
         if served.stable is None:
             raise ServiceUnavailable("no_active_version", self.active.problem or "no active knowledge-base version")
-        role, record = served.route(question.client_id)
+        role, record = served.route(question.client.sticky_key)
         labels = {"kb_version": record.version, "role": role}
         top_k = question.top_k or self.top_k
         params = {
@@ -282,14 +284,20 @@ class QueryService:
         hit = await self.cache.get(key)
         if hit is not None:
             self.metrics.cache_hit()
+            # An answer of its own: its own id (logged, so it can be rated) and no cost or tokens
+            # (it called no model); the text and citations are the cached answer's.
             answer = replace(
                 hit,
                 query_id=uuid.uuid4(),
                 mode="cached",
                 role=role,
+                input_tokens=0,
+                output_tokens=0,
+                cost_usd=0.0,
                 timings_ms={"total": (self.clock() - started) * 1000},
             )
             self.metrics.observe_query(mode="cached", status="ok", seconds=self.clock() - started, stages={}, **labels)
+            await self._log(question, answer)
             return answer
         self.metrics.cache_miss()
 

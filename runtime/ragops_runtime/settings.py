@@ -84,7 +84,17 @@ class RuntimeSettings(BaseSettings):
     )
 
     # ---- protection ---------------------------------------------------------------------------
-    requests_per_minute_per_client: int = Field(default=100, ge=1, le=1_000_000, description="Rate per client.")
+    requests_per_minute_per_client: int = Field(
+        default=100, ge=1, le=1_000_000, description="Rate per client (the trusted identity, see below)."
+    )
+    trusted_client_header: str | None = Field(
+        default=None,
+        pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        max_length=64,
+        description="Header the ingress or gateway sets to the caller's identity (e.g. X-Real-IP, X-Forwarded-For: "
+        "its last entry); the rate limit and feedback raters key on it, else on the peer address. X-Client-Id "
+        "only picks a rollout version, unless it is this header.",
+    )
     max_query_chars: int = Field(default=2000, ge=1, le=100_000, description="Longer queries get 422.")
     retrieval_timeout_ms: int = Field(default=2000, ge=10, le=60_000, description="Retrieval time budget.")
     max_concurrent_requests: int = Field(default=64, ge=1, le=10_000, description="In-flight queries; more get 503.")
@@ -114,6 +124,12 @@ class RuntimeSettings(BaseSettings):
     )
     cache_redis_timeout_ms: int = Field(
         default=100, ge=1, le=10_000, description="Redis socket timeout; slower calls count as a miss."
+    )
+    feedback_window_seconds: int = Field(
+        default=300,
+        ge=1,
+        le=31_536_000,
+        description="Window of ragops_feedback_raters (distinct raters per version); the operator renders slo.window.",
     )
     answer_log_retention_days: int = Field(default=30, ge=1, le=3650, description="Answer log retention.")
     version_poll_seconds: float = Field(

@@ -1,4 +1,5 @@
-"""The HTTP API's wire pieces shared by its routers and its server: request models and the one error shape.
+"""The HTTP API's wire pieces shared by its routers and its server: request models, the caller's
+identity and the one error shape.
 
 Request models are strict: JSON's types are taken as they are, never coerced (`"5"` is not the
 integer 5, `0` is not false), so a client's mistake is a 422 naming the field instead of a guess.
@@ -14,6 +15,7 @@ import math
 import uuid
 from typing import Annotated, Any
 
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import (
     BaseModel,
@@ -28,6 +30,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
+
+from .protection.identity import ClientIdentity, client_identity
 
 
 class WireModel(BaseModel):
@@ -93,6 +97,12 @@ def query_text_field(max_query_chars: int) -> tuple[type[str], Any]:
             description=f"The question, in natural language; at most {max_query_chars} characters.",
         ),
     )
+
+
+def client_of(request: Request) -> ClientIdentity:
+    """The identities of a request's caller (protection/identity.py), with this runtime's trusted header."""
+    peer = request.client.host if request.client else None
+    return client_identity(request.headers, peer, request.app.state.settings.trusted_client_header)
 
 
 # ---- the one error shape -------------------------------------------------------------------------

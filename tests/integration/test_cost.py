@@ -48,7 +48,7 @@ def test_cost_from_a_real_answer_log(published: str) -> None:
         settings = settings_for(published, anthropic_api_key=DEFAULT_API_KEY, anthropic_base_url=fake.url)
         with serving(create_app(settings, dsn=published)) as url, httpx.Client(base_url=url, timeout=30) as client:
             bodies = [ask(client, question).json() for question in QUESTIONS]
-            assert ask(client, QUESTIONS[0]).json()["mode"] == "cached"  # not logged, not billed
+            assert ask(client, QUESTIONS[0]).json()["mode"] == "cached"  # logged at no cost
     assert [body["mode"] for body in bodies] == ["generated"] * 3
     input_tokens, output_tokens = spent_by_the_double(fake, [body["answer"] for body in bodies])
     spent = (input_tokens * SONNET_INPUT + output_tokens * SONNET_OUTPUT) / 1e6
@@ -63,7 +63,7 @@ def test_cost_from_a_real_answer_log(published: str) -> None:
     assert result.exit_code == 3, result.output  # the double's answers cost more than $0.0001 each
     report = json.loads(result.output)
     assert report["source"] == "answer log" and report["overBudget"] is True
-    assert report["costPerQueryUsd"] == pytest.approx(spent / 3)
+    assert report["costPerQueryUsd"] == pytest.approx(spent / 4)  # a cached answer costs nothing
     scale = report["scaleToMonth"]
     assert scale == pytest.approx(30 * 86400 / report["windowSeconds"])
     services = report["services"]
@@ -71,7 +71,8 @@ def test_cost_from_a_real_answer_log(published: str) -> None:
     assert services["generation output"]["quantity"] == pytest.approx(output_tokens * scale)
     assert services["generation input"]["usd"] + services["generation output"]["usd"] == pytest.approx(spent * scale)
     assert (services["embedding"]["usd"], services["rerank"]["usd"]) == (0.0, 0.0)  # hashing, no reranker
-    assert report["monthlyQueries"] == pytest.approx(3 * scale)
+    assert report["monthlyQueries"] == pytest.approx(4 * scale)
+    assert services["embedding"]["quantity"] == pytest.approx(3 * 20 * scale)  # the cached query embedded nothing
     # What the runtime itself recorded per answer (a real column) agrees.
     assert report["recordedGenerationUsdInWindow"] == pytest.approx(spent, rel=1e-5)
 

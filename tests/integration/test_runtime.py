@@ -141,9 +141,11 @@ def test_generated_answer_cites_context_and_costs_money(published: str) -> None:
         assert row is not None and row[0] == "v1" and row[1] == "generated" and row[2][0] == "batteries/error-codes.md"
 
         assert client.post("/v1/feedback", json={"queryId": body["queryId"], "thumbs": "up"}).status_code == 204
+        again = client.post("/v1/feedback", json={"queryId": body["queryId"], "rating": 0.5})
+        assert again.status_code == 409 and again.json()["error"]["code"] == "already_rated"  # the first one stands
         # A subnormal rating is valid JSON within [0, 1]; PostgreSQL's `real` would underflow on it (schemathesis).
-        assert client.post("/v1/feedback", json={"queryId": body["queryId"], "rating": 1e-310}).status_code == 204
-        assert client.post("/v1/feedback", json={"queryId": body["queryId"], "rating": 0.5}).status_code == 204
+        other = ask(client, "How long is the frame warranty?").json()
+        assert client.post("/v1/feedback", json={"queryId": other["queryId"], "rating": 1e-310}).status_code == 204
         unknown = client.post("/v1/feedback", json={"queryId": "00000000-0000-0000-0000-000000000000", "rating": 1})
         assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_query"
         both = client.post("/v1/feedback", json={"queryId": body["queryId"], "rating": 1, "thumbs": "up"})
@@ -229,7 +231,8 @@ def test_bad_queries_get_4xx_with_a_reason(published: str) -> None:
 
 
 def test_rate_limit_per_client_answers_429_with_retry_after(published: str) -> None:
-    with runtime(published, requests_per_minute_per_client=2) as client:
+    # X-Client-Id as the trusted header: a gateway in front authenticates callers and sets it.
+    with runtime(published, requests_per_minute_per_client=2, trusted_client_header="X-Client-Id") as client:
         assert ask(client, client_id="a").status_code == 200
         assert ask(client, client_id="a").status_code == 200
         limited = ask(client, client_id="a")
@@ -565,9 +568,11 @@ def test_a_canary_answers_its_clients_stickily_from_its_own_version_cache_and_lo
             logged = connection.execute(
                 "SELECT version, role, count(*) FROM ragops.answer_log GROUP BY version, role ORDER BY version"
             ).fetchall()
-        assert logged == [("v1", "stable", 1), ("v2", "canary", 2)]
-        # The loop, the sticky check, the stream and the rated question: every canary answer counted as such.
+        # The loop, the sticky check, the stream and the rated question: every canary answer counted as such,
+        # and logged (the cached ones too: they can be rated).
         canary_answers = [served[c] for c in clients + clients[:40]].count("canary") + 2
+        stable_answers = [served[c] for c in clients + clients[:40]].count("stable")
+        assert logged == [("v1", "stable", stable_answers), ("v2", "canary", canary_answers)]
         assert metric(client, "ragops_queries_total", kb_version="v2", role="canary") == canary_answers
 
         # Abort: every client is back on stable at once.

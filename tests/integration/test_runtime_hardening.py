@@ -14,9 +14,11 @@ import time
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.test_runtime import QUESTION, ask, publish, runtime
+from tests.integration.test_runtime import QUESTION, ask, generating_runtime, metric, publish, runtime
 
 
 @pytest.fixture
@@ -184,3 +186,87 @@ def test_slow_clients_are_cut_and_cannot_hold_the_runtime(published: str) -> Non
                 patient.sendall(piece)
                 time.sleep(0.2)
             assert read_response(patient)[0] == 200
+
+
+# ---- item 8: the rate limit keyed on an identity the operator can trust -----------------------------
+
+
+def test_changing_x_client_id_does_not_escape_the_rate_limit(published: str) -> None:
+    with runtime(published, requests_per_minute_per_client=2) as client:
+        assert ask(client, client_id="a").status_code == 200
+        assert ask(client, client_id="b").status_code == 200
+        limited = ask(client, client_id="c")  # the same peer under a third name
+        assert limited.status_code == 429 and error_of(limited)["code"] == "rate_limited"
+        job = client.post("/v1/jobs", json={"queries": [{"query": QUESTION}]}, headers={"X-Client-Id": "d"})
+        assert job.status_code == 429, job.text
+
+
+def test_the_trusted_header_set_by_the_gateway_is_the_limiter_key(published: str) -> None:
+    with runtime(published, requests_per_minute_per_client=2, trusted_client_header="X-Forwarded-For") as client:
+
+        def from_(forwarded: str, client_id: str) -> int:
+            headers = {"X-Forwarded-For": forwarded, "X-Client-Id": client_id}
+            return client.post("/v1/query", json={"query": QUESTION}, headers=headers).status_code
+
+        # The gateway appends the address it saw: only the last entry is trusted, the rest is the client's.
+        assert [from_("6.6.6.6, 10.0.0.1", f"x{n}") for n in range(3)] == [200, 200, 429]
+        assert [from_(f"{n}.{n}.{n}.{n}, 10.0.0.2", f"y{n}") for n in range(2)] == [200, 200]
+        assert from_("10.0.0.2", "z") == 429
+        # Sticky assignment still follows X-Client-Id (a label, not a key): see the canary tests.
+
+
+# ---- item 9: one rating per answer and rater; cached answers rateable and free ------------------
+
+
+def rate(client: httpx.Client, query_id: str, rating: float, **headers: str) -> httpx.Response:
+    return client.post("/v1/feedback", json={"queryId": query_id, "rating": rating}, headers=headers)
+
+
+def raters(client: httpx.Client, **labels: str) -> float | None:
+    found = [
+        sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for sample in family.samples
+        if sample.name == "ragops_feedback_raters" and labels.items() <= sample.labels.items()
+    ]
+    return found[0] if found else None
+
+
+def test_one_rating_per_answer_and_rater(published: str) -> None:
+    with runtime(published, trusted_client_header="X-Real-IP") as client:
+        answer = ask(client).json()
+        assert rate(client, answer["queryId"], 0.0, **{"X-Real-IP": "10.1.1.1"}).status_code == 204
+        # The same rater again, under any X-Client-Id: refused, and the first rating stands.
+        for client_id in ("again", "and-again"):
+            repeated = rate(client, answer["queryId"], 1.0, **{"X-Real-IP": "10.1.1.1", "X-Client-Id": client_id})
+            assert repeated.status_code == 409 and error_of(repeated)["code"] == "already_rated"
+        assert rate(client, answer["queryId"], 1.0, **{"X-Real-IP": "10.1.1.2"}).status_code == 204
+        assert metric(client, "ragops_feedback_score_count", kb_version="v1", role="stable") == 2
+        assert metric(client, "ragops_feedback_score_sum", kb_version="v1", role="stable") == 1.0
+        assert raters(client, kb_version="v1", role="stable") == 2
+        info = client.get("/v1/info").json()
+        assert (info["satisfaction24h"], info["ratedAnswers24h"], info["raters24h"]) == (0.5, 1, 2)
+        with psycopg.connect(published) as connection:
+            stored = connection.execute(
+                "SELECT rater, rating FROM ragops.answer_feedback WHERE query_id = %s ORDER BY rating",
+                (answer["queryId"],),
+            ).fetchall()
+        # Raters are kept as digests: the log holds no client address.
+        assert [rating for _, rating in stored] == [0.0, 1.0] and all("10.1.1" not in rater for rater, _ in stored)
+
+
+def test_a_cached_answer_is_rateable_and_costs_nothing(published: str) -> None:
+    with generating_runtime(published) as (client, fake):
+        first = ask(client).json()
+        assert first["mode"] == "generated" and first["costUsd"] > 0
+        cached = ask(client).json()
+        assert cached["mode"] == "cached" and cached["queryId"] != first["queryId"]
+        assert (cached["costUsd"], cached["usage"]) == (0.0, {"inputTokens": 0, "outputTokens": 0})
+        assert cached["answer"] == first["answer"] and len(fake.requests) == 1
+        assert rate(client, cached["queryId"], 1.0).status_code == 204
+        with psycopg.connect(published) as connection:
+            logged = connection.execute(
+                "SELECT mode, cost_usd, input_tokens, output_tokens FROM ragops.answer_log WHERE query_id = %s",
+                (cached["queryId"],),
+            ).fetchone()
+        assert logged == ("cached", 0.0, 0, 0)

@@ -239,6 +239,9 @@ Text = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f-\x9f]*$", max
 """A short free-form name (a model's): any Unicode but control characters, so no newline or
 escape sequence reaches a log line, a header or an environment variable."""
 
+HeaderName = Annotated[str, StringConstraints(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", min_length=1, max_length=64)]
+"""An HTTP header name (an RFC 9110 token)."""
+
 ConfigMapKey = Annotated[
     str,
     # Kubernetes' own rule (IsConfigMapKey): [-._a-zA-Z0-9]+, but not ".", ".." or a name starting

@@ -18,6 +18,7 @@ from .common import (
     DnsLabel,
     DnsSubdomain,
     Duration,
+    HeaderName,
     HttpUrl,
     ImageReference,
     ResourceList,
@@ -270,6 +271,15 @@ class LimitsSpec(ApiModel):
         ge=1,
         le=10_000,
         description="In-flight queries per replica; more are refused fast with 503.",
+    )
+    trusted_client_header: HeaderName | None = Field(
+        default=None,
+        description=(
+            "Header the ingress or gateway in front of the runtime sets to the caller's identity (e.g. X-Real-IP; "
+            "for X-Forwarded-For its last entry). The per-client rate limit and the one-rating-per-rater rule key "
+            "on it; unset: the operator's default (chart runtimeDefaults.trustedClientHeader), else the TCP peer "
+            "address. Name a header the gateway always overwrites, never one clients set themselves."
+        ),
     )
 
 

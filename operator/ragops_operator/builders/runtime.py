@@ -75,8 +75,9 @@ class RuntimeContext:
 
     `store` is the `spec.store` of the KnowledgeBaseVersion served: the runtime reads the same
     database the version was built into. `image` is `spec.runtime.image` or, when that is
-    omitted, the operator's default runtime image; resolving it is the caller's job so that this
-    module never reads operator settings.
+    omitted, the operator's default runtime image; `trusted_client_header` likewise
+    `spec.limits.trustedClientHeader` or the operator's default (None: the peer address).
+    Resolving them is the caller's job so that this module never reads operator settings.
     """
 
     name: str
@@ -85,6 +86,7 @@ class RuntimeContext:
     spec: RagDeploymentSpec
     store: StoreSpec
     image: str
+    trusted_client_header: str | None = None
 
 
 def _flag(value: bool) -> str:
@@ -124,6 +126,9 @@ def runtime_settings_env(ctx: RuntimeContext) -> dict[str, str]:
         "RAGOPS_MAX_QUERY_CHARS": str(limits.max_query_chars),
         "RAGOPS_RETRIEVAL_TIMEOUT_MS": str(limits.retrieval_timeout_ms),
         "RAGOPS_MAX_CONCURRENT_REQUESTS": str(limits.max_concurrent_requests),
+        "RAGOPS_TRUSTED_CLIENT_HEADER": ctx.trusted_client_header,
+        # ragops_feedback_raters counts the raters of the SLO window, for the satisfaction SLO's minimum.
+        "RAGOPS_FEEDBACK_WINDOW_SECONDS": str(int(parse_duration(spec.slo.window).total_seconds())),
         "RAGOPS_CACHE_TTL_SECONDS": str(cache.ttl_seconds),
         "RAGOPS_CACHE_MAX_ENTRIES": str(cache.max_entries),
         "RAGOPS_CACHE_BACKEND": cache.backend,

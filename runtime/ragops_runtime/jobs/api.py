@@ -23,7 +23,7 @@ from pydantic import Field, create_model
 
 from ..service import QueryService
 from ..store.jobs import JobStatus, NewItem, enqueue_job, job_status
-from ..wire import ErrorBody, Filters, TopK, WireModel, WireRequest, error, query_text_field
+from ..wire import ErrorBody, Filters, TopK, WireModel, WireRequest, client_of, error, query_text_field
 from .worker import JobConfig, JobWorker
 
 
@@ -129,7 +129,7 @@ def jobs_router(config: JobConfig, request_model: type[JobRequest]) -> APIRouter
         """Queue one or many queries; answers 202 with the job id at once. GET the job for results."""
         service: QueryService = request.app.state.service
         worker: JobWorker = request.app.state.jobs
-        client = request.headers.get("x-client-id") or (request.client.host if request.client else "unknown")
+        client = client_of(request)
         count = len(body.queries)
         if count > service.limiter.capacity:
             return error(
@@ -138,7 +138,7 @@ def jobs_router(config: JobConfig, request_model: type[JobRequest]) -> APIRouter
                 f"queries: {count} queries can never fit the per-client limit of {service.limiter.capacity} "
                 f"(RAGOPS_REQUESTS_PER_MINUTE_PER_CLIENT); split the job",
             )
-        decision = service.limiter.check(client, service.clock(), cost=count)
+        decision = service.limiter.check(client.trusted, service.clock(), cost=count)
         if not decision.allowed:
             service.metrics.rate_limited()
             return error(
@@ -154,7 +154,7 @@ def jobs_router(config: JobConfig, request_model: type[JobRequest]) -> APIRouter
                     connection,
                     job_id=job_id,
                     queue=config.queue,
-                    client_id=client,
+                    client_id=client.sticky_key,
                     items=[NewItem(query=q.query, top_k=q.top_k, filters=q.filters) for q in body.queries],
                 )
         except (PoolTimeout, psycopg.OperationalError):

@@ -34,6 +34,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..observability.metrics import RuntimeMetrics
+from ..protection.identity import ClientIdentity
 from ..protection.limits import ConcurrencyLimiter, RateDecision, TokenBucketLimiter
 from ..service import Answer, QueryService, QueryTooLong, Question, ServiceUnavailable
 from ..settings import RuntimeSettings
@@ -261,7 +262,9 @@ class JobWorker:
             return _Failed(f"gave up after {limit} attempts: the replica working on it was lost each time")
         # The submitter's identity: during a rollout its job is answered by the version its
         # interactive queries get (the sticky assignment), never half by one and half by the other.
-        question = Question(query=item.query, client_id=item.client_id, top_k=item.top_k, filters=dict(item.filters))
+        # The stored key is the submitter's sticky key; its rate was charged when the job was submitted.
+        submitter = ClientIdentity(trusted=item.client_id, label=item.client_id)
+        question = Question(query=item.query, client=submitter, top_k=item.top_k, filters=dict(item.filters))
         try:
             answer = await self._service.answer(question)
         except ServiceUnavailable as error:

@@ -153,6 +153,15 @@ class RuntimeMetrics:
             buckets=FEEDBACK_BUCKETS,
             registry=self.registry,
         )
+        # Read from the answer log at each scrape (app.py), so every replica reports the whole
+        # deployment's raters: aggregate with max, not sum. Absent while the database is unreachable.
+        self._raters = Gauge(
+            "ragops_feedback_raters",
+            "Distinct raters (trusted client identities) whose ratings of this deployment's answers arrived in "
+            "the last RAGOPS_FEEDBACK_WINDOW_SECONDS, by the version and role that answered.",
+            [*labels, "kb_version", "role"],
+            registry=self.registry,
+        )
         self._retrieval_empty = Counter(
             "ragops_retrieval_empty_total",
             "Queries for which retrieval found no chunk at all.",
@@ -354,6 +363,13 @@ class RuntimeMetrics:
             raise ValueError(f"feedback score must be between 0 and 1, got {score}")
         _check_role(role)
         self._child(self._feedback, kb_version, kb_version, role).observe(score)
+
+    def set_raters(self, counts: Mapping[tuple[str, str], int] | None) -> None:
+        """Distinct raters per (kb_version, role) in the feedback window; None when unknown (no series at all)."""
+        self._raters.clear()
+        for (kb_version, role), count in (counts or {}).items():
+            _check_role(role)
+            self._raters.labels(*self._ids, kb_version, role).set(count)
 
     def retrieval_empty(self, *, kb_version: str, role: str) -> None:
         _check_role(role)

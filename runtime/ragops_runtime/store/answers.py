@@ -1,8 +1,11 @@
-"""The answer log: one row per answered query, with user feedback; the satisfaction signal's source.
+"""The answer log: one row per answered query (cached ones too), with user feedback; the satisfaction signal's source.
 
 Rows keep what SLOs and drift detection need (version and role, mode, latency, cost, retrieved
-documents, feedback) and a digest of the query, not its text: queries can carry personal data, and nothing
-here needs them. Old rows are purged by retention. Part of the store: the only SQL on the log.
+documents) and a digest of the query, not its text: queries can carry personal data, and nothing
+here needs them. Ratings are rows of `answer_feedback`, at most one per (answer, rater): a rater
+is a digest of the caller's trusted identity (protection/identity.py), so one client cannot
+rate an answer twice, whatever it puts in its headers. Old rows (and their ratings) are purged by
+retention. Part of the store: the only SQL on the log.
 """
 
 from __future__ import annotations
@@ -35,6 +38,20 @@ ANSWER_LOG_DDL = [
         feedback_at timestamptz)""",
     "CREATE INDEX IF NOT EXISTS answer_log_kb_at ON ragops.answer_log (kb, at)",
 ]
+ANSWER_FEEDBACK_DDL = [
+    """CREATE TABLE ragops.answer_feedback (
+        query_id uuid NOT NULL REFERENCES ragops.answer_log (query_id) ON DELETE CASCADE,
+        rater text NOT NULL,
+        rating real NOT NULL CHECK (rating BETWEEN 0 AND 1),
+        at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (query_id, rater))""",
+    "CREATE INDEX answer_feedback_at ON ragops.answer_feedback (at)",
+    # Ratings stored before raters were told apart (one per answer, in answer_log.feedback, a
+    # column kept for replicas of older releases during an upgrade) count as one unknown rater.
+    """INSERT INTO ragops.answer_feedback (query_id, rater, rating, at)
+       SELECT query_id, 'legacy', feedback, coalesce(feedback_at, at) FROM ragops.answer_log
+       WHERE feedback IS NOT NULL""",
+]
 ANSWER_LOG_MIGRATIONS: tuple[ColumnMigration, ...] = (
     # Progressive delivery: whether the version answered as stable or as a canary, so a rating is
     # attributed to the version and role that earned it. Rows of older releases read 'stable'.
@@ -65,6 +82,11 @@ async def ensure_answer_log(connection: psycopg.AsyncConnection[Any]) -> None:
         for statement in ANSWER_LOG_DDL:
             await connection.execute(statement)
         await add_missing_columns(connection, ANSWER_LOG_MIGRATIONS)
+        cursor = await connection.execute("SELECT to_regclass('ragops.answer_feedback')")
+        row = await cursor.fetchone()
+        if row is None or row[0] is None:
+            for statement in ANSWER_FEEDBACK_DDL:
+                await connection.execute(statement)
 
 
 async def log_answer(connection: psycopg.AsyncConnection[Any], record: AnswerRecord) -> None:
@@ -92,33 +114,67 @@ async def log_answer(connection: psycopg.AsyncConnection[Any], record: AnswerRec
 
 @dataclass(frozen=True)
 class RatedAnswer:
-    """The answer a rating was stored for: the version and role that answered it earn the rating."""
+    """The answer a rating was for: the version and role that answered it earn the rating."""
 
     version: str
     role: str
+    stored: bool
+    """False when this rater had rated the answer already: the first rating stands."""
 
 
 async def record_feedback(
-    connection: psycopg.AsyncConnection[Any], query_id: uuid.UUID, rating: float
+    connection: psycopg.AsyncConnection[Any], query_id: uuid.UUID, rater: str, rating: float
 ) -> RatedAnswer | None:
-    """Stores a rating in [0, 1] for an answered query; None when the query id is unknown."""
+    """Stores `rater`'s rating in [0, 1] of an answered query, unless it rated it before; None for an unknown query."""
     cursor = await connection.execute(
-        "UPDATE ragops.answer_log SET feedback = %s, feedback_at = now() WHERE query_id = %s RETURNING version, role",
-        (rating, query_id),
+        """WITH answer AS (SELECT query_id, version, role FROM ragops.answer_log WHERE query_id = %(query)s),
+                stored AS (
+                    INSERT INTO ragops.answer_feedback (query_id, rater, rating)
+                    SELECT query_id, %(rater)s, %(rating)s FROM answer
+                    ON CONFLICT (query_id, rater) DO NOTHING
+                    RETURNING query_id)
+           SELECT version, role, EXISTS (SELECT FROM stored) FROM answer""",
+        {"query": query_id, "rater": rater, "rating": rating},
     )
     row = await cursor.fetchone()
-    return RatedAnswer(version=row[0], role=row[1]) if row else None
+    return RatedAnswer(version=row[0], role=row[1], stored=row[2]) if row else None
 
 
-async def satisfaction(connection: psycopg.AsyncConnection[Any], kb: str, since: datetime) -> tuple[float | None, int]:
-    """Mean rating and number of rated answers of `kb` since `since` (None when nothing was rated)."""
+@dataclass(frozen=True)
+class Satisfaction:
+    """Ratings of a knowledge base's answers given since some time."""
+
+    mean: float | None
+    """None when nothing was rated."""
+    rated_answers: int
+    raters: int
+
+
+async def satisfaction(connection: psycopg.AsyncConnection[Any], kb: str, since: datetime) -> Satisfaction:
+    """Mean rating, rated answers and distinct raters of `kb`'s ratings given since `since`."""
     cursor = await connection.execute(
-        "SELECT avg(feedback), count(feedback) FROM ragops.answer_log WHERE kb = %s AND at >= %s", (kb, since)
+        """SELECT avg(f.rating), count(DISTINCT f.query_id), count(DISTINCT f.rater)
+           FROM ragops.answer_feedback f JOIN ragops.answer_log l USING (query_id)
+           WHERE l.kb = %s AND f.at >= %s""",
+        (kb, since),
     )
     row = await cursor.fetchone()
-    if row is None or row[1] == 0:
-        return None, 0
-    return float(row[0]), int(row[1])
+    assert row is not None  # an aggregate without GROUP BY always returns one row
+    return Satisfaction(None if row[0] is None else float(row[0]), int(row[1]), int(row[2]))
+
+
+async def raters_since(
+    connection: psycopg.AsyncConnection[Any], kb: str, deployment: str, since: datetime
+) -> dict[tuple[str, str], int]:
+    """Distinct raters per (version, role) of `deployment`'s answers of `kb`, counting ratings given since `since`."""
+    cursor = await connection.execute(
+        """SELECT l.version, l.role, count(DISTINCT f.rater)
+           FROM ragops.answer_feedback f JOIN ragops.answer_log l USING (query_id)
+           WHERE l.kb = %s AND l.deployment = %s AND f.at >= %s
+           GROUP BY l.version, l.role""",
+        (kb, deployment, since),
+    )
+    return {(version, role): int(count) for version, role, count in await cursor.fetchall()}
 
 
 async def purge_answers(connection: psycopg.AsyncConnection[Any], older_than: timedelta) -> int:
@@ -132,6 +188,8 @@ class LoggedUsage:
 
     answers: int
     generated: int
+    cached: int
+    """Answers served from the answer cache: no embedding, retrieval, rerank or generation."""
     with_passages: int
     input_tokens: int
     output_tokens: int
@@ -145,8 +203,8 @@ async def usage_since(
 ) -> LoggedUsage:
     """Sums of the answer log of `kb` (and `deployment`, when given) since `since`: the cost estimator's input."""
     cursor = await connection.execute(
-        """SELECT count(*), count(*) FILTER (WHERE mode = 'generated'),
-                  count(*) FILTER (WHERE cardinality(document_ids) > 0),
+        """SELECT count(*), count(*) FILTER (WHERE mode = 'generated'), count(*) FILTER (WHERE mode = 'cached'),
+                  count(*) FILTER (WHERE cardinality(document_ids) > 0 AND mode <> 'cached'),
                   coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
                   coalesce(sum(cost_usd), 0), min(at), max(at)
            FROM ragops.answer_log
@@ -158,10 +216,11 @@ async def usage_since(
     return LoggedUsage(
         answers=int(row[0]),
         generated=int(row[1]),
-        with_passages=int(row[2]),
-        input_tokens=int(row[3]),
-        output_tokens=int(row[4]),
-        recorded_cost_usd=float(row[5]),
-        first_at=row[6],
-        last_at=row[7],
+        cached=int(row[2]),
+        with_passages=int(row[3]),
+        input_tokens=int(row[4]),
+        output_tokens=int(row[5]),
+        recorded_cost_usd=float(row[6]),
+        first_at=row[7],
+        last_at=row[8],
     )

@@ -63,13 +63,15 @@ def runtime_context(
 ) -> RuntimeContext:
     document = load_example(file_name)
     store = version_spec(patch={"store": store_patch} if store_patch else None).store
+    spec = RagDeploymentSpec.model_validate(merged(document["spec"], patch or {}))
     return RuntimeContext(
         name=name or document["metadata"]["name"],
         namespace=NAMESPACE,
         uid=RAGD_UID,
-        spec=RagDeploymentSpec.model_validate(merged(document["spec"], patch or {})),
+        spec=spec,
         store=store,
         image=image,
+        trusted_client_header=spec.limits.trusted_client_header,
     )
 
 

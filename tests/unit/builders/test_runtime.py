@@ -75,7 +75,8 @@ def test_the_settings_mapping() -> None:
                 "reranker": {"provider": "http", "endpoint": "http://tei/rerank", "model": "bge", "timeoutMs": 250},
             },
             "generation": {"maxTokens": 800, "timeoutSeconds": 12, "model": "claude-haiku-4-5"},
-            "limits": {"maxConcurrentRequests": 16, "retrievalTimeoutMs": 900},
+            "limits": {"maxConcurrentRequests": 16, "retrievalTimeoutMs": 900, "trustedClientHeader": "X-Real-IP"},
+            "slo": {"window": "2m", "checkInterval": "30s"},
             "cache": {
                 "ttlSeconds": 0,
                 "maxEntries": 5,
@@ -109,6 +110,8 @@ def test_the_settings_mapping() -> None:
         "RAGOPS_MAX_QUERY_CHARS": "2000",
         "RAGOPS_RETRIEVAL_TIMEOUT_MS": "900",
         "RAGOPS_MAX_CONCURRENT_REQUESTS": "16",
+        "RAGOPS_TRUSTED_CLIENT_HEADER": "X-Real-IP",
+        "RAGOPS_FEEDBACK_WINDOW_SECONDS": "120",
         "RAGOPS_CACHE_TTL_SECONDS": "0",
         "RAGOPS_CACHE_MAX_ENTRIES": "5",
         "RAGOPS_CACHE_BACKEND": "redis",
@@ -122,6 +125,7 @@ def test_the_settings_mapping() -> None:
 def test_unset_optional_settings_are_omitted_not_rendered_empty() -> None:
     settings = runtime_settings_env(runtime_context("ragdeployment-retrieval-only.yaml"))
     assert "RAGOPS_RERANKER_ENDPOINT" not in settings and "RAGOPS_RERANKER_MODEL" not in settings
+    assert "RAGOPS_TRUSTED_CLIENT_HEADER" not in settings  # the runtime keys on the peer address
     assert settings["RAGOPS_GENERATION_PROVIDER"] == "none"  # the runtime's own default is anthropic
 
 
