@@ -29,6 +29,7 @@ from pydantic import ConfigDict, Field, create_model, field_validator, model_val
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .active import ActiveVersionWatcher
+from .answer_log import AnswerLogWriter
 from .generation.anthropic import AnthropicGenerator
 from .generation.pricing import DEFAULT_PRICES, parse_price_table
 from .jobs import JobConfig, JobWorker, job_request_model, jobs_router
@@ -273,6 +274,8 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
         watcher = ActiveVersionWatcher(
             dsn, settings.knowledge_base, poll_seconds=settings.version_poll_seconds, on_change=on_change
         )
+        answer_log = AnswerLogWriter(pool, metrics, wait_seconds=settings.database_timeout_seconds)
+        answer_log.start()
         service = QueryService(
             knowledge_base=settings.knowledge_base,
             deployment=settings.deployment,
@@ -294,6 +297,7 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
             retrieval_timeout_seconds=settings.retrieval_timeout_ms / 1000,
             database_timeout_seconds=settings.database_timeout_seconds,
             active=watcher,
+            answer_log=answer_log,
         )
         service.shadow = ShadowRunner(
             search=service.search, metrics=metrics, max_in_flight=settings.shadow_max_concurrency
@@ -335,6 +339,7 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
             retention.cancel()
             await jobs.stop()
             await probes.stop()
+            await answer_log.aclose()
             await service.shadow.aclose()
             await watcher.stop()
             await embeddings.aclose()
@@ -456,6 +461,9 @@ def _cache_status(cache: AnswerCacheBackend[Answer]) -> str:
 
 
 RETENTION_INTERVAL_SECONDS = 3600
+READINESS_BUDGET_SECONDS = 1.0
+"""How long /readyz (and the raters gauge at a scrape) waits for the database: well inside the
+kubelet's 2 s probe timeout (the operator's builders/runtime.py), so the probe reads the reason."""
 
 
 async def _enforce_retention(pool: AsyncConnectionPool[Any], keep: timedelta, wait_seconds: float) -> None:
@@ -623,7 +631,12 @@ def _operations_router() -> APIRouter:
         readers unready: they keep answering from the split they hold while the primary fails over.
         """
         service: QueryService = request.app.state.service
-        problem = await service.reads.check()
+        budget = min(service.database_timeout_seconds, READINESS_BUDGET_SECONDS)
+        try:
+            async with asyncio.timeout(budget):
+                problem = await service.reads.check()
+        except TimeoutError:
+            problem = f"database unreachable within {budget:g}s"
         if problem is not None:
             return error(503, "database_unavailable", problem)
         record = service.active.current
@@ -654,10 +667,11 @@ def _operations_router() -> APIRouter:
 async def _raters(service: QueryService, settings: RuntimeSettings) -> dict[tuple[str, str], int] | None:
     """Distinct raters per (version, role) in the feedback window, zero for the versions served; None if unknown."""
     since = datetime.now(UTC) - timedelta(seconds=settings.feedback_window_seconds)
+    budget = min(service.database_timeout_seconds, READINESS_BUDGET_SECONDS)
     try:
-        async with service.pool.connection(timeout=service.database_timeout_seconds) as connection:
+        async with asyncio.timeout(budget), service.pool.connection(timeout=budget) as connection:
             counts = await raters_since(connection, settings.knowledge_base, settings.deployment, since)
-    except (PoolTimeout, psycopg.Error):
+    except (TimeoutError, PoolTimeout, psycopg.Error):
         return None
     served = service.active.served
     for role, record in (("stable", served.stable), ("canary", served.canary)):

@@ -56,6 +56,9 @@ REPLICA_RETRY_SECONDS = 2.0
 """How often an unreachable replica is tried again; reads stay on the primary in between."""
 
 
+POOL_RECONNECT_SECONDS = 10.0
+
+
 def connection_pool(dsn: str, size: int) -> AsyncConnectionPool[Any]:
     """A pool of autocommit connections with pgvector's types, checked on every checkout (not opened)."""
     return AsyncConnectionPool(
@@ -66,6 +69,10 @@ def connection_pool(dsn: str, size: int) -> AsyncConnectionPool[Any]:
         configure=register_vector_async,
         kwargs={"autocommit": True},
         check=AsyncConnectionPool.check_connection,
+        # psycopg retries a lost connection with a doubling backoff for reconnect_timeout (5 min by
+        # default): after a long outage the next try could come minutes after the database is
+        # back. Giving up sooner lets the next request open a connection at once.
+        reconnect_timeout=POOL_RECONNECT_SECONDS,
     )
 
 

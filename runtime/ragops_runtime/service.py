@@ -23,12 +23,14 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from .answer_log import AnswerLogWriter
 from .embedding import Embedder, EmbeddingError, make_embedder
 from .generation.anthropic import AnthropicGenerator, Generation, GenerationUnavailable
 from .generation.pricing import Price, cost_usd
@@ -41,8 +43,8 @@ from .retrieval.hybrid import retrieve
 from .retrieval.reranker import HttpReranker, RerankUnavailable
 from .rollout import Role, ServedSplit
 from .rollout.shadow import ShadowRunner
-from .store import Fusion, RetrievedChunk, VersionRecord
-from .store.answers import AnswerRecord, log_answer
+from .store import Fusion, KnowledgeStore, RetrievedChunk, VersionRecord
+from .store.answers import AnswerRecord
 
 Mode = Literal["generated", "retrieval_only", "cached"]
 Scalar = str | int | float | bool
@@ -180,6 +182,7 @@ class QueryService:
     retrieval_timeout_seconds: float
     database_timeout_seconds: float
     active: Any  # ActiveVersionWatcher; typed loosely to keep this module free of the watcher's task logic
+    answer_log: AnswerLogWriter
     shadow: ShadowRunner | None = None
     clock: Any = time.monotonic
     fusion: Fusion = field(default_factory=Fusion)
@@ -342,15 +345,19 @@ class QueryService:
         Raises ServiceUnavailable when retrieval cannot be done now.
         """
         timings: dict[str, float] = {}
+        waiting_for_database = False
         try:
             async with asyncio.timeout(self.retrieval_timeout_seconds):
                 stage = self.clock()
                 vector = await self.embeddings.embed(record, normalize_query(query))
                 timings["embed"] = (self.clock() - stage) * 1000
                 stage = self.clock()
-                chunks = await self.reads.read(
-                    record,
-                    lambda store: retrieve(
+                waiting_for_database = True
+
+                async def on_connection(store: KnowledgeStore) -> list[RetrievedChunk]:
+                    nonlocal waiting_for_database
+                    waiting_for_database = False
+                    return await retrieve(
                         store,
                         record,
                         vector,
@@ -359,10 +366,19 @@ class QueryService:
                         hybrid=self.hybrid,
                         fusion=self.fusion,
                         metadata=dict(filters or {}) or None,
-                    ),
-                )
+                    )
+
+                chunks = await self.reads.read(record, on_connection)
                 timings["retrieve"] = (self.clock() - stage) * 1000
         except TimeoutError:
+            if waiting_for_database:
+                # The budget ran out before the pool had a connection to give: the database (or
+                # the way to it) is what failed, whichever of the two timeouts fired first.
+                raise ServiceUnavailable(
+                    "database_unavailable",
+                    f"no database connection within {self.retrieval_timeout_seconds * 1000:.0f} ms",
+                    retry_after=2,
+                ) from None
             raise ServiceUnavailable(
                 "retrieval_timeout",
                 f"retrieval took longer than {self.retrieval_timeout_seconds * 1000:.0f} ms",
@@ -439,29 +455,25 @@ class QueryService:
         return answer
 
     async def _log(self, question: Question, answer: Answer) -> None:
-        """Best effort: an answer already computed is returned even if the log write fails."""
-        try:
-            async with self.pool.connection(timeout=self.database_timeout_seconds) as connection:
-                await log_answer(
-                    connection,
-                    AnswerRecord(
-                        query_id=answer.query_id,
-                        kb=self.knowledge_base,
-                        version=answer.kb_version,
-                        role=answer.role,
-                        deployment=self.deployment,
-                        query_digest=hashlib.sha256(normalize_query(question.query).encode()).hexdigest(),
-                        document_ids=[chunk.document_id for chunk in answer.chunks],
-                        mode=answer.mode,
-                        degraded_reason=answer.degraded_reason,
-                        latency_ms=answer.timings_ms["total"],
-                        input_tokens=answer.input_tokens,
-                        output_tokens=answer.output_tokens,
-                        cost_usd=answer.cost_usd,
-                    ),
-                )
-        except (PoolTimeout, psycopg.Error):
-            self.metrics.degraded("answer_log_unavailable", kb_version=answer.kb_version, role=answer.role)
+        """Never fails the answer: a row the database cannot take now is written when it can (answer_log.py)."""
+        await self.answer_log.write(
+            AnswerRecord(
+                query_id=answer.query_id,
+                kb=self.knowledge_base,
+                version=answer.kb_version,
+                role=answer.role,
+                deployment=self.deployment,
+                query_digest=hashlib.sha256(normalize_query(question.query).encode()).hexdigest(),
+                document_ids=[chunk.document_id for chunk in answer.chunks],
+                mode=answer.mode,
+                degraded_reason=answer.degraded_reason,
+                latency_ms=answer.timings_ms["total"],
+                input_tokens=answer.input_tokens,
+                output_tokens=answer.output_tokens,
+                cost_usd=answer.cost_usd,
+                at=datetime.now(UTC),
+            )
+        )
 
     async def on_change(self, previous: ServedSplit | None, current: ServedSplit) -> None:
         """Called by the watcher when the split moves: publish its versions, forget the answers of those that left."""

@@ -74,6 +74,8 @@ class AnswerRecord:
     input_tokens: int
     output_tokens: int
     cost_usd: float | None
+    at: datetime
+    """When the query was answered (a row written after an outage keeps its time)."""
 
 
 async def ensure_answer_log(connection: psycopg.AsyncConnection[Any]) -> None:
@@ -91,11 +93,13 @@ async def ensure_answer_log(connection: psycopg.AsyncConnection[Any]) -> None:
 
 async def log_answer(connection: psycopg.AsyncConnection[Any], record: AnswerRecord) -> None:
     await connection.execute(
-        """INSERT INTO ragops.answer_log (query_id, kb, version, role, deployment, query_digest, document_ids, mode,
-               degraded_reason, latency_ms, input_tokens, output_tokens, cost_usd)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        """INSERT INTO ragops.answer_log (query_id, at, kb, version, role, deployment, query_digest, document_ids,
+               mode, degraded_reason, latency_ms, input_tokens, output_tokens, cost_usd)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+           ON CONFLICT (query_id) DO NOTHING""",
         (
             record.query_id,
+            record.at,
             record.kb,
             record.version,
             record.role,
