@@ -33,6 +33,7 @@ from .answer_log import AnswerLogWriter
 from .generation.anthropic import AnthropicGenerator
 from .generation.pricing import DEFAULT_PRICES, parse_price_table
 from .jobs import JobConfig, JobWorker, job_request_model, jobs_router
+from .kb.ingest import source_id
 from .observability.metrics import DeploymentIdentity, RuntimeMetrics
 from .protection.cache import AnswerCache, AnswerCacheBackend, MemoryAnswerCache
 from .protection.identity import rater_digest
@@ -573,7 +574,7 @@ def _query_router(request_model: type[QueryRequest]) -> APIRouter:
         return {
             "knowledgeBase": settings.knowledge_base,
             "activeVersion": record.version if record else None,
-            "manifest": record.manifest if record else None,
+            "manifest": public_manifest(record.manifest) if record and record.manifest else None,
             "generation": (
                 "enabled"
                 if settings.generation_enabled
@@ -591,6 +592,19 @@ def _query_router(request_model: type[QueryRequest]) -> APIRouter:
         }
 
     return router
+
+
+def public_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A version's manifest as clients see it: sources and skipped files by their source-relative ids."""
+    sources = [str(source) for source in manifest.get("sources") or []]
+    return {
+        **manifest,
+        "sources": [source_id(source, [source]) for source in sources],
+        "skipped": [
+            {**skipped, "source": source_id(str(skipped.get("source", "")), sources)}
+            for skipped in manifest.get("skipped") or []
+        ],
+    }
 
 
 def _traffic(served: ServedSplit, probes: ProbeRunner) -> dict[str, Any] | None:

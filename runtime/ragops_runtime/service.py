@@ -34,6 +34,7 @@ from .answer_log import AnswerLogWriter
 from .embedding import Embedder, EmbeddingError, make_embedder
 from .generation.anthropic import AnthropicGenerator, Generation, GenerationUnavailable
 from .generation.pricing import Price, cost_usd
+from .kb.ingest import source_id
 from .observability.metrics import RuntimeMetrics
 from .protection.cache import AnswerCacheBackend, make_key, normalize_query
 from .protection.identity import ClientIdentity
@@ -370,6 +371,7 @@ class QueryService:
 
                 chunks = await self.reads.read(record, on_connection)
                 timings["retrieve"] = (self.clock() - stage) * 1000
+                chunks = shown(record, chunks)
         except TimeoutError:
             if waiting_for_database:
                 # The budget ran out before the pool had a connection to give: the database (or
@@ -511,6 +513,16 @@ RETIRED_SERIES_SECONDS = 1800.0
 def _labels(retrieved: Retrieved) -> dict[str, str]:
     """The metric labels of a query: the version that answered and its role."""
     return {"kb_version": retrieved.record.version, "role": retrieved.role}
+
+
+def shown(record: VersionRecord, chunks: Sequence[RetrievedChunk]) -> list[RetrievedChunk]:
+    """`chunks` with the source each is shown by: relative to the build's source it came from.
+
+    The store keeps where the build read a document (a path on the build's machine); clients, the
+    answer cache and the LLM's prompt get its source-relative id, for versions built before this too.
+    """
+    sources = list((record.manifest or {}).get("sources") or [])
+    return [replace(chunk, source=source_id(chunk.source, sources)) for chunk in chunks]
 
 
 def cache_version(record: VersionRecord) -> str:

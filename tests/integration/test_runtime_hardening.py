@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ragops_runtime import sample
 from tests.integration.test_runtime import QUESTION, ask, generating_runtime, metric, publish, runtime
 
 
@@ -270,3 +271,22 @@ def test_a_cached_answer_is_rateable_and_costs_nothing(published: str) -> None:
                 (cached["queryId"],),
             ).fetchone()
         assert logged == ("cached", 0.0, 0, 0)
+
+
+# ---- item 12: no server path in what clients (or the LLM) see ----------------------------------------
+
+
+def test_info_citations_and_prompts_show_source_relative_ids(published: str) -> None:
+    corpus = str(sample.CORPUS_DIR)
+    with generating_runtime(published) as (client, fake):
+        info = client.get("/v1/info")
+        assert corpus not in info.text and info.json()["manifest"]["sources"] == ["corpus"]
+        for stream in (False, True):
+            with client.stream("POST", "/v1/query", json={"query": QUESTION, "stream": stream}) as response:
+                text = response.read().decode()
+            assert corpus not in text, text[:500]
+        body = ask(client, "How long is the frame warranty?").json()
+        assert [c["source"] for c in body["citations"]] == [c["documentId"] for c in body["citations"]]
+        assert body["citations"][0]["source"] == "warranty/frame-warranty.md"
+        assert fake.requests and all(corpus not in request.user_text for request in fake.requests)
+        assert "source: warranty/frame-warranty.md" in fake.requests[-1].user_text

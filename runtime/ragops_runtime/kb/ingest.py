@@ -370,6 +370,36 @@ def _expand_glob(pattern: str) -> list[tuple[Path, str]]:
     return found
 
 
+def source_id(location: str, sources: Sequence[str]) -> str:
+    """What a document's `location` is called where clients see it: never a path of the server.
+
+    A URL as it is; a file by its path relative to the source (of a build's `sources`) it was
+    found under, the way document ids are made (a named file by its name, a glob's match relative
+    to the glob's fixed directory); anything else by its last path component. A source itself is
+    shown as its own id (`source_id(s, [s])`): a directory by its name.
+    """
+    if _URL_SCHEME.match(location):
+        return location
+    path = PurePosixPath(location)
+    shortest: str | None = None
+    for source in sources:
+        if _URL_SCHEME.match(source):
+            continue
+        if _GLOB_MAGIC.search(source):
+            base = PurePosixPath(*_leading_literal_parts(PurePosixPath(source).parts))
+        else:
+            base = PurePosixPath(source)
+        if path == base:
+            candidate = path.name
+        elif base in path.parents:
+            candidate = path.relative_to(base).as_posix()
+        else:
+            continue
+        if shortest is None or len(candidate) < len(shortest):
+            shortest = candidate
+    return shortest or path.name or location
+
+
 def _leading_literal_parts(parts: tuple[str, ...]) -> list[str]:
     literal: list[str] = []
     for part in parts[:-1]:
