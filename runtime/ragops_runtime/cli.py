@@ -526,7 +526,7 @@ def _bootstrap_sample(dsn: str, knowledge_base: str) -> None:
 # ---- cost ----------------------------------------------------------------------------------------
 
 BUDGET_EXCEEDED_EXIT = 3
-BUDGET_UNKNOWN_EXIT = 4
+PRICE_UNKNOWN_EXIT = 4
 
 
 @click.group()
@@ -622,9 +622,10 @@ def estimate(
     --output-tokens), the answer log (--dsn or --embedded, with --kb and --since), or Prometheus
     (--prometheus-url with --since). Measured usage is scaled from its window to a 30-day month.
 
-    Exit codes: 0 within budget (or no budget given), 3 cost per query over the budget
-    (--max-cost-per-query or --ragdeployment's slo.maxCostPerQueryUsd), 4 a budget was given but a
-    model has no price so the estimate cannot be judged, 1 the source could not be read, 2 bad usage.
+    Exit codes: 0 every price known and within budget (or no budget given), 3 cost per query over
+    the budget (--max-cost-per-query or --ragdeployment's slo.maxCostPerQueryUsd), 4 a model has no
+    price, so the estimate is incomplete (give its price with --prices), 1 the source could not be
+    read, 2 bad usage.
     """
     from datetime import UTC, datetime
 
@@ -688,8 +689,8 @@ def estimate(
         _print_estimate(result)
     if result.over_budget:
         sys.exit(BUDGET_EXCEEDED_EXIT)
-    if budget is not None and result.unknown:
-        sys.exit(BUDGET_UNKNOWN_EXIT)
+    if result.unknown:
+        sys.exit(PRICE_UNKNOWN_EXIT)
 
 
 def _print_estimate(result: Any) -> None:
@@ -704,15 +705,24 @@ def _print_estimate(result: Any) -> None:
     for line in result.lines:
         usd = "unknown price" if line.usd is None else f"{line.usd:,.2f}"
         table.add_row(line.service, f"{line.quantity:,.0f} {line.unit}", usd)
-    table.add_row("total" + ("" if not result.unknown else " (incomplete)"), "", f"{result.total_usd:,.2f}")
+    if result.total_usd is None:
+        table.add_row("total (incomplete)", "", "unknown")
+        per_query = f"unknown (priced part ${result.known_usd / max(result.monthly_queries, 1):.6f})"
+    else:
+        table.add_row("total", "", f"{result.total_usd:,.2f}")
+        per_query = f"${result.cost_per_query_usd:.6f}"
     console.print(table)
-    console.print(
-        f"queries per month: {result.monthly_queries:,.0f}   cost per query: ${result.cost_per_query_usd:.6f}"
-    )
+    console.print(f"queries per month: {result.monthly_queries:,.0f}   cost per query: {per_query}")
     for note in usage.notes:
         console.print(f"note: {note}")
     for missing in result.unknown:
         console.print(f"[yellow]no price for {missing}: add it with --prices[/yellow]")
     if result.max_cost_per_query_usd is not None:
-        verdict = "[red]OVER BUDGET[/red]" if result.over_budget else "within budget"
+        verdict = (
+            "[red]OVER BUDGET[/red]"
+            if result.over_budget
+            else "within budget"
+            if result.judged
+            else "[yellow]cannot be judged: a price is unknown[/yellow]"
+        )
         console.print(f"budget: ${result.max_cost_per_query_usd:.6f} per query: {verdict}")

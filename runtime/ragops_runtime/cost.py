@@ -319,16 +319,32 @@ class Estimate:
     unknown: tuple[str, ...] = field(default=())
 
     @property
-    def total_usd(self) -> float:
+    def known_usd(self) -> float:
+        """The priced part of the month: all of it when `unknown` is empty, a lower bound otherwise."""
         return sum(line.usd for line in self.lines if line.usd is not None)
 
     @property
-    def cost_per_query_usd(self) -> float:
+    def total_usd(self) -> float | None:
+        """The month's cost; None when a model has no price (never the priced part passed off as the whole)."""
+        return None if self.unknown else self.known_usd
+
+    @property
+    def cost_per_query_usd(self) -> float | None:
+        if self.total_usd is None:
+            return None
         return self.total_usd / self.monthly_queries if self.monthly_queries else 0.0
 
     @property
     def over_budget(self) -> bool:
-        return self.max_cost_per_query_usd is not None and self.cost_per_query_usd > self.max_cost_per_query_usd
+        """Over the budget, known even with a price missing when the priced part alone exceeds it."""
+        if self.max_cost_per_query_usd is None or not self.monthly_queries:
+            return False
+        return self.known_usd / self.monthly_queries > self.max_cost_per_query_usd
+
+    @property
+    def judged(self) -> bool:
+        """Whether the budget could be judged: no budget, every price known, or over it already."""
+        return self.max_cost_per_query_usd is None or not self.unknown or self.over_budget
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -341,6 +357,7 @@ class Estimate:
                 line.service: {"quantity": line.quantity, "unit": line.unit, "usd": line.usd} for line in self.lines
             },
             "totalUsd": self.total_usd,
+            "knownUsd": self.known_usd,
             "complete": not self.unknown,
             "unknownPrices": list(self.unknown),
             "costPerQueryUsd": self.cost_per_query_usd,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -45,7 +48,7 @@ def test_what_if_matches_a_hand_computed_month() -> None:
         }
     )
     assert result.total_usd == pytest.approx(921.6 + 300 + 0.04 + 200)
-    assert result.cost_per_query_usd == pytest.approx(result.total_usd / 100_000)
+    assert result.cost_per_query_usd == pytest.approx((921.6 + 300 + 0.04 + 200) / 100_000)
     assert result.scale == 1 and not result.unknown
 
 
@@ -87,6 +90,7 @@ def test_an_unknown_price_is_unknown_never_zero() -> None:
         "rerank": None,
     }
     assert len(result.unknown) == 3 and result.to_json()["complete"] is False
+    assert (result.total_usd, result.cost_per_query_usd, result.known_usd) == (None, None, 0.0)
 
 
 def test_budget_overrun_is_flagged() -> None:
@@ -167,3 +171,23 @@ def test_cli_exit_codes_gate_on_the_budget(tmp_path: Path) -> None:
     assert "3 cost per query over the budget" in " ".join(
         runner.invoke(main, ["cost", "estimate", "--help"]).output.split()
     )
+
+
+def test_an_unknown_model_is_never_free_and_fails_the_estimate(tmp_path: Path) -> None:
+    """Issue 16, item 13: an unknown price is said, never summed as $0 or judged within budget."""
+    ragops = [str(Path(sys.executable).parent / "ragops"), "cost", "estimate", "--queries-per-month", "1000"]
+    for budget in ([], ["--max-cost-per-query", "0.01"]):
+        table = subprocess.run([*ragops, "--model", "gpt-9", *budget], capture_output=True, text=True)
+        assert table.returncode == 4, table.stdout + table.stderr
+        text = " ".join(table.stdout.split())
+        assert "no price for generation model gpt-9" in text and "cost per query: unknown" in text
+        assert "within budget" not in text and re.search(r"total \(incomplete\)\W+unknown", text), text
+    report = subprocess.run([*ragops, "--model", "gpt-9", "--output", "json"], capture_output=True, text=True)
+    assert report.returncode == 4
+    body = json.loads(report.stdout)
+    assert (body["totalUsd"], body["costPerQueryUsd"], body["complete"]) == (None, None, False)
+    assert body["unknownPrices"] == ["generation model gpt-9"] and body["knownUsd"] == 0.0
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("checked: 2026-02-01\ngeneration: {gpt-9: {input: 1, output: 1}}\n")
+    priced = subprocess.run([*ragops, "--model", "gpt-9", "--prices", str(prices)], capture_output=True, text=True)
+    assert priced.returncode == 0, priced.stdout
