@@ -524,6 +524,8 @@ def _query_router(request_model: type[QueryRequest]) -> APIRouter:
         response_model=QueryResponse,
         responses={
             200: {"content": {"text/event-stream": {}}, "description": "JSON, or events when stream is true."},
+            400: {"model": ErrorBody, "description": "The body is not JSON (or not UTF-8)."},
+            413: {"model": ErrorBody, "description": "The body is over its limit (room for the longest query)."},
             422: {"model": ErrorBody, "description": "Invalid query (e.g. longer than the limit)."},
             429: {"model": ErrorBody, "description": "Rate limit exceeded; see Retry-After."},
         },
@@ -533,7 +535,7 @@ def _query_router(request_model: type[QueryRequest]) -> APIRouter:
         "/feedback",
         status_code=204,
         responses={
-            400: {"model": ErrorBody, "description": "The body is not JSON."},
+            400: {"model": ErrorBody, "description": "The body is not JSON (or not UTF-8)."},
             404: {"model": ErrorBody, "description": "No answered query has this id."},
             409: {"model": ErrorBody, "description": "This client has rated this answer already."},
             413: {"model": ErrorBody, "description": "The body is over its limit."},

@@ -1,14 +1,20 @@
 """The served OpenAPI document is accurate: schemathesis fuzzes every operation of a live runtime.
 
-Responses must match the documented schemas (status codes, content types, bodies), and no input
-may produce a server error; a 503 is allowed only as a documented answer (saturation, outage).
+Positive cases (valid by the schema) must be accepted and answered as documented (status codes,
+content types, bodies); negative cases (a wrong type, a missing or extra field, a value out of
+range: what strict request types refuse, e.g. `"topK": "5"`, `"stream": 0`) must be refused with
+a 4xx in the one error shape. No input may produce a server error; a 503 is allowed only as a
+documented answer (saturation, outage).
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -18,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
 
 from ragops_runtime.app import create_app
 from tests.integration.test_runtime import publish, settings_for
@@ -42,21 +49,56 @@ def test_every_operation_matches_its_documentation(runtime_url: str) -> None:
     # Driven through Hypothesis directly: schemathesis' pytest plugin does not run on this pytest.
     api = schemathesis.openapi.from_url(f"{runtime_url}/openapi.json")
     operations = [result.ok() for result in api.get_all_operations()]  # type: ignore[union-attr]
-    assert {f"{op.method.upper()} {op.path}" for op in operations} >= {
+    assert {f"{op.method.upper()} {op.path}" for op in operations} == {
         "POST /v1/query",
         "POST /v1/feedback",
+        "POST /v1/jobs",
+        "GET /v1/jobs/{job_id}",
         "GET /v1/info",
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",
     }
     for operation in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            if mode is GenerationMode.NEGATIVE and not _has_inputs(operation):
+                continue
 
-        @given(case=operation.as_strategy())
-        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def conforms(case: Any) -> None:
-            response = case.call()
-            assert response.status_code < 500 or response.status_code == 503, (case.path, response.text)
-            case.validate_response(response, excluded_checks=[not_a_server_error])
+            # More negative cases: each mutates one thing, and a loose type must be found reliably.
+            examples = 150 if mode is GenerationMode.NEGATIVE else 40
 
-        conforms()
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            def conforms(case: Any) -> None:
+                response = case.call()
+                assert response.status_code < 500 or response.status_code == 503, (case.path, response.text)
+                if response.status_code >= 400:
+                    error = response.json()
+                    assert set(error) == {"error"} and set(error["error"]) == {"code", "message"}, error
+                case.validate_response(response, excluded_checks=[not_a_server_error])
+
+            conforms()
+
+
+def _has_inputs(operation: Any) -> bool:
+    """Whether the operation takes anything a client could get wrong (a body, a path or query parameter)."""
+    return bool(operation.body) or any(True for _ in operation.iter_parameters())
+
+
+def test_the_coverage_phase_finds_every_loose_type(runtime_url: str, tmp_path: Path) -> None:
+    """schemathesis' own runner, coverage phase: for every field of every operation, deterministic cases
+    at and past each bound and of every wrong JSON type (a string for an integer, 0 for a boolean ...),
+    which fuzzing above may or may not happen to draw. All checks, a server error included."""
+    run = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            *("run", f"{runtime_url}/openapi.json", "--phases", "coverage", "--checks", "all"),
+            *("--mode", "all", "--no-color"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,  # its run cache (.schemathesis/) stays out of the checkout
+    )
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert "8 passed" in run.stdout, run.stdout[-3000:]

@@ -173,6 +173,7 @@ def jobs_router(config: JobConfig, request_model: type[JobRequest]) -> APIRouter
         status_code=202,
         response_model=JobAccepted,
         responses={
+            400: {"model": ErrorBody, "description": "The body is not JSON (or not UTF-8)."},
             413: {"model": ErrorBody, "description": "The body is over RAGOPS_JOB_MAX_BODY_BYTES."},
             422: {"model": ErrorBody, "description": "Invalid job (too many queries, a query too long, ...)."},
             429: {
