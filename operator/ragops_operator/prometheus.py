@@ -103,6 +103,11 @@ def slo_queries(namespace: str, deployment: str, window: str, *, kb_version: str
         # No `or vector(0)` here: the runtime creates its cost series at start, so their absence means
         # the metric is not exported, and reporting a cost of 0 would pass the objective on no evidence.
         "cost_per_query_usd": f"sum(increase(ragops_cost_usd_total{{{selector}}}[{span}])) / {queries}",
+        # A gauge the runtime computes over this same window (the operator renders slo.window as
+        # RAGOPS_FEEDBACK_WINDOW_SECONDS) per version and role. Every replica reports the whole
+        # deployment, so replicas are not summed; nor are versions, since one rater of two versions
+        # would count twice: the largest per-version count is a lower bound of the distinct raters.
+        "raters": f"max(ragops_feedback_raters{{{selector}}})",
     }
 
 

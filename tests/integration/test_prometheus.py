@@ -61,9 +61,11 @@ DOCS_SCORES = (1.0, 0.8, 0.6, 0.4, 0.9)
 DOCS_GENERATION_USD = 0.002  # per answered (non-error) query
 DOCS_EMBEDDING_USD = 0.0001  # per query
 DOCS_COST = 27 * DOCS_GENERATION_USD + 30 * DOCS_EMBEDDING_USD
+DOCS_RATERS = {("v1", "stable"): 4, ("v2", "canary"): 2, ("v2", "probe"): 40}
 # The others fail everything slowly, rate it 0 and cost a dollar a query: mixed in, they would show.
 OTHER_QUERIES = 50
 OTHER_USD = 1.0
+OTHER_RATERS = 90
 # A rollout's shadow retrievals and golden probes on test/docs fail slowly too: they are not user traffic.
 ROLLOUT_QUERIES = 40
 
@@ -116,11 +118,16 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProm
                 pod.cost(service="generation", usd=DOCS_GENERATION_USD, **SERVED)
         for score in DOCS_SCORES:
             docs[0].feedback(score, **SERVED)
+        # Every replica reports the whole deployment's raters, per version and role: not summed over
+        # pods nor versions, and a rollout's probes (which nobody rates) left out.
+        for pod in docs:
+            pod.set_raters(DOCS_RATERS)
         for other in others:
             for _ in range(OTHER_QUERIES):
                 _record(other, "error", 8.0)
                 other.cost(service="generation", usd=OTHER_USD, **SERVED)
                 other.feedback(0.0, **SERVED)
+            other.set_raters({("v1", "stable"): OTHER_RATERS})
         for index in range(ROLLOUT_QUERIES):
             role = ("shadow", "probe")[index % 2]
             docs[index % 2].observe_query(
@@ -146,6 +153,7 @@ async def test_sample_matches_the_recorded_traffic(prometheus: RunningPrometheus
     assert sample.satisfaction == pytest.approx(sum(DOCS_SCORES) / len(DOCS_SCORES), rel=0.01)
     assert sample.p95_latency_seconds is not None and 1.0 < sample.p95_latency_seconds <= 2.5
     assert sample.cost_per_query_usd == pytest.approx(DOCS_COST / 30, rel=0.05)
+    assert sample.raters == 4
 
     check = judge(sample, SloSpec(p95_latency_ms=1000, max_error_rate=0.01, min_requests=20))
     assert check.verdict is Verdict.BREACHED
@@ -164,6 +172,7 @@ async def test_other_deployments_are_sampled_apart(
     assert sample.satisfaction == 0.0
     assert sample.p95_latency_seconds is not None and 5.0 < sample.p95_latency_seconds <= 10.0
     assert sample.cost_per_query_usd == pytest.approx(OTHER_USD, rel=0.05)
+    assert sample.raters == OTHER_RATERS
 
 
 async def test_a_deployment_without_series_samples_as_all_absent(prometheus: RunningPrometheus) -> None:
@@ -210,7 +219,7 @@ async def _sample_with(handler: Handler) -> SloSample | None:
 
 
 def _by_objective(answers: dict[str, httpx.Response]) -> Handler:
-    """Answers each of the five queries by the objective it reads."""
+    """Answers each of the six queries by the objective it reads."""
     queries = slo_queries("test", "docs", WINDOW)
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -229,6 +238,7 @@ async def test_values_empty_results_and_nan_map_onto_the_sample() -> None:
                 "error_ratio": _vector("0"),
                 "satisfaction": _vector("NaN"),
                 "cost_per_query_usd": _vector(),
+                "raters": _vector("3"),
             }
         )
     )
@@ -236,6 +246,7 @@ async def test_values_empty_results_and_nan_map_onto_the_sample() -> None:
     assert (sample.requests, sample.error_ratio) == (120.0, 0.0)
     assert sample.p95_latency_seconds == math.inf
     assert (sample.satisfaction, sample.cost_per_query_usd) == (None, None)
+    assert sample.raters == 3.0
 
 
 def _timeout(request: httpx.Request) -> httpx.Response:
@@ -316,7 +327,8 @@ def test_there_is_one_query_per_sample_field() -> None:
 )
 def test_windows_render_as_promql_ranges(window: str, rendered: str) -> None:
     assert promql_duration(window) == rendered
-    assert all(f"[{rendered}]" in promql for promql in slo_queries("test", "docs", window).values())
+    ranged = {name: promql for name, promql in slo_queries("test", "docs", window).items() if name != "raters"}
+    assert all(f"[{rendered}]" in promql for promql in ranged.values())  # raters: a gauge over the runtime's window
 
 
 def test_an_empty_window_is_refused() -> None:

@@ -339,9 +339,15 @@ def planned_canary(steps: list[Doc], actions: tuple[ManualAction, ...] = ()) -> 
 
 READY_V1 = DesiredVersion("handbook-v1", VersionReadiness.READY)
 GOOD_V1 = handbook_revision(1, "handbook-v1", "KnownGood")
-TRAFFIC_OK = SloSample(requests=500, p95_latency_seconds=0.4, error_ratio=0.0, satisfaction=0.9, cost_per_query_usd=0)
-TRAFFIC_SLOW = SloSample(requests=500, p95_latency_seconds=2.5, error_ratio=0.0, satisfaction=0.9, cost_per_query_usd=0)
-TRAFFIC_LOW = SloSample(requests=3, p95_latency_seconds=0.4, error_ratio=0.0, satisfaction=0.9, cost_per_query_usd=0)
+TRAFFIC_OK = SloSample(
+    requests=500, p95_latency_seconds=0.4, error_ratio=0.0, satisfaction=0.9, cost_per_query_usd=0, raters=5
+)
+TRAFFIC_SLOW = SloSample(
+    requests=500, p95_latency_seconds=2.5, error_ratio=0.0, satisfaction=0.9, cost_per_query_usd=0, raters=5
+)
+TRAFFIC_LOW = SloSample(
+    requests=3, p95_latency_seconds=0.4, error_ratio=0.0, satisfaction=0.9, cost_per_query_usd=0, raters=5
+)
 
 
 @dataclass(frozen=True)

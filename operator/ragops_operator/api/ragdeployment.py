@@ -370,6 +370,15 @@ class SloSpec(ApiModel):
         le=1_000_000,
         description="Fewer queries in the window make a check inconclusive: never a breach, never a pass.",
     )
+    min_raters: int = Field(
+        default=3,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Fewer distinct raters (trusted client identities) in the window leave satisfaction unjudged: "
+            "never a breach, never a pass. One client cannot rate a revision into a rollback."
+        ),
+    )
 
 
 class RolloutSpec(ApiModel):
@@ -452,6 +461,7 @@ class SloMeasurement(StatusModel):
     p95_latency_ms: float | None = Field(default=None, description="Measured 95th-percentile latency.")
     error_rate: float | None = Field(default=None, description="Measured share of failed queries.")
     satisfaction: float | None = Field(default=None, description="Measured mean user rating.")
+    raters: float | None = Field(default=None, description="Distinct raters in the window (ragops_feedback_raters).")
     cost_per_query_usd: float | None = Field(default=None, description="Measured mean cost per query.")
     consecutive_breaches: int = Field(default=0, ge=0, description="Breached checks in a row.")
     checked_at: datetime = Field(description="When the check ran.")

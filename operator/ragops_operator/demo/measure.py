@@ -26,6 +26,7 @@ DURATION_BUCKET = "ragops_query_duration_seconds_bucket"
 FEEDBACK_SUM = "ragops_feedback_score_sum"
 FEEDBACK_COUNT = "ragops_feedback_score_count"
 COST = "ragops_cost_usd_total"
+RATERS = "ragops_feedback_raters"
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,15 @@ class Scrape:
     feedback_count: float
     cost_usd: float | None
     """None when no cost series is exported (the SLO query then has no data either)."""
+    raters: float | None = None
+    """The largest per-version count of distinct raters in the runtime's window, as the SLO query reads it."""
 
 
 def parse_scrape(text: str, *, namespace: str, deployment: str) -> Scrape:
     """The deployment's series in a Prometheus text exposition (other deployments' are ignored)."""
     queries = errors = feedback_sum = feedback_count = 0.0
     cost: float | None = None
+    raters: float | None = None
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -65,7 +69,9 @@ def parse_scrape(text: str, *, namespace: str, deployment: str) -> Scrape:
                 feedback_count += sample.value
             elif sample.name == COST:
                 cost = (cost or 0.0) + sample.value
-    return Scrape(queries, errors, buckets, feedback_sum, feedback_count, cost)
+            elif sample.name == RATERS and labels.get("role") not in ("shadow", "probe"):
+                raters = max(raters or 0.0, sample.value)
+    return Scrape(queries, errors, buckets, feedback_sum, feedback_count, cost, raters)
 
 
 def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
@@ -113,6 +119,7 @@ def sample_between(before: Scrape, after: Scrape) -> SloSample:
         error_ratio=(after.errors - before.errors) / requests if requests > 0 else None,
         satisfaction=(after.feedback_sum - before.feedback_sum) / rated if rated > 0 else None,
         cost_per_query_usd=cost,
+        raters=after.raters,
     )
 
 

@@ -34,6 +34,9 @@ class SloSample:
     error_ratio: float | None
     satisfaction: float | None
     cost_per_query_usd: float | None
+    raters: float | None = None
+    """Distinct raters of the window (the runtime's ragops_feedback_raters); None when unknown, which
+    leaves satisfaction unjudged like too few raters (docs/design/feedback-and-client-identity.md)."""
 
 
 class Verdict(StrEnum):
@@ -114,16 +117,18 @@ def judge(sample: SloSample | None, slo: SloSpec) -> SloCheck:
         )
 
     p95_seconds = _known(sample.p95_latency_seconds)
+    satisfaction = _known(sample.satisfaction)
+    too_few_raters = _too_few_raters(sample, slo) if satisfaction is not None else None
     readings = (
         (_Objective("p95LatencyMs", slo.p95_latency_ms, True), None if p95_seconds is None else p95_seconds * 1000),
         (_Objective("errorRate", slo.max_error_rate, True), _known(sample.error_ratio)),
-        (_Objective("satisfaction", slo.min_satisfaction, False), _known(sample.satisfaction)),
+        (_Objective("satisfaction", slo.min_satisfaction, False), None if too_few_raters else satisfaction),
         (_Objective("costPerQueryUsd", slo.max_cost_per_query_usd, True), _known(sample.cost_per_query_usd)),
     )
     compared = [objective.compare(value) for objective, value in readings if value is not None]
     unmeasured = [
         # Feedback is optional for users, so a window without any is normal, not a gap in the metrics.
-        "satisfaction not judged: no feedback in the window"
+        f"satisfaction not judged: {too_few_raters or 'no feedback in the window'}"
         if objective.name == "satisfaction"
         else f"{objective.name} not judged: no data in the window"
         for objective, value in readings
@@ -158,6 +163,24 @@ def judge(sample: SloSample | None, slo: SloSpec) -> SloCheck:
             [f"all {'measured ' if unmeasured else ''}objectives met {scope}: {', '.join(met)}", *unmeasured]
         ),
     )
+
+
+def _too_few_raters(sample: SloSample, slo: SloSpec) -> str | None:
+    """Why the window's ratings are too few voices to judge satisfaction on, or None when they are enough.
+
+    Ratings are one per (answer, rater), but one rater can still rate many answers: without a
+    minimum of distinct raters, one client could rate a revision into a rollback (issue 16, item 9).
+    """
+    if slo.min_raters == 0:
+        return None
+    raters = _known(sample.raters)
+    if raters is None:
+        return (
+            f"the number of distinct raters is unknown (no ragops_feedback_raters series), minRaters {slo.min_raters}"
+        )
+    if raters < slo.min_raters:
+        return f"{format_value(raters)} distinct raters < minRaters {slo.min_raters}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -298,6 +321,7 @@ def to_measurement(state: WatchState, sample: SloSample | None, *, checked_at: d
         p95_latency_ms=None if p95 is None else p95 * 1000,
         error_rate=None if sample is None else _known(sample.error_ratio),
         satisfaction=None if sample is None else _known(sample.satisfaction),
+        raters=None if sample is None else _known(sample.raters),
         cost_per_query_usd=None if sample is None else _known(sample.cost_per_query_usd),
         consecutive_breaches=state.consecutive_breaches,
         checked_at=checked_at,

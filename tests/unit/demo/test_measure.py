@@ -79,6 +79,8 @@ def test_a_window_is_the_difference_of_two_scrapes_of_real_runtime_metrics() -> 
     metrics.feedback(1.0, **SERVED)
     metrics.feedback(0.5, **SERVED)
     metrics.cost(service="generation", usd=0.02, **SERVED)
+    metrics.set_raters({("v1", "stable"): 2, ("v1", "probe"): 7})
+    other.set_raters({("v1", "stable"): 30})
     text = _scrape(metrics) + _scrape(other)
     after = parse_scrape(text, namespace="demo", deployment="demo")
 
@@ -89,6 +91,7 @@ def test_a_window_is_the_difference_of_two_scrapes_of_real_runtime_metrics() -> 
     assert sample.p95_latency_seconds == pytest.approx(0.25 + 0.25 * 9.5 / 10)
     assert sample.satisfaction == pytest.approx(0.75)
     assert sample.cost_per_query_usd == pytest.approx(0.002)
+    assert sample.raters == 2  # the gauge at the window's end; probes and the other deployment left out
 
 
 def test_an_idle_window_has_no_latency_and_no_ratio() -> None:
@@ -98,6 +101,7 @@ def test_an_idle_window_has_no_latency_and_no_ratio() -> None:
     assert sample.requests == 0
     assert sample.p95_latency_seconds is None and sample.error_ratio is None and sample.satisfaction is None
     assert sample.cost_per_query_usd is None
+    assert sample.raters is None
 
 
 def test_the_objective_is_twice_the_baseline_with_a_floor() -> None:

@@ -24,8 +24,12 @@ from ragops_operator.reconcile.slo import (
     to_measurement,
 )
 
-SLO = SloSpec()  # p95 1000 ms, errors 1%, satisfaction 0.65, $0.01 a query, 5m window, 3 breaches, 20 requests
-HEALTHY = SloSample(requests=120, p95_latency_seconds=0.42, error_ratio=0.0, satisfaction=0.8, cost_per_query_usd=0.002)
+SLO = (
+    SloSpec()
+)  # p95 1000 ms, errors 1%, satisfaction 0.65, $0.01 a query, 5m window, 3 breaches, 20 requests, 3 raters
+HEALTHY = SloSample(
+    requests=120, p95_latency_seconds=0.42, error_ratio=0.0, satisfaction=0.8, cost_per_query_usd=0.002, raters=5
+)
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 # ---- judge ---------------------------------------------------------------------------------------------
@@ -76,7 +80,9 @@ JUDGE_CASES: list[tuple[str, SloSample | None, Verdict, Reason, tuple[str, ...],
     ),
     (
         "limits themselves are met",
-        SloSample(requests=20, p95_latency_seconds=1.0, error_ratio=0.01, satisfaction=0.65, cost_per_query_usd=0.01),
+        SloSample(
+            requests=20, p95_latency_seconds=1.0, error_ratio=0.01, satisfaction=0.65, cost_per_query_usd=0.01, raters=3
+        ),
         Verdict.MET,
         Reason.SLO_MET,
         (),
@@ -84,7 +90,9 @@ JUDGE_CASES: list[tuple[str, SloSample | None, Verdict, Reason, tuple[str, ...],
     ),
     (
         "every breach is listed",
-        SloSample(requests=400, p95_latency_seconds=2.5, error_ratio=0.25, satisfaction=0.3, cost_per_query_usd=0.5),
+        SloSample(
+            requests=400, p95_latency_seconds=2.5, error_ratio=0.25, satisfaction=0.3, cost_per_query_usd=0.5, raters=9
+        ),
         Verdict.BREACHED,
         Reason.SLO_BREACHED,
         ("p95LatencyMs=2500>1000", "errorRate=0.25>0.01", "satisfaction=0.3<0.65", "costPerQueryUsd=0.5>0.01"),
@@ -105,6 +113,30 @@ JUDGE_CASES: list[tuple[str, SloSample | None, Verdict, Reason, tuple[str, ...],
         Reason.SLO_BREACHED,
         ("p95LatencyMs=1830>1000",),
         ["1 of 3 objectives breached", "satisfaction not judged: no feedback in the window"],
+    ),
+    (
+        "one rater cannot rate a revision into a breach",
+        replace(HEALTHY, satisfaction=0.1, raters=1),
+        Verdict.MET,
+        Reason.SLO_MET,
+        (),
+        ["all measured objectives met over 5m", "satisfaction not judged: 1 distinct raters < minRaters 3"],
+    ),
+    (
+        "too few raters beside a breach",
+        replace(HEALTHY, satisfaction=0.1, raters=2, p95_latency_seconds=1.83),
+        Verdict.BREACHED,
+        Reason.SLO_BREACHED,
+        ("p95LatencyMs=1830>1000",),
+        ["1 of 3 objectives breached", "satisfaction not judged: 2 distinct raters < minRaters 3"],
+    ),
+    (
+        "an unknown number of raters is too few",
+        replace(HEALTHY, satisfaction=0.1, raters=None),
+        Verdict.MET,
+        Reason.SLO_MET,
+        (),
+        ["satisfaction not judged: the number of distinct raters is unknown (no ragops_feedback_raters series)"],
     ),
     (
         "missing latency series",
@@ -430,10 +462,17 @@ def test_the_status_records_the_check_and_the_count() -> None:
         "p95LatencyMs": 1830.0,
         "errorRate": 0.0,
         "satisfaction": None,
+        "raters": 5.0,
         "costPerQueryUsd": 0.002,
         "consecutiveBreaches": 2,
         "checkedAt": "2026-11-21T12:00:00Z",
     }
+
+
+def test_min_raters_0_judges_satisfaction_on_any_ratings() -> None:
+    lenient = SloSpec(min_raters=0)
+    assert judge(replace(HEALTHY, satisfaction=0.1, raters=None), lenient).breaches == ("satisfaction=0.1<0.65",)
+    assert judge(replace(HEALTHY, satisfaction=0.1, raters=3), SLO).breaches == ("satisfaction=0.1<0.65",)
 
 
 def test_the_status_of_an_unavailable_check_has_no_values() -> None:
