@@ -68,6 +68,7 @@ bench: install $(if $(wildcard bench/operator_scale.py),tools) ## benchmarks vs 
 	$(BIN)/python -m bench.version_switch $(BENCH_FLAGS)
 	$(BIN)/python -m bench.canary_split $(BENCH_FLAGS)
 	$(BIN)/python -m bench.vector_memory $(BENCH_FLAGS)
+	$(BIN)/python -m bench.hostile_clients $(BENCH_FLAGS)
 	$(if $(wildcard bench/operator_scale.py),$(BIN)/python -m bench.operator_scale $(BENCH_FLAGS))
 	$(if $(BENCH_FLAGS),,$(BIN)/python -m bench.report)
 

@@ -25,6 +25,7 @@ ORDER = (
     "vector_memory",
     "version_switch",
     "canary_split",
+    "hostile_clients",
     "operator_scale",
 )
 REQUIRED = {"benchmark", "machine", "ran_at", "rows"}
