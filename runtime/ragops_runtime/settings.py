@@ -95,7 +95,13 @@ class RuntimeSettings(BaseSettings):
         "its last entry); the rate limit and feedback raters key on it, else on the peer address. X-Client-Id "
         "only picks a rollout version, unless it is this header.",
     )
-    max_query_chars: int = Field(default=2000, ge=1, le=100_000, description="Longer queries get 422.")
+    max_query_chars: int = Field(
+        default=2000,
+        ge=1,
+        le=100_000,
+        description="Longer queries get 422. Also sizes the body limit of every POST but /v1/jobs "
+        "(12 bytes a character + 16 KiB, at least 64 KiB): a larger body gets 413 before it is parsed.",
+    )
     retrieval_timeout_ms: int = Field(default=2000, ge=10, le=60_000, description="Retrieval time budget.")
     max_concurrent_requests: int = Field(default=64, ge=1, le=10_000, description="In-flight queries; more get 503.")
     database_timeout_seconds: float = Field(default=2.0, gt=0, le=60, description="Wait for a pooled connection.")
