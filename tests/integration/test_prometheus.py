@@ -354,7 +354,7 @@ def test_every_query_parses(tmp_path: Path) -> None:
     rules_file.write_text(yaml.safe_dump(rules))
     result = subprocess.run([str(PROMTOOL), "check", "rules", str(rules_file)], capture_output=True, timeout=60)
     assert result.returncode == 0, (result.stdout + result.stderr).decode()
-    assert b"SUCCESS: 5 rules found" in result.stdout
+    assert f"SUCCESS: {len(queries)} rules found".encode() in result.stdout
 
 
 def test_the_generated_scrape_config_passes_promtool(tmp_path: Path) -> None:
