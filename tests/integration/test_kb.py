@@ -432,3 +432,19 @@ def test_eval_checks_generated_answers_when_asked(pg_dsn: str, tmp_path: Path) -
         env={k: v for k, v in os.environ.items() if "ANTHROPIC" not in k},
     )
     assert no_key.returncode == 2 and "needs $ANTHROPIC_API_KEY" in no_key.stderr
+
+
+async def test_a_renamed_file_reuses_its_stored_embeddings(pg_dsn: str, tmp_path: Path) -> None:
+    """Issue 16, item 1: a text already embedded under another chunk key (a renamed or moved file)."""
+    corpus = write_corpus(tmp_path / "v1")
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        first = await build_version(store, request(corpus, "v1"))
+        (corpus / "glacier.md").rename(corpus / "ice-sheet.md")
+        moved = await build_version(store, request(corpus, "v2"))
+        assert moved.record.status == "built"
+        assert await store.document_ids(moved.record) == (await store.document_ids(first.record) - {"glacier.md"}) | {
+            "ice-sheet.md"
+        }
+        # Every chunk of the moved file has a new key (its document id changed) but a text embedded before.
+        assert moved.manifest["embeddedChunks"] == 0
+        assert moved.manifest["reusedEmbeddings"] == moved.manifest["chunks"]

@@ -592,7 +592,8 @@ class KnowledgeStore:
             ).format(chunks=chunks),
             (list(digests),),
         )
-        return {digest: np.asarray(vector, dtype=np.float32) for digest, vector in await cursor.fetchall()}
+        # pgvector's loader returns its own `Vector`, which numpy cannot convert by itself.
+        return {digest: vector.to_numpy() for digest, vector in await cursor.fetchall()}
 
     async def insert_chunks(self, record: VersionRecord, rows: Sequence[ChunkRow]) -> dict[str, int]:
         """Bulk-loads new chunks with COPY (one committed batch) and returns chunk_key -> id.
