@@ -75,6 +75,11 @@ def _run(dsn: str, work: Callable[[KnowledgeStore], Awaitable[T]]) -> T:
     from .store import KnowledgeStore, StoreError
 
     async def main() -> T:
+        # SIGTERM (a Job's pod deleted or past its deadline) cancels the work like Ctrl-C does, so
+        # a build records why it stopped instead of vanishing mid-way.
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         async with await KnowledgeStore.connect(dsn) as store:
             return await work(store)
 
@@ -83,6 +88,12 @@ def _run(dsn: str, work: Callable[[KnowledgeStore], Awaitable[T]]) -> T:
     except (StoreError, BuildError, GateError, GoldenSetError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)
+    except asyncio.CancelledError:
+        click.echo("error: interrupted by SIGTERM", err=True)
+        sys.exit(128 + signal.SIGTERM)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(128 + signal.SIGINT)
 
 
 class TerminalProgress:
@@ -381,6 +392,8 @@ def list_(knowledge_base: str, dsn: str | None, embedded: bool, as_json: bool) -
     """List the versions of a knowledge base, newest last, with the activation pointer."""
 
     async def work(store: KnowledgeStore) -> dict[str, Any]:
+        # A build whose builder is gone is reported as the failure it is, not as building forever.
+        await store.fail_interrupted_builds(knowledge_base)
         activation = await store.activation(knowledge_base)
         versions = await store.list_versions(knowledge_base)
         return {

@@ -9,13 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
 import pytest
 import yaml
 
-from ragops_runtime.kb.build import BuildError, BuildRequest, EmbeddingSettings, build_version
+from ragops_runtime.kb.build import BuildError, BuildRequest, EmbeddingSettings, IndexSettings, build_version
 from ragops_runtime.kb.evaluation import Thresholds
 from ragops_runtime.kb.gate import GateError, evaluate_version
 from ragops_runtime.store import ActivationRefused, KnowledgeStore
@@ -448,3 +449,39 @@ async def test_a_renamed_file_reuses_its_stored_embeddings(pg_dsn: str, tmp_path
         # Every chunk of the moved file has a new key (its document id changed) but a text embedded before.
         assert moved.manifest["embeddedChunks"] == 0
         assert moved.manifest["reusedEmbeddings"] == moved.manifest["chunks"]
+
+
+async def test_new_index_parameters_reuse_every_embedding(pg_dsn: str, tmp_path: Path) -> None:
+    """Issue 16, item 2: vectors depend on the text and the model, not on the HNSW index built over them."""
+    corpus = write_corpus(tmp_path / "corpus")
+    with running_openai_embeddings_server(16) as server:
+        settings = {"provider": "openai", "model": "emb", "dimensions": 16, "endpoint": server.url, "batch_size": 8}
+        async with await KnowledgeStore.connect(pg_dsn) as store:
+            first = await build_version(store, request(corpus, "v1", **settings))
+            before = len(server.requests)
+            retuned = await build_version(
+                store, replace(request(corpus, "v2", **settings), index=IndexSettings(m=8, ef_construction=32))
+            )
+            assert retuned.record.chunk_table != first.record.chunk_table  # an index of its own
+            assert len(server.requests) == before and retuned.manifest["embeddedChunks"] == 0
+            assert retuned.manifest["reusedEmbeddings"] == retuned.manifest["chunks"] == first.manifest["chunks"]
+            assert _embeddings(pg_dsn, retuned.record.chunk_table) == _embeddings(pg_dsn, first.record.chunk_table)
+
+            # Another model (or another endpoint serving a model of that name) shares nothing.
+            other = await build_version(
+                store,
+                replace(
+                    request(corpus, "v3", **{**settings, "model": "emb-2"}),
+                    index=IndexSettings(m=8, ef_construction=32),
+                ),
+            )
+            assert other.manifest["embeddedChunks"] == other.manifest["chunks"]
+
+
+def _embeddings(dsn: str, table: str) -> dict[str, bytes]:
+    """chunk key -> the stored vector's bytes, for comparing two chunk tables."""
+    with psycopg.connect(dsn) as connection:
+        rows = connection.execute(
+            psycopg.sql.SQL("SELECT chunk_key, embedding::text FROM {}").format(psycopg.sql.Identifier("ragops", table))
+        ).fetchall()
+    return {key: vector.encode() for key, vector in rows}

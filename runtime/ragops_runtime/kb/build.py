@@ -4,7 +4,8 @@ The version is registered first (so a re-run of a finished build returns at once
 are embedded and stored in committed groups (so an interrupted build resumes where it stopped,
 embedding nothing twice), and it becomes `built` only in the final transaction of the store.
 Reuse works at two levels: a chunk identical to one of an earlier version is shared as is; a
-chunk whose text was embedded before in the same embedding space reuses that embedding.
+chunk whose text was embedded before by the same model reuses that embedding, whatever index or
+knowledge base it was embedded for (`KnowledgeStore.cached_embeddings`).
 
 This module orchestrates; SQL lives in the store, HTTP in the embedders, parsing in ingest.
 """
@@ -12,6 +13,7 @@ This module orchestrates; SQL lives in the store, HTTP in the embedders, parsing
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -20,9 +22,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import numpy as np
+import psycopg
 
 from ..embedding import Embedder, EmbeddingError, embed_all, make_embedder
-from ..store import ChunkRow, DocumentRow, EmbeddingSpace, KnowledgeStore, VersionRecord
+from ..store import ChunkRow, DocumentRow, EmbeddingSpace, KnowledgeStore, StoreError, VersionRecord
 from ..store.knowledge import chunk_key
 from .chunking import chunk_document
 from .cleaning import BoilerplateReport
@@ -141,14 +144,58 @@ async def build_version(
     progress: BuildProgress | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> BuildReport:
-    """Builds `request` into `store`; idempotent, resumable, and never leaves a half version built."""
+    """Builds `request` into `store`; idempotent, resumable, and never leaves a half version built.
+
+    However the build ends before completing, the version is left resumable: a known error or an
+    interruption (a signal, a cancelled task) marks it failed with the cause; a builder killed
+    outright or cut off from PostgreSQL leaves it `building` without a lease, which
+    `KnowledgeStore.fail_interrupted_builds` reports as failed. Running the same build again
+    resumes it and ends with the same chunks, vectors and content digest as an uninterrupted build.
+    """
     progress = progress or SilentProgress()
     started = clock()
     record = await store.begin_version(request.knowledge_base, request.version, request.space, request.settings())
     if record.status == "built" and record.manifest is not None:
+        await store.end_build(record)
         progress.log(f"{request.knowledge_base}/{request.version} is already built; nothing to do")
         return BuildReport(record=record, manifest=record.manifest, already_built=True)
+    try:
+        return await _build(store, record, request, api_key, embedder, progress, clock, started)
+    except BaseException as error:
+        cause = _failure(error)
+        with contextlib.suppress(psycopg.Error, StoreError):
+            # Best effort: without a connection the version keeps no lease and reads as interrupted.
+            await store.fail_version(record, cause)
+        if isinstance(error, BuildError | EmbeddingError | IngestError | psycopg.OperationalError):
+            raise BuildError(cause) from error
+        raise
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            await store.end_build(record)
 
+
+def _failure(error: BaseException) -> str:
+    """What the version's `error` says about why its build stopped."""
+    if isinstance(error, BuildError | EmbeddingError | IngestError | StoreError):
+        return str(error)
+    if isinstance(error, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+        return "the build was interrupted (stopped by a signal); run the same build again to resume it"
+    if isinstance(error, psycopg.OperationalError):
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"lost PostgreSQL during the build ({first}); run the same build again to resume it"
+    return f"internal error: {type(error).__name__}: {error}"
+
+
+async def _build(
+    store: KnowledgeStore,
+    record: VersionRecord,
+    request: BuildRequest,
+    api_key: str | None,
+    embedder: Embedder | None,
+    progress: BuildProgress,
+    clock: Callable[[], float],
+    started: float,
+) -> BuildReport:
     owned_embedder = embedder is None
     if embedder is None:
         embedder = make_embedder(
@@ -161,15 +208,13 @@ async def build_version(
     try:
         skipped, plan = await _plan(store, record, request, progress)
         requests, embedded, ids = await _store_new_chunks(store, record, request, plan, embedder, progress)
-    except (BuildError, EmbeddingError, IngestError) as error:
-        await store.fail_version(record, str(error))
-        raise BuildError(str(error)) from error
     finally:
         if owned_embedder:
             await embedder.aclose()
 
     progress.stage("indexing")
     await store.ensure_indexes(record)
+    progress.stage("completing")
     chunk_counts: dict[str, int] = {}
     for document, _, _ in plan.chunks:
         chunk_counts[document.id] = chunk_counts.get(document.id, 0) + 1

@@ -12,6 +12,12 @@ A version is `building` until `complete_version` writes its membership, document
 in one transaction: an interrupted build never looks complete, and a re-run reuses every chunk
 already stored. Activation changes the pointer and notifies listeners in one transaction.
 
+A build holds a lease on its version while it runs: a session-level advisory lock, which
+PostgreSQL releases by itself when the builder's connection ends, however the builder ended
+(`kill -9` included). A second build of the same version is refused while the lease is held, and
+a version left `building` without one is an interrupted build: `fail_interrupted_builds` marks it
+failed, and running the same build again resumes it.
+
 Next to the pointer lives the traffic split of a progressive rollout (docs/design/progressive-delivery.md):
 a candidate version, the percent of queries it answers, the percent of stable queries mirrored to
 it, the step's identity and the golden-probe plan. Each change is one transaction that records
@@ -23,9 +29,11 @@ parameters. This module does no embedding, chunking or HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,6 +62,14 @@ _DISTANCE_SQL: dict[str, tuple[str, str]] = {
     "innerProduct": ("vector_ip_ops", "<#>"),
 }
 _TEXT_SEARCH_CONFIG = "english"
+_BUILD_LEASE = int.from_bytes(b"rgkb", "big")
+"""First key of the advisory lock a build holds on its version (the second is the version's id)."""
+_LEASE_WAIT_SECONDS = 2.0
+"""How long a build waits for a lease held only for a moment (by `fail_interrupted_builds`)."""
+INTERRUPTED_BUILD = (
+    "the build was interrupted: its builder stopped before completing (killed, or its connection to "
+    "PostgreSQL was lost); run the same build again to resume it"
+)
 _META_DDL = [
     "CREATE SCHEMA IF NOT EXISTS ragops",
     """CREATE TABLE IF NOT EXISTS ragops.kb_versions (
@@ -117,6 +133,10 @@ class PgvectorMissing(StoreError):
 
 class VersionConflict(StoreError):
     pass
+
+
+class VersionBusy(StoreError):
+    """Another process is building this version right now (it holds the version's build lease)."""
 
 
 class ActivationRefused(StoreError):
@@ -358,6 +378,8 @@ class KnowledgeStore:
 
     def __init__(self, connection: psycopg.AsyncConnection[Any], *, index_build_memory: str = "512MB") -> None:
         self._conn = connection
+        self._leases: set[int] = set()
+        """Versions this connection is building (holds the build lease of)."""
         # pgvector builds an HNSW graph several times faster when it fits in maintenance_work_mem;
         # it is set per index build only, never for the server.
         self._index_build_memory = index_build_memory
@@ -412,29 +434,96 @@ class KnowledgeStore:
     async def begin_version(
         self, kb: str, version: str, space: EmbeddingSpace, settings: dict[str, Any]
     ) -> VersionRecord:
-        """Registers a version (or returns the existing one for a re-run with identical settings)."""
+        """Registers a version (or returns the existing one for a re-run with identical settings).
+
+        Unless the version is already built, the caller holds its build lease on return, until
+        `end_build` (or until its connection ends): a second builder gets `VersionBusy`.
+        """
         table = chunk_table_name(kb, space)
-        async with self._conn.transaction():
-            await self._conn.execute(
-                "INSERT INTO ragops.kb_versions (kb, version, status, space, chunk_table, settings) "
-                "VALUES (%s, %s, 'building', %s, %s, %s) ON CONFLICT (kb, version) DO NOTHING",
-                (kb, version, json.dumps(space.to_json()), table, json.dumps(settings, sort_keys=True)),
+        await self._conn.execute(
+            "INSERT INTO ragops.kb_versions (kb, version, status, space, chunk_table, settings) "
+            "VALUES (%s, %s, 'building', %s, %s, %s) ON CONFLICT (kb, version) DO NOTHING",
+            (kb, version, json.dumps(space.to_json()), table, json.dumps(settings, sort_keys=True)),
+        )
+        record = await self.get_version(kb, version)
+        assert record is not None
+        if record.space != space or record.settings != json.loads(json.dumps(settings, sort_keys=True)):
+            raise VersionConflict(
+                f"version {version!r} of knowledge base {kb!r} already exists with other settings; "
+                "versions are immutable: build a new version name"
             )
-            record = await self.get_version(kb, version)
-            assert record is not None
-            if record.space != space or record.settings != json.loads(json.dumps(settings, sort_keys=True)):
-                raise VersionConflict(
-                    f"version {version!r} of knowledge base {kb!r} already exists with other settings; "
-                    "versions are immutable: build a new version name"
-                )
-            if record.status == "failed":
+        if record.status == "built":
+            return record
+        await self._take_lease(record)
+        try:
+            async with self._conn.transaction():
                 await self._conn.execute(
-                    "UPDATE ragops.kb_versions SET status = 'building', error = NULL WHERE id = %s", (record.id,)
+                    "UPDATE ragops.kb_versions SET status = 'building', error = NULL "
+                    "WHERE id = %s AND status = 'failed'",
+                    (record.id,),
                 )
-            await self._ensure_chunk_table(kb, space)
+                await self._ensure_chunk_table(kb, space)
+            await self.fail_interrupted_builds(kb)
+        except BaseException:
+            await self.end_build(record)
+            raise
         refreshed = await self.get_version(kb, version)
         assert refreshed is not None
         return refreshed
+
+    async def _take_lease(self, record: VersionRecord) -> None:
+        deadline = time.monotonic() + _LEASE_WAIT_SECONDS
+        while True:
+            cursor = await self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_BUILD_LEASE, record.id))
+            row = await cursor.fetchone()
+            if row is not None and row[0]:
+                self._leases.add(record.id)
+                return
+            if time.monotonic() >= deadline:
+                holder = await (
+                    await self._conn.execute(
+                        "SELECT a.pid, a.client_addr, a.application_name FROM pg_locks l "
+                        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+                        "AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid AND l.objsubid = 2 "
+                        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                        (_BUILD_LEASE, record.id),
+                    )
+                ).fetchone()
+                who = ""
+                if holder is not None:
+                    client = f", client {holder[1]}" if holder[1] else ""
+                    who = f" (PostgreSQL backend pid {holder[0]}{client})"
+                raise VersionBusy(
+                    f"version {record.version!r} of knowledge base {record.kb!r} is being built by another "
+                    f"process{who}: wait for it to finish, or stop it and run the build again to resume"
+                )
+            await asyncio.sleep(0.1)
+
+    async def end_build(self, record: VersionRecord) -> None:
+        """Releases the build lease of `record` if this connection holds it (idempotent)."""
+        if record.id in self._leases and not self._conn.closed:
+            self._leases.discard(record.id)
+            await self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_BUILD_LEASE, record.id))
+        self._leases.discard(record.id)
+
+    async def fail_interrupted_builds(self, kb: str) -> list[str]:
+        """Marks failed every version of `kb` left `building` by a builder that is gone; returns their names.
+
+        A version is interrupted when nobody holds its build lease: holding one is what a live
+        build does. The lease is tried within this statement, so a builder resuming the version at
+        the same moment either holds it first (and the version is left alone) or waits for it.
+        """
+        cursor = await self._conn.execute(
+            """WITH candidates AS MATERIALIZED (
+                   SELECT id FROM ragops.kb_versions
+                   WHERE kb = %(kb)s AND status = 'building' AND NOT id = ANY(%(mine)s))
+               UPDATE ragops.kb_versions v SET status = 'failed', error = %(error)s
+               FROM candidates c
+               WHERE v.id = c.id AND v.status = 'building' AND pg_try_advisory_xact_lock(%(lease)s, c.id)
+               RETURNING v.version""",
+            {"kb": kb, "mine": sorted(self._leases), "error": INTERRUPTED_BUILD, "lease": _BUILD_LEASE},
+        )
+        return sorted(version for (version,) in await cursor.fetchall())
 
     async def _ensure_chunk_table(self, kb: str, space: EmbeddingSpace) -> None:
         chunks = derived_identifier(kb, space.key, suffix="_chunks")
@@ -580,20 +669,51 @@ class KnowledgeStore:
         return {key: chunk_id for key, chunk_id in await cursor.fetchall()}
 
     async def cached_embeddings(self, record: VersionRecord, digests: Sequence[str]) -> dict[str, Vector]:
-        """Embeddings of texts already embedded in this space: the embedding cache.
+        """Embeddings of texts already embedded by this version's model: the embedding cache.
 
-        The chunk table is per (knowledge base, provider, model, dimensions, index), so a text
-        digest found here was embedded by exactly this model: changing the model finds nothing.
+        A vector depends on the text and the model only, not on the index built over it nor on the
+        knowledge base it serves, so the cache is every chunk table of the same provider, model,
+        dimensions and endpoint (this version's own first): new HNSW parameters or a distance
+        change re-embed nothing. Another model, or another endpoint serving a model of the same
+        name, finds nothing.
         """
-        chunks = derived_identifier(record.kb, record.space.key, suffix="_chunks")
+        wanted = list(dict.fromkeys(digests))
+        found: dict[str, Vector] = {}
+        for table in await self._tables_of_model(record):
+            if len(found) == len(wanted):
+                break
+            try:
+                cursor = await self._conn.execute(
+                    sql.SQL(
+                        "SELECT DISTINCT ON (text_digest) text_digest, embedding FROM {chunks} "
+                        "WHERE text_digest = ANY(%s)"
+                    ).format(chunks=table),
+                    ([digest for digest in wanted if digest not in found],),
+                )
+            except psycopg.errors.UndefinedTable:
+                continue  # its last version was dropped since it was listed
+            # pgvector's loader returns its own `Vector`, which numpy cannot convert by itself.
+            found.update((digest, vector.to_numpy()) for digest, vector in await cursor.fetchall())
+        return found
+
+    async def _tables_of_model(self, record: VersionRecord) -> list[sql.Identifier]:
+        """The chunk tables holding vectors of `record`'s embedding model, its own first."""
+        space = record.space
+        endpoint = (record.settings.get("embedding") or {}).get("endpoint")
         cursor = await self._conn.execute(
-            sql.SQL(
-                "SELECT DISTINCT ON (text_digest) text_digest, embedding FROM {chunks} WHERE text_digest = ANY(%s)"
-            ).format(chunks=chunks),
-            (list(digests),),
+            """SELECT DISTINCT kb, space FROM ragops.kb_versions
+               WHERE space->>'provider' = %s AND space->>'model' = %s AND (space->>'dimensions')::int = %s
+                 AND settings->'embedding'->>'endpoint' IS NOT DISTINCT FROM %s""",
+            (space.provider, space.model, space.dimensions, endpoint),
         )
-        # pgvector's loader returns its own `Vector`, which numpy cannot convert by itself.
-        return {digest: vector.to_numpy() for digest, vector in await cursor.fetchall()}
+        tables = {(record.kb, space.key)}
+        ordered = [derived_identifier(record.kb, space.key, suffix="_chunks")]
+        for kb, other in await cursor.fetchall():
+            key = EmbeddingSpace.from_json(other).key
+            if (kb, key) not in tables:
+                tables.add((kb, key))
+                ordered.append(derived_identifier(kb, key, suffix="_chunks"))
+        return ordered
 
     async def insert_chunks(self, record: VersionRecord, rows: Sequence[ChunkRow]) -> dict[str, int]:
         """Bulk-loads new chunks with COPY (one committed batch) and returns chunk_key -> id.
@@ -1052,7 +1172,12 @@ class KnowledgeStore:
                 )
 
     async def gc(self, kb: str, *, keep: int) -> list[str]:
-        """Drops versions beyond the `keep` newest built ones, never the active, previous or canary one."""
+        """Drops versions beyond the `keep` newest built ones, never the active, previous or canary one.
+
+        Interrupted builds are failed first (see `fail_interrupted_builds`): a version still being
+        built is kept, and so are the chunks it has stored so far.
+        """
+        await self.fail_interrupted_builds(kb)
         current = await self.activation(kb)
         protected = {current.active, current.previous, (await self.traffic(kb)).canary}
         built = [v for v in await self.list_versions(kb) if v.status == "built"]
