@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -26,7 +27,7 @@ from tests.support.podman import BuiltImage, build_images, unavailable_reason
 from tests.support.replica import StreamingReplica
 
 CLUSTER_FIXTURES = {"control_plane", "workloads", "namespace"}
-DATABASE_FIXTURES = {"postgres_server", "pg_dsn", "streaming_replica"}
+DATABASE_FIXTURES = {"postgres_server", "pg_dsn", "other_pg_dsn", "streaming_replica"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -99,15 +100,31 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@contextmanager
+def fresh_database(server_dsn: str, label: str) -> Iterator[str]:
+    """A new, empty database on the server at `server_dsn` (its DSN), dropped afterwards."""
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", label.lower())[:40] + "_" + uuid.uuid4().hex[:6]
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(server_dsn, dbname=name)
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture
 def pg_dsn(postgres_server: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, empty database on the shared server, dropped after the test."""
-    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:6]
-    with psycopg.connect(postgres_server, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield make_conninfo(postgres_server, dbname=name)
-    with psycopg.connect(postgres_server, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with fresh_database(postgres_server, request.node.name) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def other_pg_dsn(postgres_server: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A second fresh database, to build the same thing from nothing and compare."""
+    with fresh_database(postgres_server, "other_" + request.node.name) as dsn:
+        yield dsn
 
 
 @pytest.fixture

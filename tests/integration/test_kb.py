@@ -21,6 +21,7 @@ from ragops_runtime.kb.evaluation import Thresholds
 from ragops_runtime.kb.gate import GateError, evaluate_version
 from ragops_runtime.store import ActivationRefused, KnowledgeStore
 from ragops_runtime.store.knowledge import chunk_table_name
+from tests.support.knowledge import version_content
 from tests.support.openai_embeddings import Reply, running_openai_embeddings_server
 
 RAGOPS = str(Path(sys.executable).parent / "ragops")
@@ -485,3 +486,61 @@ def _embeddings(dsn: str, table: str) -> dict[str, bytes]:
             psycopg.sql.SQL("SELECT chunk_key, embedding::text FROM {}").format(psycopg.sql.Identifier("ragops", table))
         ).fetchall()
     return {key: vector.encode() for key, vector in rows}
+
+
+def write_site(root: Path, footers: dict[str, set[int]], *, edits: dict[int, str] | None = None) -> Path:
+    """10 HTML pages with site navigation; `footers` maps a footer line to the pages carrying it."""
+    root.mkdir(parents=True, exist_ok=True)
+    for number, topic in enumerate(TOPICS[:10]):
+        body = " ".join(
+            f"<p>The {topic} {word} number {n} is described for visitors of the {topic}.</p>"
+            for n, word in enumerate(["trail", "guide", "season", "permit", "shelter"])
+        )
+        extra = f"<p>{(edits or {}).get(number, '')}</p>" if number in (edits or {}) else ""
+        footer = "".join(f"<p>{line}</p>" for line, pages in sorted(footers.items()) if number in pages)
+        (root / f"{topic}.html").write_text(
+            f"<html><head><title>{topic}</title></head><body><nav><a>Home</a> <a>Next</a></nav>"
+            f"<main><h1>The {topic} page</h1><h2>Visiting</h2>{body}{extra}</main>"
+            f"<div class='legal'>{footer}</div></body></html>"
+        )
+    return root
+
+
+async def test_an_incremental_build_equals_a_build_from_nothing(pg_dsn: str, other_pg_dsn: str, tmp_path: Path) -> None:
+    """Issue 16, item 3: unchanged files are not converted nor chunked again, with the same result.
+
+    Repeated blocks are found across all of a source's pages (5 of these 10), so editing one page
+    changes what is boilerplate on others: a footer on 5 pages drops below the threshold when one
+    page loses it (and is kept on the other 4), another reaches it when one more page gets it.
+    """
+    licence, support = "All content licensed CC-BY 4.0 by Example Corp.", "Questions? Ask the rangers."
+    site = tmp_path / "site"
+    write_site(site, {licence: {0, 1, 2, 3, 4}, support: {5, 6, 7, 8}})
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        first = await build_version(store, request(site, "v1"))
+        assert first.manifest["boilerplate"]["repeatedBlocks"] == 5  # the licence; support is on 4 pages
+        write_site(site, {licence: {1, 2, 3, 4}, support: {5, 6, 7, 8, 9}}, edits={7: "The rules changed."})
+        second = await build_version(store, request(site, "v2"))
+    async with await KnowledgeStore.connect(other_pg_dsn) as store:
+        scratch = await build_version(store, request(site, "v2"))
+
+    # Pages 0, 7 and 9 changed on disk: the other 7 came from the conversion cache.
+    assert (second.manifest["reusedExtractions"], scratch.manifest["reusedExtractions"]) == (7, 0)
+    # The licence (pages 1-4) is content now, the support line (5-9) boilerplate: only the pages
+    # whose cleaned text is the same as in v1 reuse their chunks, page 0 (it lost the licence, which
+    # was boilerplate anyway) and page 9 (it got the support line, which is boilerplate now).
+    assert second.manifest["reusedDocuments"] == 2 and second.manifest["boilerplate"]["repeatedBlocks"] == 5
+    incremental = version_content(pg_dsn, "docs", "v2")
+    assert incremental == version_content(other_pg_dsn, "docs", "v2")
+    assert second.manifest["contentDigest"] == scratch.manifest["contentDigest"] != first.manifest["contentDigest"]
+    assert any(licence in chunk[4] for chunk in incremental.chunks.values())
+    assert not any(support in chunk[4] for chunk in incremental.chunks.values())
+
+    # An edit that changes no page's boilerplate: the 9 other pages keep their chunks, unchunked.
+    write_site(site, {licence: {1, 2, 3, 4}, support: {5, 6, 7, 8, 9}}, edits={7: "The rules changed again."})
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        third = await build_version(store, request(site, "v3"))
+    async with await KnowledgeStore.connect(other_pg_dsn) as store:
+        await build_version(store, request(site, "v3"))
+    assert (third.manifest["reusedExtractions"], third.manifest["reusedDocuments"]) == (9, 9)
+    assert version_content(pg_dsn, "docs", "v3") == version_content(other_pg_dsn, "docs", "v3")

@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
+import inspect
+import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -30,7 +35,7 @@ from ..store.knowledge import chunk_key
 from .chunking import chunk_document
 from .cleaning import BoilerplateReport
 from .documents import Chunk, Document, sha256_hex
-from .ingest import IngestError, SkippedSource, load_documents
+from .ingest import Extract, IngestError, SkippedSource, extract_documents, read_sources
 
 _KEY_BATCH = 10_000
 """Keys per lookup query: bounded so a 100k-chunk build never sends one giant array."""
@@ -130,9 +135,19 @@ class _Plan:
     """What one build must do, computed before any embedding."""
 
     documents: list[Document]
-    chunks: list[tuple[Document, Chunk, str]]  # (document, chunk, chunk key)
+    keys: list[str] = field(default_factory=list)
+    """Every chunk key of the version, document by document in position order."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """Document id -> its number of chunks."""
+    new: list[tuple[Document, Chunk, str]] = field(default_factory=list)
+    """The chunks of the documents chunked by this build: (document, chunk, chunk key)."""
     known: dict[str, int] = field(default_factory=dict)
+    """Chunk key -> id of the chunks already stored (reused documents' and identical chunks')."""
     boilerplate: BoilerplateReport = field(default_factory=BoilerplateReport)
+    extraction_keys: dict[str, str] = field(default_factory=dict)
+    chunking_keys: dict[str, str] = field(default_factory=dict)
+    reused_extractions: int = 0
+    reused_documents: int = 0
 
 
 async def build_version(
@@ -215,25 +230,35 @@ async def _build(
     progress.stage("indexing")
     await store.ensure_indexes(record)
     progress.stage("completing")
-    chunk_counts: dict[str, int] = {}
-    for document, _, _ in plan.chunks:
-        chunk_counts[document.id] = chunk_counts.get(document.id, 0) + 1
-    documents = [DocumentRow(d.id, d.source, d.title, d.digest, chunk_counts.get(d.id, 0)) for d in plan.documents]
+    documents = [
+        DocumentRow(
+            d.id,
+            d.source,
+            d.title,
+            d.digest,
+            plan.counts.get(d.id, 0),
+            extraction_key=plan.extraction_keys.get(d.id),
+            chunking_key=plan.chunking_keys[d.id],
+        )
+        for d in plan.documents
+    ]
     manifest = build_manifest(
         request,
         plan.documents,
-        chunks=len(plan.chunks),
+        chunk_keys=plan.keys,
         embedded_chunks=embedded,
         embedding_requests=requests,
         skipped=skipped,
         seconds=clock() - started,
         created_at=datetime.now(UTC),
         boilerplate=plan.boilerplate,
+        reused_extractions=plan.reused_extractions,
+        reused_documents=plan.reused_documents,
     )
     record = await store.complete_version(record, ids.values(), documents, manifest)
     progress.log(
         f"built {request.knowledge_base}/{request.version}: "
-        f"{len(plan.documents)} documents, {len(plan.chunks)} chunks, "
+        f"{len(plan.documents)} documents ({plan.reused_documents} unchanged), {len(plan.keys)} chunks, "
         f"{manifest['reusedEmbeddings']} embeddings reused, {requests} embedding requests, "
         f"{manifest['buildSeconds']:.1f}s"
     )
@@ -250,8 +275,22 @@ async def _build(
 async def _plan(
     store: KnowledgeStore, record: VersionRecord, request: BuildRequest, progress: BuildProgress
 ) -> tuple[list[SkippedSource], _Plan]:
+    """Reads the sources and finds what is new, doing as little as an unchanged document allows.
+
+    A document whose file is unchanged is not converted again (its HTML or reStructuredText
+    conversion comes from the store's cache), and a document whose text, title and metadata are
+    unchanged is not chunked again (its chunks come from an earlier version of this chunk table).
+    Repeated blocks are still found across all of a source's documents, so the result is the
+    same as a build from nothing, only cheaper.
+    """
     progress.stage("reading sources")
-    result = await asyncio.to_thread(load_documents, list(request.sources), strict=request.strict)
+    reading = await asyncio.to_thread(read_sources, list(request.sources), strict=request.strict)
+    cached = {
+        key: Extract(text, title, dropped)
+        for key, (text, title, dropped) in (await store.cached_extractions(reading.extraction_keys)).items()
+    }
+    result = await asyncio.to_thread(extract_documents, reading, cached)
+    await store.store_extractions({key: (e.text, e.title, e.dropped_chars) for key, e in result.extracted.items()})
     for skip in result.skipped:
         progress.log(f"skipped {skip.source}: {skip.reason}")
     dropped = result.boilerplate
@@ -261,31 +300,84 @@ async def _plan(
             f"{dropped.repeated_blocks:,} repeated blocks ({dropped.repeated_chars:,} characters); "
             f"{dropped.dropped_share:.1%} of the text"
         )
+    plan = _Plan(
+        documents=result.documents,
+        boilerplate=result.boilerplate,
+        extraction_keys=result.extraction_keys,
+        chunking_keys={document.id: chunking_key(document, request.chunking) for document in result.documents},
+        reused_extractions=result.reused_extractions,
+    )
+    wanted = list(plan.chunking_keys.values())
+    reusable: dict[str, list[tuple[str, int]]] = {}
+    for start in range(0, len(wanted), _KEY_BATCH):
+        reusable.update(await store.reusable_chunks(record, wanted[start : start + _KEY_BATCH]))
+
     progress.stage("chunking", len(result.documents))
-    plan = _Plan(documents=result.documents, chunks=[], boilerplate=result.boilerplate)
     for document in result.documents:
-        for chunk in chunk_document(
-            document,
-            strategy=request.chunking.strategy,
-            size=request.chunking.size,
-            overlap=request.chunking.overlap,
-        ):
-            key = chunk_key(
-                chunk.document_id,
-                chunk.position,
-                chunk.heading_path,
-                chunk.text,
-                dict(document.metadata),
-                chunk.context,
+        stored = reusable.get(plan.chunking_keys[document.id])
+        if stored is not None:
+            plan.reused_documents += 1
+            plan.keys.extend(key for key, _ in stored)
+            plan.known.update(stored)
+            plan.counts[document.id] = len(stored)
+        else:
+            chunks = chunk_document(
+                document,
+                strategy=request.chunking.strategy,
+                size=request.chunking.size,
+                overlap=request.chunking.overlap,
             )
-            plan.chunks.append((document, chunk, key))
+            for chunk in chunks:
+                key = chunk_key(
+                    chunk.document_id,
+                    chunk.position,
+                    chunk.heading_path,
+                    chunk.text,
+                    dict(document.metadata),
+                    chunk.context,
+                )
+                plan.new.append((document, chunk, key))
+                plan.keys.append(key)
+            plan.counts[document.id] = len(chunks)
         progress.advance(1)
-    if not plan.chunks:
+    if not plan.keys:
         raise BuildError("the sources yielded no text to index")
-    keys = [key for _, _, key in plan.chunks]
+    keys = [key for _, _, key in plan.new]
     for start in range(0, len(keys), _KEY_BATCH):
         plan.known.update(await store.known_chunks(record, keys[start : start + _KEY_BATCH]))
     return list(result.skipped), plan
+
+
+def chunking_key(document: Document, chunking: ChunkingSettings) -> str:
+    """Identity of `document`'s chunks: equal keys, equal chunks (the chunker is deterministic).
+
+    It covers everything chunking reads (the document's id, text, title and metadata, the
+    settings) and the chunker's own code, so a release that chunks differently reuses nothing.
+    """
+    identity = [
+        _chunker_fingerprint(),
+        chunking.strategy,
+        chunking.size,
+        chunking.overlap,
+        document.id,
+        document.title,
+        document.digest,
+        dict(document.metadata),
+    ]
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@functools.cache
+def _chunker_fingerprint() -> str:
+    """The code that turns a document into chunk keys: the chunker, the chunk type and `chunk_key`."""
+    from . import chunking, documents
+
+    try:
+        code = b"".join(Path(module.__file__ or "").read_bytes() for module in (chunking, documents))
+        code += inspect.getsource(chunk_key).encode()
+    except (OSError, TypeError):
+        code = os.urandom(16)  # no source to read: reuse nothing rather than guess
+    return hashlib.sha256(code).hexdigest()
 
 
 async def _store_new_chunks(
@@ -302,7 +394,7 @@ async def _store_new_chunks(
     """
     ids = dict(plan.known)
     pending: dict[str, tuple[Document, Chunk]] = {}
-    for document, chunk, key in plan.chunks:
+    for document, chunk, key in plan.new:
         if key not in ids:
             pending.setdefault(key, (document, chunk))
     digests = sorted({chunk.digest for _, chunk in pending.values()})
@@ -350,19 +442,30 @@ def build_manifest(
     request: BuildRequest,
     documents: Sequence[Document],
     *,
-    chunks: int,
+    chunk_keys: Sequence[str],
     embedded_chunks: int,
     embedding_requests: int,
     skipped: Sequence[SkippedSource],
     seconds: float,
     created_at: datetime,
     boilerplate: BoilerplateReport | None = None,
+    reused_extractions: int = 0,
+    reused_documents: int = 0,
 ) -> dict[str, Any]:
-    """The version manifest: what was built, from what, and what it cost. Keys follow the CRD status."""
+    """The version manifest: what was built, from what, and what it cost. Keys follow the CRD status.
+
+    `contentDigest` identifies the version's content (the SHA-256 of its sorted chunk keys, which
+    cover each chunk's document, position, headings, context, text and metadata); with the
+    embedding space it fixes every vector. Two builds of the same sources and settings have the
+    same digest however they were done (from nothing, incrementally, resumed after a crash), which
+    the cost fields (`embeddedChunks`, `reused*`, `embeddingRequests`, `buildSeconds`) do not share.
+    """
     sources_digest = hashlib.sha256(
         "\n".join(f"{d.id}\x1f{d.digest}" for d in sorted(documents, key=lambda d: d.id)).encode()
     ).hexdigest()
+    content_digest = hashlib.sha256("\n".join(sorted(chunk_keys)).encode()).hexdigest()
     space = request.space
+    chunks = len(chunk_keys)
     return {
         "knowledgeBase": request.knowledge_base,
         "version": request.version,
@@ -373,11 +476,14 @@ def build_manifest(
         "index": f"hnsw/m={space.m}/ef={space.ef_construction}/{space.distance}",
         "sources": list(request.sources),
         "sourcesDigest": sources_digest,
+        "contentDigest": content_digest,
         "documents": len(documents),
         "chunks": chunks,
         "reusedEmbeddings": chunks - embedded_chunks,
         "embeddedChunks": embedded_chunks,
         "embeddingRequests": embedding_requests,
+        "reusedExtractions": reused_extractions,
+        "reusedDocuments": reused_documents,
         "skipped": [{"source": s.source, "reason": s.reason} for s in skipped],
         "boilerplate": (boilerplate or BoilerplateReport()).to_json(),
         "buildSeconds": round(seconds, 3),

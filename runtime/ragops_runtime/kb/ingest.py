@@ -5,12 +5,23 @@ and what text they hold. It must not chunk, embed or store anything, and it repo
 passes over (`IngestResult.skipped`) rather than dropping it silently, so a build can show what it left
 out. Problems that would make the knowledge base wrong rather than smaller (a missing source, a
 duplicate id, a malformed JSONL record, an HTTP error) raise `IngestError`.
+
+Loading runs in two steps so that a build can skip the costly part for files it has seen before:
+`read_sources` reads every file and URL and keys each HTML or reStructuredText text by its content
+(`PendingExtraction.key`: the SHA-256 of the text, its format and the extractor's own code);
+`extract_documents` then converts what is not in the given cache of earlier extractions and removes
+the blocks repeated across each source's documents, over all of them, cached or not. Extraction is
+a pure function of that key, so the documents are the same, byte for byte, with or without a cache.
+`load_documents` does both without a cache.
 """
 
 from __future__ import annotations
 
 import codecs
+import functools
 import glob
+import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -73,10 +84,64 @@ class SkippedSource:
 
 
 @dataclass(frozen=True)
+class Extract:
+    """What converting one HTML or reStructuredText text yields: its readable text, title and dropped markup."""
+
+    text: str
+    title: str | None
+    dropped_chars: int = 0
+
+
+@dataclass(frozen=True)
+class PendingExtraction:
+    """A document read but not converted yet; `key` identifies its conversion (see the module docstring)."""
+
+    document_id: str
+    source: str
+    format: DocumentFormat
+    text: str
+    key: str
+
+
+_Item = Document | PendingExtraction | SkippedSource
+
+
+@dataclass(frozen=True)
+class _SourceItems:
+    source: str
+    items: list[_Item]
+    must_yield: bool
+    """A directory or glob that yields no document is an error; a single file or URL is only skipped."""
+
+
+@dataclass(frozen=True)
+class SourceReading:
+    """Every source read, in order, before any conversion: documents, pending conversions and skips."""
+
+    sources: tuple[str, ...]
+    strict: bool
+    read: tuple[_SourceItems, ...]
+
+    @property
+    def extraction_keys(self) -> list[str]:
+        return list(
+            dict.fromkeys(
+                item.key for source in self.read for item in source.items if isinstance(item, PendingExtraction)
+            )
+        )
+
+
+@dataclass(frozen=True)
 class IngestResult:
     documents: list[Document]
     skipped: list[SkippedSource]
     boilerplate: BoilerplateReport = field(default_factory=BoilerplateReport)
+    extraction_keys: dict[str, str] = field(default_factory=dict)
+    """Document id -> its conversion's key, for the documents that were HTML or reStructuredText."""
+    extracted: dict[str, Extract] = field(default_factory=dict)
+    """The conversions done now (not found in the cache given), by key: what a cache should keep."""
+    reused_extractions: int = 0
+    """Documents whose conversion came from the cache given."""
 
 
 def load_documents(
@@ -95,6 +160,18 @@ def load_documents(
     and closed here. Boilerplate is removed (see `cleaning`): navigation markup from HTML, and
     blocks repeated across the documents of one source; `boilerplate` counts what went.
     """
+    reading = read_sources(sources, strict=strict, max_document_bytes=max_document_bytes, http_client=http_client)
+    return extract_documents(reading, {})
+
+
+def read_sources(
+    sources: Sequence[str],
+    *,
+    strict: bool = False,
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+    http_client: httpx.Client | None = None,
+) -> SourceReading:
+    """The first step of `load_documents`: read every source; convert nothing that a cache could hold."""
     if isinstance(sources, str):
         raise TypeError("sources must be a sequence of strings, not a single string")
     if max_document_bytes < 1:
@@ -102,25 +179,61 @@ def load_documents(
     if not sources:
         raise IngestError("no sources given")
     with _Loader(strict=strict, max_bytes=max_document_bytes, http_client=http_client) as loader:
-        origins: dict[str, str] = {}
-        documents: list[Document] = []
-        repeated_blocks = repeated_chars = 0
-        for source in sources:
-            loaded, blocks, chars = _without_repeated_blocks(loader.load(source))
-            repeated_blocks += blocks
-            repeated_chars += chars
-            for document in loaded:
-                first = origins.get(document.id)
-                if first is not None:
-                    raise IngestError(
-                        f"duplicate document id {document.id!r} from sources {first} and {document.source}"
-                    )
-                origins[document.id] = document.source
-                documents.append(document)
-        skipped = list(loader.skipped)
-        markup_chars = loader.markup_chars
+        read = tuple(loader.load(source) for source in sources)
+    return SourceReading(sources=tuple(sources), strict=strict, read=read)
+
+
+def extract_documents(reading: SourceReading, cached: Mapping[str, Extract]) -> IngestResult:
+    """The second step of `load_documents`: convert what `cached` does not hold, drop repeated blocks.
+
+    `cached` maps conversion keys to earlier conversions (any subset; wrong keys are simply
+    unused). The result lists the conversions done now in `extracted`.
+    """
+    origins: dict[str, str] = {}
+    documents: list[Document] = []
+    skipped: list[SkippedSource] = []
+    keys: dict[str, str] = {}
+    extracted: dict[str, Extract] = {}
+    reused = markup_chars = repeated_blocks = repeated_chars = 0
+    for source in reading.read:
+        loaded: list[Document] = []
+        for item in source.items:
+            if isinstance(item, SkippedSource):
+                skipped.append(item)
+                continue
+            if isinstance(item, Document):
+                loaded.append(item)
+                continue
+            extract = cached.get(item.key) or extracted.get(item.key)
+            if extract is None:
+                extract = extracted[item.key] = _extract(item.text, item.format)
+            else:
+                reused += 1
+            markup_chars += extract.dropped_chars
+            if not extract.text.strip():
+                if reading.strict:
+                    raise IngestError(f"{item.source}: empty")
+                skipped.append(SkippedSource(item.source, "empty"))
+                continue
+            keys[item.document_id] = item.key
+            loaded.append(
+                Document(
+                    id=item.document_id, source=item.source, text=extract.text, format=item.format, title=extract.title
+                )
+            )
+        if source.must_yield and not loaded:
+            raise IngestError(f"source {source.source} yielded no documents")
+        cleaned, blocks, chars = _without_repeated_blocks(loaded)
+        repeated_blocks += blocks
+        repeated_chars += chars
+        for document in cleaned:
+            first = origins.get(document.id)
+            if first is not None:
+                raise IngestError(f"duplicate document id {document.id!r} from sources {first} and {document.source}")
+            origins[document.id] = document.source
+            documents.append(document)
     if not documents:
-        raise IngestError(f"sources {', '.join(sources)} yielded no documents")
+        raise IngestError(f"sources {', '.join(reading.sources)} yielded no documents")
     report = BoilerplateReport(
         markup_chars=markup_chars,
         repeated_blocks=repeated_blocks,
@@ -128,8 +241,46 @@ def load_documents(
         kept_chars=sum(len(document.text) for document in documents),
     )
     return IngestResult(
-        documents=sorted(documents, key=lambda document: document.id), skipped=skipped, boilerplate=report
+        documents=sorted(documents, key=lambda document: document.id),
+        skipped=skipped,
+        boilerplate=report,
+        extraction_keys={document.id: keys[document.id] for document in documents if document.id in keys},
+        extracted=extracted,
+        reused_extractions=reused,
     )
+
+
+def extraction_key(text: str, document_format: DocumentFormat) -> str:
+    """Identity of converting `text` from `document_format`: equal keys, equal `Extract`s."""
+    digest = hashlib.sha256(_extractor_fingerprint().encode())
+    digest.update(f"\x1f{document_format}\x1f".encode())
+    digest.update(text.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+@functools.cache
+def _extractor_fingerprint() -> str:
+    """The conversion code's identity: `cleaning`'s source and the HTML parser's version.
+
+    A change to either changes every key, so a cache never returns what older code extracted.
+    Without a readable source file (an unusual install) each process gets a fingerprint of its own.
+    """
+    from ragops_runtime.kb import cleaning
+
+    try:
+        code = Path(cleaning.__file__).read_bytes()
+    except OSError:
+        code = os.urandom(16)
+    parser = importlib.metadata.version("selectolax")
+    return hashlib.sha256(code + f"\x1fselectolax {parser}".encode()).hexdigest()
+
+
+def _extract(text: str, document_format: DocumentFormat) -> Extract:
+    if document_format == "html":
+        clean = html_to_text(text)
+        return Extract(text=clean.text, title=clean.title, dropped_chars=clean.dropped_chars)
+    converted, title = rst_to_text(text)
+    return Extract(text=converted, title=title)
 
 
 def _without_repeated_blocks(documents: list[Document]) -> tuple[list[Document], int, int]:
@@ -157,8 +308,8 @@ class _Loader:
     strict: bool
     max_bytes: int
     http_client: httpx.Client | None
-    skipped: list[SkippedSource] = field(default_factory=list)
-    markup_chars: int = 0
+    _items: list[_Item] = field(default_factory=list, init=False)
+    """What the source being loaded yielded so far, skips included, in the order met."""
     _owned_client: httpx.Client | None = field(default=None, init=False)
 
     def __enter__(self) -> _Loader:
@@ -170,81 +321,73 @@ class _Loader:
         if self._owned_client is not None:
             self._owned_client.close()
 
-    def load(self, source: str) -> list[Document]:
+    def load(self, source: str) -> _SourceItems:
+        self._items = []
+        must_yield = False
         if _URL_SCHEME.match(source):
-            return self._load_url(source)
-        path = Path(source)
-        if path.is_dir():
-            return self._load_many(source, _walk_directory(path, self._skip))
-        if path.exists():
-            return self._load_named_file(path)
-        if _GLOB_MAGIC.search(source):
-            return self._load_many(source, _expand_glob(source))
-        raise IngestError(f"source {source} does not exist")
+            self._load_url(source)
+        elif (path := Path(source)).is_dir():
+            must_yield = True
+            self._load_many(_walk_directory(path, self._skip))
+        elif path.exists():
+            self._load_named_file(path)
+        elif _GLOB_MAGIC.search(source):
+            must_yield = True
+            self._load_many(_expand_glob(source))
+        else:
+            raise IngestError(f"source {source} does not exist")
+        return _SourceItems(source=source, items=self._items, must_yield=must_yield)
 
     def _skip(self, source: str, reason: str) -> None:
         if self.strict:
             raise IngestError(f"{source}: {reason}")
-        self.skipped.append(SkippedSource(source=source, reason=reason))
+        self._items.append(SkippedSource(source=source, reason=reason))
 
-    def _load_many(self, source: str, files: list[tuple[Path, str]]) -> list[Document]:
-        documents: list[Document] = []
+    def _load_many(self, files: list[tuple[Path, str]]) -> None:
         for path, document_id in files:
             document_format = FORMATS_BY_EXTENSION.get(path.suffix.lower())
             if document_format is None:
                 self._skip(str(path), _unsupported_extension(path))
                 continue
-            documents.extend(self._load_file(path, document_id, document_format))
-        if not documents:
-            raise IngestError(f"source {source} yielded no documents")
-        return documents
+            self._load_file(path, document_id, document_format)
 
-    def _load_named_file(self, path: Path) -> list[Document]:
+    def _load_named_file(self, path: Path) -> None:
         if not path.is_file():
             raise IngestError(f"source {path} is not a regular file")
         document_format = FORMATS_BY_EXTENSION.get(path.suffix.lower())
         if document_format is None:
             supported = ", ".join(FORMATS_BY_EXTENSION)
             raise IngestError(f"source {path}: {_unsupported_extension(path)} (supported: {supported})")
-        return self._load_file(path, path.name, document_format)
+        self._load_file(path, path.name, document_format)
 
-    def _load_file(self, path: Path, document_id: str, document_format: DocumentFormat) -> list[Document]:
+    def _load_file(self, path: Path, document_id: str, document_format: DocumentFormat) -> None:
         if document_format == "jsonl":
             # A JSONL export holds many documents: the size limit applies to each record, and the
             # file is streamed rather than read whole, however large it is.
             try:
-                return self._jsonl_documents(_jsonl_lines(path), str(path))
+                self._items.extend(self._jsonl_documents(_jsonl_lines(path), str(path)))
             except _Unreadable as unreadable:
                 self._skip(str(path), unreadable.reason)
-                return []
+            return
         try:
             text = _read_text_file(path, self.max_bytes)
         except _Unreadable as unreadable:
             self._skip(str(path), unreadable.reason)
-            return []
-        return self._documents(text, document_id, str(path), document_format)
+            return
+        self._document(text, document_id, str(path), document_format)
 
-    def _documents(self, text: str, document_id: str, source: str, document_format: DocumentFormat) -> list[Document]:
+    def _document(self, text: str, document_id: str, source: str, document_format: DocumentFormat) -> None:
         if not text.strip():
             self._skip(source, "empty")
-            return []
-        if document_format == "jsonl":
-            return self._jsonl_documents(enumerate(text.split("\n"), start=1), source)
-        title: str | None
-        if document_format == "html":
-            clean = html_to_text(text)
-            text, title = clean.text, clean.title
-            self.markup_chars += clean.dropped_chars
-            if not text.strip():
-                self._skip(source, "empty")
-                return []
-        elif document_format == "rst":
-            text, title = rst_to_text(text)
-        elif document_format == "markdown":
-            title = _markdown_title(text)
+        elif document_format == "jsonl":
+            self._items.extend(self._jsonl_documents(enumerate(text.split("\n"), start=1), source))
+        elif document_format in ("html", "rst"):
+            # Converted in the second step, unless a cache holds the conversion already.
+            key = extraction_key(text, document_format)
+            self._items.append(PendingExtraction(document_id, source, document_format, text, key))
         else:
-            title = None
-        return [Document(id=document_id, source=source, text=text, format=document_format, title=title)]
+            title = _markdown_title(text) if document_format == "markdown" else None
+            self._items.append(Document(id=document_id, source=source, text=text, format=document_format, title=title))
 
     def _jsonl_documents(self, lines: Iterable[tuple[int, str]], source: str) -> list[Document]:
         documents: list[Document] = []
@@ -268,7 +411,7 @@ class _Loader:
             documents.append(document)
         return documents
 
-    def _load_url(self, url: str) -> list[Document]:
+    def _load_url(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
             raise IngestError(f"source {url}: unsupported URL (only http and https URLs are fetched)")
@@ -276,7 +419,7 @@ class _Loader:
             body, media_type, charset = self._fetch(url)
         except _Unreadable as unreadable:
             self._skip(url, unreadable.reason)
-            return []
+            return
         document_format = FORMATS_BY_MEDIA_TYPE.get(media_type)
         by_extension = FORMATS_BY_EXTENSION.get(PurePosixPath(parts.path).suffix.lower())
         # Servers label most text they do not recognise text/plain (raw Markdown from a Git host,
@@ -289,8 +432,8 @@ class _Loader:
             text = _decode(body, charset)
         except _Unreadable as unreadable:
             self._skip(url, unreadable.reason)
-            return []
-        return self._documents(text, url, url, document_format)
+            return
+        self._document(text, url, url, document_format)
 
     def _fetch(self, url: str) -> tuple[bytes, str, str | None]:
         client = self.http_client if self.http_client is not None else self._own_client()

@@ -48,7 +48,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from .identifiers import derived_identifier, sanitized_name
-from .migrations import ColumnMigration, add_missing_columns
+from .migrations import ColumnMigration, IndexMigration, add_missing_columns, add_missing_indexes
 
 Distance = Literal["cosine", "l2", "innerProduct"]
 VersionStatus = Literal["building", "built", "failed"]
@@ -64,6 +64,8 @@ _DISTANCE_SQL: dict[str, tuple[str, str]] = {
 _TEXT_SEARCH_CONFIG = "english"
 _BUILD_LEASE = int.from_bytes(b"rgkb", "big")
 """First key of the advisory lock a build holds on its version (the second is the version's id)."""
+_EXTRACTION_BATCH = 2_000
+"""Conversions per lookup: whole page texts, so a batch stays a few tens of MB at most."""
 _LEASE_WAIT_SECONDS = 2.0
 """How long a build waits for a lease held only for a moment (by `fail_interrupted_builds`)."""
 INTERRUPTED_BUILD = (
@@ -101,6 +103,15 @@ _META_DDL = [
         active_version_id integer REFERENCES ragops.kb_versions(id),
         previous_version_id integer REFERENCES ragops.kb_versions(id),
         updated_at timestamptz NOT NULL DEFAULT now())""",
+    # The extraction cache of incremental builds: an HTML or reStructuredText text's conversion, by the
+    # key of its content and of the converting code (kb/ingest.py, extraction_key). Shared by every
+    # knowledge base; rows no version's documents name are collected (drop_version, gc).
+    """CREATE TABLE IF NOT EXISTS ragops.kb_extractions (
+        key text PRIMARY KEY,
+        text text NOT NULL,
+        title text,
+        dropped_chars integer NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now())""",
     """CREATE TABLE IF NOT EXISTS ragops.kb_activation_history (
         id bigserial PRIMARY KEY,
         kb text NOT NULL,
@@ -120,6 +131,19 @@ _COLUMN_MIGRATIONS: tuple[ColumnMigration, ...] = (
     ("kb_activation_history", "canary_weight", "smallint"),
     ("kb_activation_history", "shadow_percent", "real"),
     ("kb_activation_history", "split_id", "text"),
+    # What an incremental build reuses a document by (see `reusable_chunks`, `cached_extractions`).
+    ("kb_documents", "extraction_key", "text"),
+    ("kb_documents", "chunking_key", "text"),
+)
+_INDEX_MIGRATIONS: tuple[IndexMigration, ...] = (
+    (
+        "kb_documents_chunking_key",
+        "CREATE INDEX IF NOT EXISTS kb_documents_chunking_key ON ragops.kb_documents (chunking_key)",
+    ),
+    (
+        "kb_documents_extraction_key",
+        "CREATE INDEX IF NOT EXISTS kb_documents_extraction_key ON ragops.kb_documents (extraction_key)",
+    ),
 )
 
 
@@ -325,6 +349,10 @@ class DocumentRow:
     title: str | None
     digest: str
     chunks: int
+    extraction_key: str | None = None
+    """The key of the conversion its text came from (HTML and reStructuredText only)."""
+    chunking_key: str | None = None
+    """Identity of its chunks: equal keys in one chunk table mean the same chunks (see `reusable_chunks`)."""
 
 
 @dataclass(frozen=True)
@@ -427,6 +455,7 @@ class KnowledgeStore:
             for statement in _META_DDL:
                 await self._conn.execute(statement)
             await add_missing_columns(self._conn, _COLUMN_MIGRATIONS)
+            await add_missing_indexes(self._conn, _INDEX_MIGRATIONS)
         await register_vector_async(self._conn)
 
     # ---- versions ----------------------------------------------------------------------------
@@ -668,6 +697,84 @@ class KnowledgeStore:
         )
         return {key: chunk_id for key, chunk_id in await cursor.fetchall()}
 
+    async def reusable_chunks(
+        self, record: VersionRecord, chunking_keys: Sequence[str]
+    ) -> dict[str, list[tuple[str, int]]]:
+        """Chunks an earlier built version of this chunk table stored for documents of these chunking keys.
+
+        Returns chunking key -> [(chunk key, chunk id)] in position order, for every key a built
+        version's document has and whose chunks are all still members of that version; a build
+        takes them instead of chunking the document again (the chunking key covers the document's
+        text, title and metadata, the chunking settings and the chunker's code).
+        """
+        if not chunking_keys:
+            return {}
+        chunks = derived_identifier(record.kb, record.space.key, suffix="_chunks")
+        members = derived_identifier(record.kb, record.space.key, suffix="_members")
+        cursor = await self._conn.execute(
+            """SELECT DISTINCT ON (d.chunking_key) d.chunking_key, d.version_id, d.document_id, d.chunks
+               FROM ragops.kb_documents d JOIN ragops.kb_versions v ON v.id = d.version_id
+               WHERE d.chunking_key = ANY(%s) AND v.chunk_table = %s AND v.status = 'built' AND v.id <> %s
+               ORDER BY d.chunking_key, d.version_id DESC""",
+            (list(chunking_keys), record.chunk_table, record.id),
+        )
+        by_version: dict[int, dict[str, tuple[str, int]]] = {}
+        for chunking_key, version_id, document_id, count in await cursor.fetchall():
+            by_version.setdefault(version_id, {})[document_id] = (chunking_key, count)
+        found: dict[str, list[tuple[str, int]]] = {}
+        for version_id, documents in by_version.items():
+            # One pass over the version's membership, whatever the number of documents taken from it.
+            cursor = await self._conn.execute(
+                sql.SQL(
+                    "SELECT c.document_id, c.position, c.chunk_key, c.id FROM {members} m "
+                    "JOIN {chunks} c ON c.id = m.chunk_id WHERE m.version_id = %s AND c.document_id = ANY(%s) "
+                    "ORDER BY c.document_id, c.position"
+                ).format(members=members, chunks=chunks),
+                (version_id, list(documents)),
+            )
+            rows: dict[str, list[tuple[int, str, int]]] = {}
+            for document_id, position, chunk_key_, chunk_id in await cursor.fetchall():
+                rows.setdefault(document_id, []).append((position, chunk_key_, chunk_id))
+            for document_id, (chunking_key, count) in documents.items():
+                stored = rows.get(document_id, [])
+                if [position for position, _, _ in stored] == list(range(count)):
+                    found[chunking_key] = [(key, chunk_id) for _, key, chunk_id in stored]
+        return found
+
+    async def cached_extractions(self, keys: Sequence[str]) -> dict[str, tuple[str, str | None, int]]:
+        """Stored conversions by key: (text, title, dropped characters); see `kb_extractions` above."""
+        found: dict[str, tuple[str, str | None, int]] = {}
+        for start in range(0, len(keys), _EXTRACTION_BATCH):
+            cursor = await self._conn.execute(
+                "SELECT key, text, title, dropped_chars FROM ragops.kb_extractions WHERE key = ANY(%s)",
+                (list(keys[start : start + _EXTRACTION_BATCH]),),
+            )
+            found.update((key, (text, title, dropped)) for key, text, title, dropped in await cursor.fetchall())
+        return found
+
+    async def store_extractions(self, extractions: dict[str, tuple[str, str | None, int]]) -> None:
+        """Keeps conversions for the next builds (one committed batch; keys already stored are left as they are)."""
+        if not extractions:
+            return
+        async with self._conn.transaction():
+            await self._conn.execute(
+                "CREATE TEMP TABLE ragops_incoming_extractions (key text, text text, title text, dropped_chars int) "
+                "ON COMMIT DROP"
+            )
+            async with (
+                self._conn.cursor() as cursor,
+                cursor.copy("COPY ragops_incoming_extractions FROM STDIN WITH (FORMAT BINARY)") as copy,
+            ):
+                copy.set_types(["text", "text", "text", "int4"])
+                for key in sorted(extractions):
+                    text, title, dropped = extractions[key]
+                    await copy.write_row((key, text, title, dropped))
+            await self._conn.execute(
+                "INSERT INTO ragops.kb_extractions (key, text, title, dropped_chars) "
+                "SELECT key, text, title, dropped_chars FROM ragops_incoming_extractions ORDER BY key "
+                "ON CONFLICT (key) DO NOTHING"
+            )
+
     async def cached_embeddings(self, record: VersionRecord, digests: Sequence[str]) -> dict[str, Vector]:
         """Embeddings of texts already embedded by this version's model: the embedding cache.
 
@@ -851,10 +958,10 @@ class KnowledgeStore:
                 for chunk_id in sorted(set(chunk_ids)):
                     await copy.write_row((record.id, chunk_id))
             async with cursor.copy(
-                "COPY ragops.kb_documents (version_id, document_id, source, title, digest, chunks) "
-                "FROM STDIN WITH (FORMAT BINARY)"
+                "COPY ragops.kb_documents (version_id, document_id, source, title, digest, chunks, extraction_key, "
+                "chunking_key) FROM STDIN WITH (FORMAT BINARY)"
             ) as copy:
-                copy.set_types(["int4", "text", "text", "text", "text", "int4"])
+                copy.set_types(["int4", "text", "text", "text", "text", "int4", "text", "text"])
                 for document in documents:
                     await copy.write_row(
                         (
@@ -864,6 +971,8 @@ class KnowledgeStore:
                             document.title,
                             document.digest,
                             document.chunks,
+                            document.extraction_key,
+                            document.chunking_key,
                         )
                     )
             await cursor.execute(
@@ -1137,6 +1246,14 @@ class KnowledgeStore:
             members = derived_identifier(kb, record.space.key, suffix="_members")
             chunks = derived_identifier(kb, record.space.key, suffix="_chunks")
             await self._conn.execute(sql.SQL("DELETE FROM {m} WHERE version_id = %s").format(m=members), (record.id,))
+            # Conversions only this version's documents came from go with it.
+            await self._conn.execute(
+                """DELETE FROM ragops.kb_extractions e
+                   WHERE e.key IN (SELECT extraction_key FROM ragops.kb_documents WHERE version_id = %(v)s)
+                     AND NOT EXISTS (SELECT 1 FROM ragops.kb_documents d
+                                     WHERE d.extraction_key = e.key AND d.version_id <> %(v)s)""",
+                {"v": record.id},
+            )
             await self._conn.execute("DELETE FROM ragops.kb_versions WHERE id = %s", (record.id,))
             siblings = await (
                 await self._conn.execute(
@@ -1193,6 +1310,12 @@ class KnowledgeStore:
         ]
         for version in doomed:
             await self.drop_version(kb, version)
+        # Conversions stored by builds that never completed (a day gives a running build time to finish).
+        await self._conn.execute(
+            """DELETE FROM ragops.kb_extractions e
+               WHERE e.created_at < now() - interval '1 day'
+                 AND NOT EXISTS (SELECT 1 FROM ragops.kb_documents d WHERE d.extraction_key = e.key)"""
+        )
         return doomed
 
     # ---- retrieval ---------------------------------------------------------------------------

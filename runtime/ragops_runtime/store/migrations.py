@@ -1,4 +1,4 @@
-"""Columns added to existing tables after their first release, applied on connect.
+"""Columns (and indexes on them) added to existing tables after their first release, applied on connect.
 
 A store created by an older release gets the new columns the next time any ragops process
 connects; a new store gets them the same way, so both always end with the same schema.
@@ -19,6 +19,8 @@ from .identifiers import SCHEMA
 
 ColumnMigration = tuple[str, str, LiteralString]
 """(table in the ragops schema, column, its definition): a constant of the code, never user input."""
+IndexMigration = tuple[str, LiteralString]
+"""(index name in the ragops schema, its CREATE INDEX statement): constants of the code."""
 
 
 async def add_missing_columns(connection: psycopg.AsyncConnection[Any], migrations: Sequence[ColumnMigration]) -> None:
@@ -33,3 +35,12 @@ async def add_missing_columns(connection: psycopg.AsyncConnection[Any], migratio
                     table=sql.Identifier(SCHEMA, table), column=sql.Identifier(column), definition=sql.SQL(definition)
                 )
             )
+
+
+async def add_missing_indexes(connection: psycopg.AsyncConnection[Any], indexes: Sequence[IndexMigration]) -> None:
+    """Creates the indexes that do not exist yet; like columns, an existing one costs no table lock."""
+    cursor = await connection.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (SCHEMA,))
+    present = {name for (name,) in await cursor.fetchall()}
+    for name, statement in indexes:
+        if name not in present:
+            await connection.execute(statement)
