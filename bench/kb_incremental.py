@@ -11,17 +11,25 @@ Measured in one run on the embedded PostgreSQL + pgvector, with the built-in has
 
 It also times filtered retrieval on the shared table (the membership filter) against the same
 query on the per-version table (no filter). Ratios are against the full build of this run.
+
+Then the same on a real HTML corpus (issue 16, item 3), where converting HTML used to dominate a
+rebuild: the 490 pages of Debian's python3.11-doc (bench/real_corpus.py), built with the default
+settings (static embedder, recursive chunks); then three new versions, each editing another 1 % of
+the pages (5 pages, a paragraph added to each, on top of the previous edits): wall time of each
+against the full build, and how many pages were converted and chunked again.
 Writes bench/results/kb_incremental.json (format: bench/common.py).
 
-    .venv/bin/python -m bench.kb_incremental [--quick] [--chunks 100000]
+    .venv/bin/python -m bench.kb_incremental [--quick] [--chunks 100000] [--only jsonl|html]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,8 +54,9 @@ from bench.common import (
     write_corpus,
     write_result,
 )
+from bench.real_corpus import HTML_ROOT
 from ragops_runtime.embedding import HashingEmbedder
-from ragops_runtime.kb.build import build_version
+from ragops_runtime.kb.build import BuildRequest, build_version
 from ragops_runtime.store import KnowledgeStore
 from ragops_runtime.store.identifiers import SCHEMA
 
@@ -164,16 +173,82 @@ async def measure(pg: Postgres, chunks: int) -> list[Row]:
     ]
 
 
+HTML_EDIT_SHARE = 0.01
+
+
+def edit_pages(pages: list[Path], edition: int) -> list[Path]:
+    """Adds a paragraph to another 1 % of `pages` (at least one), a different set each edition."""
+    count = max(1, round(len(pages) * HTML_EDIT_SHARE))
+    step = len(pages) // count
+    chosen = [pages[(index * step + edition) % len(pages)] for index in range(count)]
+    for page in chosen:
+        html = page.read_text(encoding="utf-8")
+        note = f"<p>Edition {edition} of {page.stem}: revised; the example below now uses keyword arguments.</p>"
+        # In the page's content (the first paragraph after the main role), not in its navigation.
+        cut = html.find("</p>", html.find('role="main"'))
+        assert cut >= 0 and 'role="main"' in html, f"{page} has no paragraph to edit"
+        page.write_text(html[: cut + 4] + note + html[cut + 4 :], encoding="utf-8")
+    return chosen
+
+
+async def measure_html(pg: Postgres) -> list[Row]:
+    corpus = pg.work / "python3.11-doc"
+    pages: list[Path] = []
+    for page in sorted(HTML_ROOT.glob("*/*.html")):
+        target = corpus / page.relative_to(HTML_ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(page, target)
+        pages.append(target)
+
+    def request(version: str) -> BuildRequest:
+        # One glob, as bench/real_corpus.py builds it; default chunking and embedder.
+        return BuildRequest(knowledge_base="pydocs", version=version, sources=(str(corpus / "*" / "*.html"),))
+
+    with pg.database("html") as dsn:
+        async with await KnowledgeStore.connect(dsn) as store:
+            started = time.perf_counter()
+            full = await build_version(store, request("v1"))
+            full_seconds = time.perf_counter() - started
+            print(f"html full build: {len(pages)} pages, {full.manifest['chunks']} chunks in {full_seconds:.1f}s")
+            seconds, converted, chunked = [], [], []
+            for edition in EDITIONS:
+                edited = edit_pages(pages, edition)
+                started = time.perf_counter()
+                report = await build_version(store, request(f"v{edition}"))
+                seconds.append(time.perf_counter() - started)
+                converted.append(report.manifest["documents"] - report.manifest["reusedExtractions"])
+                chunked.append(report.manifest["documents"] - report.manifest["reusedDocuments"])
+                assert report.manifest["embeddedChunks"] > 0, "the edits changed no chunk: they missed the content"
+                print(
+                    f"html 1% rebuild v{edition}: {len(edited)} pages edited, {converted[-1]} converted, "
+                    f"{chunked[-1]} chunked, {report.manifest['embeddedChunks']} chunks embedded in {seconds[-1]:.2f}s",
+                    flush=True,
+                )
+    name = f"python3.11-doc HTML ({len(pages)} pages): full build, wall"
+    repeats = len(EDITIONS)
+    return [
+        Row(name, full_seconds, "s"),
+        Row("python3.11-doc HTML, 1 % of pages edited: new version, wall", median(seconds), "s", name, None, repeats),
+        Row("python3.11-doc HTML, 1 % edited: pages converted again", median(converted), "pages", repeats=repeats),
+        Row("python3.11-doc HTML, 1 % edited: pages chunked again", median(chunked), "pages", repeats=repeats),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="5 000 chunks; results to a temp directory")
     parser.add_argument("--chunks", type=int, default=None)
+    parser.add_argument("--only", choices=("jsonl", "html"), default=None, help="Run one of the two corpora.")
     args = parser.parse_args()
     chunks = args.chunks or (5_000 if args.quick else 100_000)
     load_before = load_average()
     started = datetime.now(UTC)
     with Postgres() as pg:
-        rows = asyncio.run(measure(pg, chunks))
+        rows = asyncio.run(measure(pg, chunks)) if args.only != "html" else []
+        if args.only != "jsonl":
+            if not (HTML_ROOT / "library" / "json.html").exists():
+                raise SystemExit(f"the HTML corpus is missing ({HTML_ROOT}): run `bash tools/bench-corpus.sh`")
+            rows += asyncio.run(measure_html(pg))
         document: dict[str, Any] = result_document(
             "kb_incremental", machine(pg.version), rows, started, load=f"{load_before} -> {load_average()}"
         )

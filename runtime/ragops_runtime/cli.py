@@ -2,8 +2,10 @@
 
 Other tools (the operator's Jobs, CI pipelines) script against these forms, so options and exit
 codes are a contract: 0 success, 1 a refused or failed operation (a gate below threshold
-included), 2 bad usage. Credentials come from the environment, never from arguments, which
-would show in `ps` and shell history. This module parses and prints; the work is in `kb`/`store`.
+included), 2 bad usage. `kb eval` tells a verdict from a failure to reach one: 1 the gate failed,
+3 the evaluation could not run (EVAL_ERROR_EXIT). Credentials come from the environment, never
+from arguments, which would show in `ps` and shell history. This module parses and prints; the
+work is in `kb`/`store`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ if TYPE_CHECKING:
 # so `ragops --help` and `ragops crds` start in a fraction of the time.
 
 T = TypeVar("T")
+GATE_FAILED_EXIT = 1
+"""`kb eval`: the version was evaluated and is below a threshold (a verdict, recorded)."""
+EVAL_ERROR_EXIT = 3
+"""`kb eval`: no verdict (store unreachable, version not built, golden set invalid, embedder failing)."""
 API_KEY_ENV = "RAGOPS_EMBEDDING_API_KEY"
 DSN_ENV = "RAGOPS_DSN"
 
@@ -67,8 +73,12 @@ def _embedded_dsn() -> str:
         raise click.UsageError(str(missing)) from None
 
 
-def _run(dsn: str, work: Callable[[KnowledgeStore], Awaitable[T]]) -> T:
-    """Runs `work` with a connected store; store, build and gate errors exit 1 with their message."""
+def _run(dsn: str, work: Callable[[KnowledgeStore], Awaitable[T]], *, error_exit: int = 1) -> T:
+    """Runs `work` with a connected store; a store, build, gate, embedding or database error exits
+    `error_exit` with its message (never a traceback)."""
+    import psycopg
+
+    from .embedding import EmbeddingError
     from .kb.build import BuildError
     from .kb.evaluation import GoldenSetError
     from .kb.gate import GateError
@@ -85,9 +95,13 @@ def _run(dsn: str, work: Callable[[KnowledgeStore], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
-    except (StoreError, BuildError, GateError, GoldenSetError) as error:
+    except (StoreError, BuildError, GateError, GoldenSetError, EmbeddingError) as error:
         click.echo(f"error: {error}", err=True)
-        sys.exit(1)
+        sys.exit(error_exit)
+    except psycopg.Error as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        click.echo(f"error: PostgreSQL: {first}", err=True)
+        sys.exit(error_exit)
     except asyncio.CancelledError:
         click.echo("error: interrupted by SIGTERM", err=True)
         sys.exit(128 + signal.SIGTERM)
@@ -300,7 +314,16 @@ def eval_(
     generation_model: str,
     as_json: bool,
 ) -> None:
-    """Run the golden-set gate on a built version; exit 1 when it fails a threshold."""
+    """Run the golden-set gate on a built version and record its verdict beside earlier ones.
+
+    \b
+    Exit codes:
+      0  the gate passed
+      1  the gate failed: a metric is below its threshold (the verdict is recorded)
+      2  bad usage (an option is missing or invalid)
+      3  no verdict: the evaluation could not run (store unreachable, version not built,
+         golden set invalid or naming unknown documents, embedding endpoint failing)
+    """
     from .kb.evaluation import Thresholds
     from .kb.gate import evaluate_version
 
@@ -344,7 +367,7 @@ def eval_(
                 await generator.aclose()
         return report.to_json()
 
-    result = _run(_resolve_dsn(dsn, embedded), work)
+    result = _run(_resolve_dsn(dsn, embedded), work, error_exit=EVAL_ERROR_EXIT)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -353,7 +376,7 @@ def eval_(
         click.echo("  ".join(f"{name}={value:.3f}" for name, value in metrics.items()))
         click.echo("gate: " + ("passed" if result["passed"] else f"FAILED ({', '.join(result['failedMetrics'])})"))  # type: ignore[arg-type]
     if not result["passed"]:
-        sys.exit(1)
+        sys.exit(GATE_FAILED_EXIT)
 
 
 @kb.command()
@@ -361,11 +384,39 @@ def eval_(
 @click.option("--version", "version", required=True)
 @click.option("--force", is_flag=True, help="Activate even if the version is not evaluated or failed its gate.")
 @click.option("--reason", default="", help="Recorded in the activation history.")
-def activate(knowledge_base: str, dsn: str | None, embedded: bool, version: str, force: bool, reason: str) -> None:
-    """Point the knowledge base at a built, gated version; runtimes switch within a second."""
+@click.option("--k", type=click.IntRange(1, 100), default=None, help="Require a verdict made at this cut-off rank.")
+@click.option("--min-precision", type=click.FloatRange(0, 1), default=None, help="Require a verdict this strict.")
+@click.option("--min-recall", type=click.FloatRange(0, 1), default=None, help="Require a verdict this strict.")
+@click.option("--min-mrr", type=click.FloatRange(0, 1), default=None, help="Require a verdict this strict.")
+@click.option("--min-ndcg", type=click.FloatRange(0, 1), default=None, help="Require a verdict this strict.")
+def activate(
+    knowledge_base: str,
+    dsn: str | None,
+    embedded: bool,
+    version: str,
+    force: bool,
+    reason: str,
+    k: int | None,
+    min_precision: float | None,
+    min_recall: float | None,
+    min_mrr: float | None,
+    min_ndcg: float | None,
+) -> None:
+    """Point the knowledge base at a built, gated version; runtimes switch within a second.
+
+    The version's newest verdict must have passed. With --k or any --min-* option, one of its
+    verdicts must also have passed at that k with each of those thresholds at least as high, so a
+    re-evaluation with weaker thresholds does not count.
+    """
+    from .store import GateRequirement
+
+    thresholds = {"precisionAtK": min_precision, "recallAtK": min_recall, "mrr": min_mrr, "ndcgAtK": min_ndcg}
+    requirement = None
+    if k is not None or any(value is not None for value in thresholds.values()):
+        requirement = GateRequirement(k=k, thresholds=thresholds)
 
     async def work(store: KnowledgeStore) -> str:
-        activation = await store.activate(knowledge_base, version, force=force, reason=reason)
+        activation = await store.activate(knowledge_base, version, force=force, reason=reason, requirement=requirement)
         return f"{knowledge_base}: active {activation.active} (previous {activation.previous or '-'})"
 
     click.echo(_run(_resolve_dsn(dsn, embedded), work))
@@ -373,10 +424,17 @@ def activate(knowledge_base: str, dsn: str | None, embedded: bool, version: str,
 
 @kb.command()
 @_store_options
-@click.option("--to", "target", default=None, help="Version to return to (default: the previous one).")
+@click.option(
+    "--to", "target", default=None, help="Version to return to (default: the last known-good one before the current)."
+)
 @click.option("--reason", default="", help="Recorded in the activation history.")
 def rollback(knowledge_base: str, dsn: str | None, embedded: bool, target: str | None, reason: str) -> None:
-    """Switch back to the previous version (or --to VERSION)."""
+    """Switch back to the last known-good version before the current one (or --to VERSION).
+
+    A second rollback goes one step further back (v3 -> v2, then v2 -> v1); it never re-promotes
+    a version that was rolled back, and is refused when no earlier built, gated version is left.
+    `kb activate` serves a rolled-back version again, deliberately.
+    """
 
     async def work(store: KnowledgeStore) -> str:
         activation = await store.rollback(knowledge_base, to=target, reason=reason)
@@ -396,6 +454,7 @@ def list_(knowledge_base: str, dsn: str | None, embedded: bool, as_json: bool) -
         await store.fail_interrupted_builds(knowledge_base)
         activation = await store.activation(knowledge_base)
         versions = await store.list_versions(knowledge_base)
+        verdicts = {v.version: await store.verdicts(v) for v in versions}
         return {
             "knowledgeBase": knowledge_base,
             "active": activation.active,
@@ -405,6 +464,7 @@ def list_(knowledge_base: str, dsn: str | None, embedded: bool, as_json: bool) -
                     "version": v.version,
                     "status": v.status,
                     "gatePassed": v.gate_passed,
+                    "verdicts": [verdict.to_json() for verdict in verdicts[v.version]],
                     "chunks": (v.manifest or {}).get("chunks"),
                     "embedding": asdict(v.space),
                     "builtAt": v.built_at.isoformat() if v.built_at else None,

@@ -340,10 +340,23 @@ def test_cli_build_eval_activate_rollback_list_gc(pg_dsn: str, tmp_path: Path, m
     assert rolled.returncode == 0 and "rolled back to v2" in rolled.stdout
     listed = json.loads(_cli("list", *target, "--kb", "docs", "--json", env=env).stdout)
     assert (listed["active"], listed["previous"]) == ("v2", "v3")
+    # Every verdict is listed with what it was judged with: v3 passed a lenient gate, then failed the default.
+    verdicts = listed["versions"][2]["verdicts"]
+    assert [(v["passed"], v["k"], v["thresholds"]["precisionAtK"]) for v in verdicts] == [
+        (True, 3, 0.1),
+        (False, 3, 0.6),
+    ]
+    assert verdicts[0]["goldenDigest"] == verdicts[1]["goldenDigest"] and verdicts[1]["metrics"]["precisionAtK"] < 0.6
+    # v1 passed only the lenient gate: activation that requires the default precision is refused.
+    strict = _cli("activate", *target, "--kb", "docs", "--version", "v1", "--k", "3", "--min-precision", "0.6", env=env)
+    assert strict.returncode == 1 and "no passing verdict made with the required gate (k=3" in strict.stderr
+    # A second rollback goes further back (issue 16, item 5), never to v3 again.
+    again = _cli("rollback", *target, "--kb", "docs", "--reason", "still breaching", env=env)
+    assert again.returncode == 0 and "rolled back to v1" in again.stdout
     collected = _cli("gc", *target, "--kb", "docs", "--keep", "0", env=env)
-    assert collected.returncode == 0 and "dropped v1" in collected.stdout
+    assert collected.returncode == 0 and "dropped v3" in collected.stdout
     listed = json.loads(_cli("list", *target, "--kb", "docs", "--json", env=env).stdout)
-    assert [v["version"] for v in listed["versions"]] == ["v2", "v3"]
+    assert [v["version"] for v in listed["versions"]] == ["v1", "v2"]
 
 
 def test_cli_reports_bad_input_clearly(pg_dsn: str, tmp_path: Path) -> None:
@@ -544,3 +557,41 @@ async def test_an_incremental_build_equals_a_build_from_nothing(pg_dsn: str, oth
         await build_version(store, request(site, "v3"))
     assert (third.manifest["reusedExtractions"], third.manifest["reusedDocuments"]) == (9, 9)
     assert version_content(pg_dsn, "docs", "v3") == version_content(other_pg_dsn, "docs", "v3")
+
+
+def test_eval_exit_codes_tell_a_failed_gate_from_an_evaluation_error(pg_dsn: str, tmp_path: Path) -> None:
+    """Issue 16, item 6: 0 passed, 1 gate failed (a verdict), 3 no verdict (the evaluation could not run)."""
+    corpus, cases = write_corpus(tmp_path / "corpus"), golden(tmp_path / "golden.yaml")
+    with running_openai_embeddings_server(16) as server:
+        built = _cli(
+            "build", "--dsn", pg_dsn, "--kb", "docs", "--version", "v1", "--source", str(corpus),
+            "--embedding-provider", "openai", "--embedding-model", "emb", "--embedding-dimensions", "16",
+            "--embedding-endpoint", server.url,
+        )  # fmt: skip
+        assert built.returncode == 0, built.stderr
+        evaluate = ["eval", "--dsn", pg_dsn, "--kb", "docs", "--golden", str(cases), "--k", "3"]
+        lenient = ["--min-precision", "0.1", "--min-recall", "0.1", "--min-mrr", "0.1", "--min-ndcg", "0.1"]
+        passed = _cli(*evaluate, "--version", "v1", *lenient)
+        assert passed.returncode == 0 and "gate: passed" in passed.stdout, passed.stderr
+        failed = _cli(*evaluate, "--version", "v1")
+        assert failed.returncode == 1 and "gate: FAILED (" in failed.stdout
+    # The embedding endpoint is gone now: no verdict, and none recorded.
+    down = _cli(*evaluate, "--version", "v1")
+    assert down.returncode == 3 and "error:" in down.stderr and "Traceback" not in down.stderr
+    unknown = _cli(*evaluate, "--version", "v9")
+    assert unknown.returncode == 3 and "has no version 'v9'" in unknown.stderr
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(yaml.safe_dump({"cases": [{"id": "q", "query": "x", "relevant": ["missing.md"]}]}))
+    mismatched = _cli("eval", "--dsn", pg_dsn, "--kb", "docs", "--version", "v1", "--golden", str(wrong))
+    assert mismatched.returncode == 3 and "names unknown document(s) 'missing.md'" in mismatched.stderr
+    unreachable = _cli(
+        "eval", "--dsn", "postgresql://u@127.0.0.1:1/x?connect_timeout=2", "--kb", "docs", "--version", "v1",
+        "--golden", str(cases),
+    )  # fmt: skip
+    assert unreachable.returncode == 3 and "cannot connect to PostgreSQL" in unreachable.stderr
+    usage = _cli("eval", "--dsn", pg_dsn, "--kb", "docs", "--golden", str(cases))
+    assert usage.returncode == 2 and "--version" in usage.stderr
+    listed = json.loads(_cli("list", "--dsn", pg_dsn, "--kb", "docs", "--json").stdout)
+    assert [v["passed"] for v in listed["versions"][0]["verdicts"]] == [True, False]
+    documented = _cli("eval", "--help")
+    assert all(f"{code}  " in documented.stdout for code in "0123")

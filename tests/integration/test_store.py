@@ -22,6 +22,8 @@ from ragops_runtime.store import (
     ChunkRow,
     DocumentRow,
     EmbeddingSpace,
+    GateRequirement,
+    GateVerdict,
     KnowledgeStore,
     PgvectorMissing,
     ProbePlan,
@@ -55,6 +57,16 @@ def row(document: str, position: int, text: str, seed: int) -> ChunkRow:
     )
 
 
+def verdict(
+    passed: bool, *, k: int = 5, recall: float = 0.8, golden: str = "g" * 64, failed: list[str] | None = None
+) -> GateVerdict:
+    """A gate verdict as `kb eval` records it (thresholds as the CLI's defaults unless given)."""
+    thresholds = {"precisionAtK": 0.6, "recallAtK": recall, "mrr": 0.5, "ndcgAtK": 0.6, "answerPassRate": None}
+    metrics = {"precisionAtK": 0.7, "recallAtK": 0.9, "mrr": 0.8, "ndcgAtK": 0.8}
+    report = {"k": k, "metrics": metrics, "passed": passed, "failedMetrics": failed or [], "cases": []}
+    return GateVerdict(passed, k, thresholds, golden, metrics, report)
+
+
 async def build(
     store: KnowledgeStore, kb: str, version: str, rows: list[ChunkRow], *, gate: bool | None = True
 ) -> VersionRecord:
@@ -68,7 +80,7 @@ async def build(
         record, ids.values(), [DocumentRow(d, f"/src/{d}", None, "digest", 1) for d in documents], {"chunks": len(rows)}
     )
     if gate is not None:
-        await store.record_gate(record, {"failedMetrics": [] if gate else ["recallAtK=0.1<0.8"]}, gate)
+        await store.record_gate(record, verdict(gate, failed=[] if gate else ["recallAtK=0.1<0.8"]))
     return record
 
 
@@ -160,7 +172,9 @@ async def test_hostile_knowledge_base_names_are_only_ever_identifiers(pg_dsn: st
                 "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ragops'"
             )
         ).fetchone()
-        assert tables == (9,)  # four meta tables, chunks, members, BM25 lexicon (3): nothing stray
+        # six meta tables (versions, documents, activation, its history, extractions, verdicts), chunks,
+        # members, BM25 lexicon (3): nothing stray
+        assert tables == (11,)
 
 
 async def test_activation_refuses_what_cannot_serve(pg_dsn: str) -> None:
@@ -183,7 +197,7 @@ async def test_activation_refuses_what_cannot_serve(pg_dsn: str) -> None:
         wide_row = ChunkRow("a.md", "/src/a.md", 0, (), "wide", "d", 1, {}, np.full(16, 0.25, dtype=np.float32))
         ids = await store.insert_chunks(record, [wide_row])
         record = await store.complete_version(record, ids.values(), [], {})
-        await store.record_gate(record, {}, True)
+        await store.record_gate(record, verdict(True))
         with pytest.raises(
             ActivationRefused, match="uses 16-dimension embeddings but the active version 'good' uses 8"
         ):
@@ -243,7 +257,7 @@ async def wide_version(store: KnowledgeStore, kb: str, version: str) -> VersionR
     wide_row = ChunkRow("a.md", "/src/a.md", 0, (), "wide", "d", 1, {}, np.full(16, 0.25, dtype=np.float32))
     ids = await store.insert_chunks(record, [wide_row])
     record = await store.complete_version(record, ids.values(), [], {})
-    await store.record_gate(record, {}, True)
+    await store.record_gate(record, verdict(True))
     return record
 
 
@@ -479,3 +493,84 @@ async def test_missing_pgvector_is_a_clear_error(pg_dsn: str, empty_extension_di
 async def test_unreachable_database_is_a_clear_error() -> None:
     with pytest.raises(StoreError, match="cannot connect to PostgreSQL"):
         await KnowledgeStore.connect("postgresql://nobody:secret@127.0.0.1:1/none?connect_timeout=2")
+
+
+async def test_a_second_rollback_never_re_promotes_the_version_rolled_back(pg_dsn: str) -> None:
+    """Issue 16, item 5: rollback walks back through known-good versions, skipping the rolled back."""
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        for version in ("v0", "v1", "v2"):
+            await build(store, "docs", version, ROWS_V1)
+            await store.activate("docs", version)
+        assert (await store.rollback("docs", reason="p95 breach")).active == "v1"
+        # The pointer's `previous` is v2 now; a second rollback still goes back, not forward.
+        assert (await store.rollback("docs", reason="still breaching")).active == "v0"
+        with pytest.raises(ActivationRefused, match=r"no known-good version before 'v0'.*rolled back before: v1, v2"):
+            await store.rollback("docs")
+        with pytest.raises(ActivationRefused, match="'v2' of 'docs' was rolled back"):
+            await store.rollback("docs", to="v2")
+        assert (await store.activation("docs")).active == "v0"
+
+        # Activating a rolled-back version again is deliberate: it may be rolled back from, to v0.
+        await store.activate("docs", "v2", reason="fixed upstream, serve it again")
+        assert (await store.rollback("docs")).active == "v0"
+        # A version whose newest verdict failed is not known-good: v3 -> (v1 rolled back, v2 too) -> v0.
+        await build(store, "docs", "v3", ROWS_V1)
+        await store.activate("docs", "v3")
+        await store.record_gate(await _version(store, "v0"), verdict(False, failed=["mrr=0.1<0.5"]))
+        with pytest.raises(ActivationRefused, match="no known-good version before 'v3'"):
+            await store.rollback("docs")
+        history = [(h["action"], h["from_version"], h["to_version"]) for h in await store.history("docs", limit=4)]
+        assert history == [
+            ("activate", "v0", "v3"),
+            ("rollback", "v2", "v0"),
+            ("activate", "v0", "v2"),
+            ("rollback", "v1", "v0"),
+        ]
+
+
+async def _version(store: KnowledgeStore, version: str) -> VersionRecord:
+    record = await store.get_version("docs", version)
+    assert record is not None
+    return record
+
+
+async def test_verdicts_are_kept_and_activation_needs_one_made_with_the_required_gate(pg_dsn: str) -> None:
+    """Issue 16, item 4: a re-evaluation with weaker thresholds is recorded beside the first and opens nothing."""
+    required = GateRequirement(
+        k=5, thresholds={"precisionAtK": 0.6, "recallAtK": 0.8, "mrr": 0.5, "ndcgAtK": 0.6, "answerPassRate": None}
+    )
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        record = await build(store, "docs", "v1", ROWS_V1, gate=None)
+        await store.record_gate(record, verdict(False, failed=["recallAtK=0.700<0.800"]))
+        await store.record_gate(record, verdict(True, recall=0.5))  # re-gated with a weaker recall threshold
+        verdicts = await store.verdicts(record)
+        assert [(v.passed, v.k, v.thresholds["recallAtK"], v.golden_digest) for v in verdicts] == [
+            (False, 5, 0.8, "g" * 64),
+            (True, 5, 0.5, "g" * 64),
+        ]
+        assert verdicts[0].metrics["recallAtK"] == 0.9 and verdicts[0].report["failedMetrics"] == [
+            "recallAtK=0.700<0.800"
+        ]
+        assert all(v.evaluated_at is not None for v in verdicts)
+        assert (await _version(store, "v1")).gate_passed is True  # the newest
+
+        with pytest.raises(
+            ActivationRefused, match=r"no passing verdict made with the required gate \(k=5, .*recallAtK>=0.8"
+        ):
+            await store.activate("docs", "v1", requirement=required)
+        await store.record_gate(record, verdict(True, k=10))  # the right thresholds, another k
+        with pytest.raises(ActivationRefused, match="3 verdict"):
+            await store.activate("docs", "v1", requirement=required)
+        assert (await store.activation("docs")).active is None
+
+        await store.record_gate(record, verdict(True, recall=0.9))  # stricter than required: qualifies
+        assert (await store.activate("docs", "v1", requirement=required)).active == "v1"
+        # A golden set other than the one required does not qualify either.
+        await build(store, "docs", "v2", ROWS_V1)
+        with pytest.raises(ActivationRefused, match="golden set 000000000000"):
+            await store.activate("docs", "v2", requirement=GateRequirement(5, {}, golden_digest="0" * 64))
+        # Dropping a version drops its verdicts.
+        await store.drop_version("docs", "v2")
+        async with store.connection.transaction():
+            cursor = await store.connection.execute("SELECT count(*) FROM ragops.kb_verdicts")
+            assert (await cursor.fetchone()) == (3 + 1,)

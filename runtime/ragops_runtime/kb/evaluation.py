@@ -24,6 +24,7 @@ Conventions shared by every metric:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -41,6 +42,7 @@ __all__ = [
     "GoldenSetError",
     "Thresholds",
     "evaluate",
+    "golden_set_digest",
     "hit_at_k",
     "load_golden_set",
     "ndcg_at_k",
@@ -74,6 +76,16 @@ class GoldenCase:
             raise ValueError("a golden case needs a non-empty id")
         if not self.relevant:
             raise ValueError(f"golden case {self.id!r} needs at least one relevant document")
+
+
+def golden_set_digest(cases: Sequence[GoldenCase]) -> str:
+    """SHA-256 of the cases as judged (ids, queries, relevant documents, expected phrases), in file order.
+
+    The file's layout, comments and format (YAML or JSONL) do not change it; any change to what
+    the gate asks does.
+    """
+    canonical = [[case.id, case.query, list(case.relevant), list(case.answer_contains)] for case in cases]
+    return hashlib.sha256(json.dumps(canonical, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
 
 
 # --- loading ---------------------------------------------------------------------------------------------------
@@ -373,6 +385,16 @@ class Thresholds:
             value = getattr(self, item.name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"threshold {item.name} must be in [0, 1], got {value}")
+
+    def to_json(self) -> dict[str, float | None]:
+        """By the metric names of the report (camelCase), as a verdict stores them."""
+        return {
+            "precisionAtK": self.precision_at_k,
+            "recallAtK": self.recall_at_k,
+            "mrr": self.mrr,
+            "ndcgAtK": self.ndcg_at_k,
+            "answerPassRate": self.answer_pass_rate,
+        }
 
 
 @dataclass(frozen=True)

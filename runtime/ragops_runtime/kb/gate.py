@@ -1,8 +1,9 @@
 """The golden-set gate of a built version: retrieve every case on the serving path, score, record.
 
 Retrieval goes through `retrieval.hybrid.retrieve`, the same function the runtime answers with,
-so the gate measures what users will get. The verdict is written to the store, where activation
-checks it. Metrics and the verdict itself are computed by the pure `evaluation` module.
+so the gate measures what users will get. The verdict is added to the version's verdicts in the
+store (earlier ones are kept), with the k, thresholds and golden-set digest it was made with;
+activation checks them. Metrics and the verdict itself are computed by the pure `evaluation` module.
 """
 
 from __future__ import annotations
@@ -15,8 +16,16 @@ import numpy as np
 from ..embedding import Embedder, make_embedder
 from ..generation.anthropic import AnthropicGenerator, GenerationUnavailable
 from ..retrieval.hybrid import retrieve
-from ..store import KnowledgeStore, VersionRecord
-from .evaluation import EvaluationReport, GoldenCase, Thresholds, evaluate, load_golden_set, unknown_relevant_ids
+from ..store import GateVerdict, KnowledgeStore, VersionRecord
+from .evaluation import (
+    EvaluationReport,
+    GoldenCase,
+    Thresholds,
+    evaluate,
+    golden_set_digest,
+    load_golden_set,
+    unknown_relevant_ids,
+)
 
 
 class GateError(Exception):
@@ -53,7 +62,9 @@ async def evaluate_version(
         raise GateError(f"knowledge base {knowledge_base!r} has no version {version!r}")
     if record.status != "built":
         raise GateError(f"version {version!r} is {record.status}, not built: build it before evaluating")
-    cases = await _cases_in_document_ids(store, record, load_golden_set(golden_path))
+    golden = load_golden_set(golden_path)
+    digest = golden_set_digest(golden)
+    cases = await _cases_in_document_ids(store, record, golden)
 
     owned = embedder is None
     if embedder is None:
@@ -83,7 +94,17 @@ async def evaluate_version(
             await embedder.aclose()
 
     report = evaluate(cases, retrieved, k=k, thresholds=thresholds, answers=answers if generator else None)
-    await store.record_gate(record, {**report.to_json(), "hybrid": hybrid}, report.passed)
+    await store.record_gate(
+        record,
+        GateVerdict(
+            passed=report.passed,
+            k=k,
+            thresholds=thresholds.to_json(),
+            golden_digest=digest,
+            metrics=dict(report.metrics),
+            report={**report.to_json(), "hybrid": hybrid},
+        ),
+    )
     return report
 
 

@@ -112,6 +112,20 @@ _META_DDL = [
         title text,
         dropped_chars integer NOT NULL,
         created_at timestamptz NOT NULL DEFAULT now())""",
+    # Every gate verdict of a version, kept beside the earlier ones: what it was judged with (k,
+    # thresholds, golden set's digest) and what it measured. kb_versions.gate/gate_passed mirror the
+    # newest for readers that need only that.
+    """CREATE TABLE IF NOT EXISTS ragops.kb_verdicts (
+        id bigserial PRIMARY KEY,
+        version_id integer NOT NULL REFERENCES ragops.kb_versions(id) ON DELETE CASCADE,
+        passed boolean NOT NULL,
+        k integer NOT NULL,
+        thresholds jsonb NOT NULL,
+        golden_digest text NOT NULL,
+        metrics jsonb NOT NULL,
+        report jsonb NOT NULL,
+        evaluated_at timestamptz NOT NULL DEFAULT now())""",
+    "CREATE INDEX IF NOT EXISTS kb_verdicts_version ON ragops.kb_verdicts (version_id, id)",
     """CREATE TABLE IF NOT EXISTS ragops.kb_activation_history (
         id bigserial PRIMARY KEY,
         kb text NOT NULL,
@@ -219,6 +233,69 @@ class VersionRecord:
     error: str | None
     created_at: datetime
     built_at: datetime | None
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """One run of the golden-set gate on a version: what it was judged with, what it measured, the outcome."""
+
+    passed: bool
+    k: int
+    thresholds: dict[str, float | None]
+    """Minimums by metric name, in the report's camelCase (precisionAtK, recallAtK, mrr, ndcgAtK, answerPassRate)."""
+    golden_digest: str
+    """SHA-256 of the golden set's cases (see `kb.evaluation.golden_set_digest`)."""
+    metrics: dict[str, float]
+    report: dict[str, Any]
+    """The whole report (failed metrics, every case's ranking, the retrieval path)."""
+    evaluated_at: datetime | None = None
+
+    def to_json(self, *, with_report: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "passed": self.passed,
+            "k": self.k,
+            "thresholds": dict(self.thresholds),
+            "goldenDigest": self.golden_digest,
+            "metrics": dict(self.metrics),
+            "evaluatedAt": self.evaluated_at.isoformat() if self.evaluated_at else None,
+        }
+        if with_report:
+            out["report"] = self.report
+        return out
+
+
+@dataclass(frozen=True)
+class GateRequirement:
+    """What activation asks of a version's verdicts: a passing one judged at least this strictly.
+
+    A verdict qualifies when it passed, was made at the same `k`, with each threshold named here
+    at least as high, and (when `golden_digest` is given) on that golden set. A verdict made with
+    weaker thresholds never qualifies, whenever it was recorded.
+    """
+
+    k: int | None
+    thresholds: dict[str, float | None]
+    golden_digest: str | None = None
+
+    def met_by(self, verdict: GateVerdict) -> bool:
+        if not verdict.passed or (self.k is not None and verdict.k != self.k):
+            return False
+        if self.golden_digest is not None and verdict.golden_digest != self.golden_digest:
+            return False
+        for name, minimum in self.thresholds.items():
+            if minimum is None:
+                continue
+            used = verdict.thresholds.get(name)
+            if used is None or used < minimum:
+                return False
+        return True
+
+    def describe(self) -> str:
+        parts = [f"k={self.k}"] if self.k is not None else []
+        parts += [f"{name}>={value}" for name, value in self.thresholds.items() if value is not None]
+        if self.golden_digest is not None:
+            parts.append(f"golden set {self.golden_digest[:12]}")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -992,11 +1069,38 @@ class KnowledgeStore:
             (error[:4000], record.id),
         )
 
-    async def record_gate(self, record: VersionRecord, report: dict[str, Any], passed: bool) -> None:
-        await self._conn.execute(
-            "UPDATE ragops.kb_versions SET gate = %s, gate_passed = %s, evaluated_at = now() WHERE id = %s",
-            (json.dumps(report), passed, record.id),
+    async def record_gate(self, record: VersionRecord, verdict: GateVerdict) -> None:
+        """Adds `verdict` to the version's verdicts (earlier ones are kept) and makes it the newest."""
+        async with self._conn.transaction():
+            await self._conn.execute(
+                "INSERT INTO ragops.kb_verdicts (version_id, passed, k, thresholds, golden_digest, metrics, report) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (
+                    record.id,
+                    verdict.passed,
+                    verdict.k,
+                    Jsonb(verdict.thresholds),
+                    verdict.golden_digest,
+                    Jsonb(verdict.metrics),
+                    Jsonb(verdict.report),
+                ),
+            )
+            await self._conn.execute(
+                "UPDATE ragops.kb_versions SET gate = %s, gate_passed = %s, evaluated_at = now() WHERE id = %s",
+                (Jsonb({**verdict.report, **verdict.to_json()}), verdict.passed, record.id),
+            )
+
+    async def verdicts(self, record: VersionRecord) -> list[GateVerdict]:
+        """Every gate verdict of `record`, oldest first."""
+        cursor = await self._conn.execute(
+            "SELECT passed, k, thresholds, golden_digest, metrics, report, evaluated_at FROM ragops.kb_verdicts "
+            "WHERE version_id = %s ORDER BY id",
+            (record.id,),
         )
+        return [
+            GateVerdict(passed, k, thresholds, digest, metrics, report, at)
+            for passed, k, thresholds, digest, metrics, report, at in await cursor.fetchall()
+        ]
 
     async def document_ids(self, record: VersionRecord) -> set[str]:
         cursor = await self._conn.execute(
@@ -1026,19 +1130,92 @@ class KnowledgeStore:
             return Activation(kb=kb, active=None, previous=None, updated_at=None)
         return Activation(kb=row[0], active=row[1], previous=row[2], updated_at=row[3])
 
-    async def activate(self, kb: str, version: str, *, force: bool = False, reason: str = "") -> Activation:
-        """Points the knowledge base at `version` and notifies listeners, in one transaction."""
-        return await self._switch(kb, version, action="activate", force=force, reason=reason)
+    async def activate(
+        self,
+        kb: str,
+        version: str,
+        *,
+        force: bool = False,
+        reason: str = "",
+        requirement: GateRequirement | None = None,
+    ) -> Activation:
+        """Points the knowledge base at `version` and notifies listeners, in one transaction.
+
+        Without `force` the version's newest verdict must have passed; with a `requirement` (the
+        thresholds of the KnowledgeBaseVersion's spec, or given to the CLI) one of its verdicts
+        must meet it, so a re-evaluation with weaker thresholds cannot open the way.
+        """
+        return await self._switch(kb, version, action="activate", force=force, reason=reason, requirement=requirement)
 
     async def rollback(self, kb: str, *, to: str | None = None, reason: str = "") -> Activation:
-        """Switches back to the previous version (or `to`); the gate still applies, force does not."""
-        current = await self.activation(kb)
-        target = to or current.previous
-        if target is None:
-            raise ActivationRefused(f"knowledge base {kb!r} has no previous version to roll back to")
-        return await self._switch(kb, target, action="rollback", force=False, reason=reason)
+        """Switches back to the last known-good version before the current one (or `to`).
 
-    async def _switch(self, kb: str, version: str, *, action: str, force: bool, reason: str) -> Activation:
+        The target is found in the activation history, newest first: a version served before the
+        current one, still built and gated, and never one that was rolled back (unless activated
+        again since, deliberately). So a second rollback goes one step further back rather than
+        re-promoting the version the first one left, and is refused when nothing good is left.
+        The gate still applies; force does not.
+        """
+        async with self._conn.transaction():
+            await self._lock_pointer(kb)
+            current = await self.activation(kb)
+            if current.active is None:
+                raise ActivationRefused(f"knowledge base {kb!r} has no active version to roll back from")
+            served, rolled_back = await self._served_history(kb)
+            if to is not None:
+                if to in rolled_back:
+                    raise ActivationRefused(
+                        f"version {to!r} of {kb!r} was rolled back: a rollback never re-promotes it; "
+                        "activate it deliberately (`ragops kb activate`) if it should serve again"
+                    )
+                target = to
+            else:
+                target = None
+                for candidate in served:
+                    if candidate == current.active or candidate in rolled_back:
+                        continue
+                    record = await self.get_version(kb, candidate)
+                    if record is not None and _servable(record):
+                        target = candidate
+                        break
+                if target is None:
+                    skipped = sorted(rolled_back - {current.active})
+                    detail = f" (rolled back before: {', '.join(skipped)})" if skipped else ""
+                    raise ActivationRefused(
+                        f"knowledge base {kb!r} has no known-good version before {current.active!r} to roll back "
+                        f"to{detail}"
+                    )
+            assert target is not None
+            return await self._switch(kb, target, action="rollback", force=False, reason=reason)
+
+    async def _served_history(self, kb: str) -> tuple[list[str], set[str]]:
+        """Versions made active, newest first (repeats kept), and those rolled back since their last activation."""
+        cursor = await self._conn.execute(
+            "SELECT action, from_version, to_version FROM ragops.kb_activation_history "
+            "WHERE kb = %s AND action IN ('activate', 'rollback') ORDER BY id DESC",
+            (kb,),
+        )
+        served: list[str] = []
+        activated_later: set[str] = set()
+        rolled_back: set[str] = set()
+        for action, from_version, to_version in await cursor.fetchall():
+            if action == "rollback" and from_version is not None and from_version not in activated_later:
+                rolled_back.add(from_version)
+            if action == "activate":
+                activated_later.add(to_version)
+            served.append(to_version)
+        return served, rolled_back
+
+    async def _switch(
+        self,
+        kb: str,
+        version: str,
+        *,
+        action: str,
+        force: bool,
+        reason: str,
+        requirement: GateRequirement | None = None,
+    ) -> Activation:
         async with self._conn.transaction():
             await self._lock_pointer(kb)
             record = await self.get_version(kb, version)
@@ -1050,6 +1227,14 @@ class KnowledgeStore:
                 current_record = await self.get_version(kb, current.active) if current.active else None
                 _check_activation(kb, version, record, current_record, force=force, was_canary=split.canary == version)
                 assert record is not None
+                if requirement is not None and not force:
+                    verdicts = await self.verdicts(record)
+                    if not any(requirement.met_by(verdict) for verdict in verdicts):
+                        raise ActivationRefused(
+                            f"version {version!r} has no passing verdict made with the required gate "
+                            f"({requirement.describe()}); {len(verdicts)} verdict(s) recorded: run `ragops kb eval` "
+                            "with these thresholds"
+                        )
                 await self._conn.execute(
                     """INSERT INTO ragops.kb_activation AS a (kb, active_version_id, previous_version_id, updated_at)
                        VALUES (%s, %s, NULL, now())
@@ -1540,6 +1725,11 @@ def _retrieved(row: Sequence[Any], score: float) -> RetrievedChunk:
         metadata=row[6],
         score=score,
     )
+
+
+def _servable(record: VersionRecord) -> bool:
+    """Built and gated (its newest verdict passed): a version a rollback may return to."""
+    return record.status == "built" and record.gate_passed is True
 
 
 def _check_servable(kb: str, version: str, record: VersionRecord | None, *, force: bool) -> None:
