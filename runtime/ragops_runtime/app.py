@@ -340,8 +340,8 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
             retention.cancel()
             await jobs.stop()
             await probes.stop()
-            await answer_log.aclose()
             await service.shadow.aclose()
+            await answer_log.aclose()
             await watcher.stop()
             await embeddings.aclose()
             await cache.aclose()
@@ -551,6 +551,8 @@ def _query_router(request_model: type[QueryRequest]) -> APIRouter:
         answered the query, whatever is served now.
         """
         rater = rater_digest(client_of(request))
+        # The rated answer's row may still be in the writer's buffer.
+        await service.answer_log.flush()
         try:
             async with service.pool.connection(timeout=service.database_timeout_seconds) as connection:
                 rated = await record_feedback(connection, body.query_id, rater, body.score)

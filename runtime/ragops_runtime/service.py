@@ -301,7 +301,7 @@ class QueryService:
                 timings_ms={"total": (self.clock() - started) * 1000},
             )
             self.metrics.observe_query(mode="cached", status="ok", seconds=self.clock() - started, stages={}, **labels)
-            await self._log(question, answer)
+            self._log(question, answer)
             return answer
         self.metrics.cache_miss()
 
@@ -453,12 +453,12 @@ class QueryService:
         )
         if not answer.degraded:
             await self.cache.put(retrieved.cache_key, answer)
-        await self._log(question, answer)
+        self._log(question, answer)
         return answer
 
-    async def _log(self, question: Question, answer: Answer) -> None:
-        """Never fails the answer: a row the database cannot take now is written when it can (answer_log.py)."""
-        await self.answer_log.write(
+    def _log(self, question: Question, answer: Answer) -> None:
+        """Queues the answer's log record: written in the background, never on the response path."""
+        self.answer_log.submit(
             AnswerRecord(
                 query_id=answer.query_id,
                 kb=self.knowledge_base,

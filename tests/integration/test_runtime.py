@@ -133,12 +133,17 @@ def test_generated_answer_cites_context_and_costs_money(published: str) -> None:
         request = fake.requests[-1]
         assert "E07" in request.user_text and "[1]" in request.user_text
         assert "only" in request.system.lower()
-        with psycopg.connect(published) as connection:
-            row = connection.execute(
-                "SELECT version, mode, document_ids, cost_usd FROM ragops.answer_log WHERE query_id = %s",
-                (body["queryId"],),
-            ).fetchone()
-        assert row is not None and row[0] == "v1" and row[1] == "generated" and row[2][0] == "batteries/error-codes.md"
+
+        def logged() -> Any:
+            with psycopg.connect(published) as connection:
+                return connection.execute(
+                    "SELECT version, mode, document_ids, cost_usd FROM ragops.answer_log WHERE query_id = %s",
+                    (body["queryId"],),
+                ).fetchone()
+
+        # The answer log is written in the background, off the response path, within moments.
+        row = wait_for("the answer's log row", logged, timeout=5, interval=0.05)
+        assert row[0] == "v1" and row[1] == "generated" and row[2][0] == "batteries/error-codes.md"
 
         assert client.post("/v1/feedback", json={"queryId": body["queryId"], "thumbs": "up"}).status_code == 204
         again = client.post("/v1/feedback", json={"queryId": body["queryId"], "rating": 0.5})

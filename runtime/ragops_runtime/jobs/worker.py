@@ -274,6 +274,9 @@ class JobWorker:
         except Exception as error:
             log.exception("job query failed unexpectedly")
             return _Failed(f"internal_error: {type(error).__name__}")
+        # The item completes only once its answer is in the answer log: a replica killed after
+        # completing it would otherwise lose the log row.
+        await self._service.answer_log.flush()
         failure = generation_failure(answer.generation_error)
         if failure is not None and item.attempts < limit:
             return _Transient(failure.message, not_before=failure.not_before)

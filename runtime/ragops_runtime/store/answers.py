@@ -11,6 +11,7 @@ retention. Part of the store: the only SQL on the log.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -91,29 +92,36 @@ async def ensure_answer_log(connection: psycopg.AsyncConnection[Any]) -> None:
                 await connection.execute(statement)
 
 
-async def log_answer(connection: psycopg.AsyncConnection[Any], record: AnswerRecord) -> None:
-    await connection.execute(
-        """INSERT INTO ragops.answer_log (query_id, at, kb, version, role, deployment, query_digest, document_ids,
-               mode, degraded_reason, latency_ms, input_tokens, output_tokens, cost_usd)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-           ON CONFLICT (query_id) DO NOTHING""",
-        (
-            record.query_id,
-            record.at,
-            record.kb,
-            record.version,
-            record.role,
-            record.deployment,
-            record.query_digest,
-            record.document_ids,
-            record.mode,
-            record.degraded_reason,
-            record.latency_ms,
-            record.input_tokens,
-            record.output_tokens,
-            record.cost_usd,
-        ),
-    )
+async def log_answers(connection: psycopg.AsyncConnection[Any], records: Sequence[AnswerRecord]) -> None:
+    """Inserts a batch of records: one pipelined round trip and one commit."""
+    if not records:
+        return
+    async with connection.transaction(), connection.cursor() as cursor:
+        await cursor.executemany(
+            """INSERT INTO ragops.answer_log (query_id, at, kb, version, role, deployment, query_digest, document_ids,
+                   mode, degraded_reason, latency_ms, input_tokens, output_tokens, cost_usd)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (query_id) DO NOTHING""",
+            [
+                (
+                    record.query_id,
+                    record.at,
+                    record.kb,
+                    record.version,
+                    record.role,
+                    record.deployment,
+                    record.query_digest,
+                    record.document_ids,
+                    record.mode,
+                    record.degraded_reason,
+                    record.latency_ms,
+                    record.input_tokens,
+                    record.output_tokens,
+                    record.cost_usd,
+                )
+                for record in records
+            ],
+        )
 
 
 @dataclass(frozen=True)
