@@ -1509,14 +1509,14 @@ class KnowledgeStore:
         self, record: VersionRecord, query: Vector, k: int, *, metadata: dict[str, Any] | None = None
     ) -> list[RetrievedChunk]:
         """The k chunks of the version nearest to `query`, nearest first."""
-        search = _Search(record, k, metadata)
+        search = _Search(record, k, metadata, depth=k)
         query_sql = sql.SQL(
             """WITH dense AS MATERIALIZED ({dense})
                SELECT c.id, c.document_id, c.source, c.position, c.heading_path, c.text, c.metadata, d.distance
                FROM dense d JOIN {chunks} c ON c.id = d.chunk_id
                ORDER BY d.distance, c.id"""
         ).format(dense=search.dense(), chunks=search.chunks)
-        rows = await self._search(query_sql, search.parameters(vector=query, depth=k), ef_search=k)
+        rows = await self._search(query_sql, search.parameters(vector=query), ef_search=k)
         return [_retrieved(row, _similarity(record.space.distance, float(row[7]))) for row in rows]
 
     async def text_search(
@@ -1530,14 +1530,14 @@ class KnowledgeStore:
         found in most chunks costs no more than a rare one. A chunk outside a common word's top
         postings loses only that word's small share of its score (common words have a low IDF).
         """
-        search = _Search(record, k, metadata)
+        search = _Search(record, k, metadata, depth=k)
         query_sql = sql.SQL(
             """WITH {lexical_ctes}
                SELECT c.id, c.document_id, c.source, c.position, c.heading_path, c.text, c.metadata, l.score
                FROM lexical l JOIN {chunks} c ON c.id = l.chunk_id
                ORDER BY l.score DESC, c.id"""
         ).format(lexical_ctes=search.lexical(), chunks=search.chunks)
-        rows = await self._search(query_sql, search.parameters(text=query, depth=k))
+        rows = await self._search(query_sql, search.parameters(text=query))
         return [_retrieved(row, float(row[7])) for row in rows]
 
     async def hybrid_search(
@@ -1555,27 +1555,27 @@ class KnowledgeStore:
         One round trip: both halves, the fusion and the rows of the k winners are computed by the
         server, which reads the text of k chunks rather than of both candidate lists.
         """
-        search = _Search(record, k, metadata)
         depth = fusion.depth(k)
+        search = _Search(record, k, metadata, depth=depth)
         query_sql = sql.SQL(
             """WITH dense AS MATERIALIZED ({dense}),
                {lexical_ctes},
                ranked AS (
-                   SELECT chunk_id, row_number() OVER (ORDER BY distance, chunk_id) AS rank, %(wv)s AS weight
+                   SELECT chunk_id, row_number() OVER (ORDER BY distance, chunk_id) AS rank, %(wv)s::float8 AS weight
                    FROM dense
                    UNION ALL
-                   SELECT chunk_id, row_number() OVER (ORDER BY score DESC, chunk_id), %(wl)s FROM lexical),
+                   SELECT chunk_id, row_number() OVER (ORDER BY score DESC, chunk_id), %(wl)s::float8 FROM lexical),
                fused AS (
-                   SELECT chunk_id, sum(weight / (%(rrf)s + rank)) AS score, min(rank) AS best
+                   SELECT chunk_id, sum(weight / (%(rrf)s::float8 + rank)) AS score, min(rank) AS best
                    FROM ranked GROUP BY chunk_id
                    ORDER BY score DESC, best, chunk_id
-                   LIMIT %(k)s)
+                   LIMIT {k})
                SELECT c.id, c.document_id, c.source, c.position, c.heading_path, c.text, c.metadata, f.score
                FROM fused f JOIN {chunks} c ON c.id = f.chunk_id
                ORDER BY f.score DESC, f.best, f.chunk_id"""
-        ).format(dense=search.dense(), lexical_ctes=search.lexical(), chunks=search.chunks)
+        ).format(dense=search.dense(), lexical_ctes=search.lexical(), chunks=search.chunks, k=sql.Literal(k))
         parameters = {
-            **search.parameters(vector=query, text=text, depth=depth),
+            **search.parameters(vector=query, text=text),
             "wv": float(fusion.vector_weight),
             "wl": float(fusion.lexical_weight),
             "rrf": float(fusion.rrf_k),
@@ -1586,16 +1586,27 @@ class KnowledgeStore:
     async def _search(
         self, query_sql: sql.Composed, parameters: dict[str, Any], *, ef_search: int | None = None
     ) -> list[tuple[Any, ...]]:
-        """Runs a search statement, with the HNSW scan settings it needs, in one round trip (a pipeline)."""
-        if ef_search is None:
-            cursor = await self._conn.execute(query_sql, parameters)
-            rows: list[tuple[Any, ...]] = await cursor.fetchall()
-            return rows
-        async with self._conn.pipeline(), self._conn.transaction():
+        """Runs a search statement with the settings it needs, in one round trip (a pipeline).
+
+        The statement runs on a generic plan: psycopg prepares it after a few uses, but PostgreSQL
+        would still plan each execution anew (a custom plan for its parameters), and planning the
+        hybrid statement costs about as much as running it. Its plan does not depend on the
+        parameters (the limits are literals), so the generic plan is the one a custom plan would pick.
+        """
+        settings = [("plan_cache_mode", "force_generic_plan")]
+        if ef_search is not None:
             # relaxed_order lets the HNSW scan continue past ef_search until enough members are found;
             # the statement's ORDER BY restores exact order among the candidates it returned.
-            await self._conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            await self._conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, ef_search))))
+            settings += [("hnsw.iterative_scan", "relaxed_order"), ("hnsw.ef_search", str(max(40, ef_search)))]
+        # One statement for all settings, local to the transaction: the pooled connection keeps none.
+        set_all = sql.SQL("SELECT {}").format(
+            sql.SQL(", ").join(
+                sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
+                for name, value in settings
+            )
+        )
+        async with self._conn.pipeline(), self._conn.transaction():
+            await self._conn.execute(set_all)
             cursor = await self._conn.execute(query_sql, parameters)
         fetched: list[tuple[Any, ...]] = await cursor.fetchall()
         return fetched
@@ -1621,38 +1632,49 @@ class _LexiconTables:
 class _Search:
     """The SQL pieces every search shares: the version's membership, the metadata filter, both halves."""
 
-    def __init__(self, record: VersionRecord, k: int, metadata: dict[str, Any] | None) -> None:
+    def __init__(self, record: VersionRecord, k: int, metadata: dict[str, Any] | None, *, depth: int) -> None:
         space = record.space
         self.record = record
         self.k = k
+        self.depth = depth
         self.metadata = metadata or {}
         self.chunks = derived_identifier(record.kb, space.key, suffix="_chunks")
         self.members = derived_identifier(record.kb, space.key, suffix="_members")
         self.lexicon = _LexiconTables.of(record.kb, space)
         self.operator = sql.SQL(_DISTANCE_SQL[space.distance][1])
 
-    def parameters(self, *, depth: int, vector: Vector | None = None, text: str | None = None) -> dict[str, Any]:
-        parameters: dict[str, Any] = {"v": self.record.id, "k": self.k, "depth": depth}
+    def parameters(self, *, vector: Vector | None = None, text: str | None = None) -> dict[str, Any]:
+        # Limits are literals in the statement, not parameters: its generic plan (see `_search`)
+        # must know that only a few rows come out, or it reads whole tables to join them.
+        parameters: dict[str, Any] = {"v": self.record.id}
         # The version's member count (its manifest's chunks), compared with the table's chunk count.
         parameters["members"] = int((self.record.manifest or {}).get("chunks", -1))
         if vector is not None:
             parameters["q"] = vector
         if text is not None:
             parameters["text"] = text
-            parameters["per_term"] = max(LEXICAL_CANDIDATES_PER_TERM, depth)
         if self.metadata:
             parameters["meta"] = Jsonb(self.metadata)
         return parameters
 
     def dense(self) -> sql.Composable:
-        """The `depth` nearest member chunks: (chunk_id, distance)."""
+        """The `depth` nearest member chunks: (chunk_id, distance).
+
+        A version that holds every chunk of its table skips the membership probe of each candidate
+        (evaluated once, before the scan), as the lexical half does. `OFFSET 0` keeps the probe an
+        index lookup per candidate: without it the planner may hash the version's whole membership.
+        """
         return sql.SQL(
             """SELECT c.id AS chunk_id, c.embedding {op} %(q)s AS distance
                FROM {chunks} c
-               WHERE EXISTS (SELECT 1 FROM {members} m WHERE m.version_id = %(v)s AND m.chunk_id = c.id){meta}
+               WHERE ((SELECT s.chunks FROM {stats} s) = %(members)s
+                      OR EXISTS (SELECT 1 FROM {members} m WHERE m.version_id = %(v)s AND m.chunk_id = c.id
+                                 OFFSET 0)){meta}
                ORDER BY c.embedding {op} %(q)s
-               LIMIT %(depth)s"""
+               LIMIT {depth}"""
         ).format(
+            depth=sql.Literal(self.depth),
+            stats=self.lexicon.stats,
             op=self.operator,
             chunks=self.chunks,
             members=self.members,
@@ -1676,8 +1698,9 @@ class _Search:
         # shared between versions, so few) and of other metadata. A version that holds every chunk of
         # its table (the first one built in an embedding space, or the only one left) needs no
         # membership check: it costs an index probe per candidate, most of the lexical half's time.
-        # As a LATERAL with LIMIT the check stays one index probe per candidate, never a join or a
-        # hash that reads the version's whole membership (100k rows at 100k chunks).
+        # The whole-table test is evaluated once (an InitPlan) and short-circuits the probe; `OFFSET 0`
+        # keeps the probe one index lookup per candidate, never a join or a hash that reads the
+        # version's whole membership (100k rows at 100k chunks).
         return sql.SQL(
             """query_terms AS (
                    SELECT t.term,
@@ -1693,17 +1716,16 @@ class _Search:
                        SELECT p.chunk_id, p.impact FROM {postings} p
                        WHERE p.term = q.term
                        ORDER BY p.impact DESC
-                       LIMIT %(per_term)s) hit
-                   CROSS JOIN {stats} s
-                   LEFT JOIN LATERAL (
-                       SELECT true AS present FROM {members} m
-                       WHERE s.chunks <> %(members)s AND m.version_id = %(v)s AND m.chunk_id = hit.chunk_id
-                       LIMIT 1) member ON true
-                   WHERE (s.chunks = %(members)s OR member.present) {meta}
+                       LIMIT {per_term}) hit
+                   WHERE ((SELECT s.chunks FROM {stats} s) = %(members)s
+                          OR EXISTS (SELECT 1 FROM {members} m WHERE m.version_id = %(v)s AND m.chunk_id = hit.chunk_id
+                                     OFFSET 0)) {meta}
                    GROUP BY hit.chunk_id
                    ORDER BY score DESC, hit.chunk_id
-                   LIMIT %(depth)s)"""
+                   LIMIT {depth})"""
         ).format(
+            depth=sql.Literal(self.depth),
+            per_term=sql.Literal(max(LEXICAL_CANDIDATES_PER_TERM, self.depth)),
             config=sql.Literal(_TEXT_SEARCH_CONFIG),
             terms=self.lexicon.terms,
             stats=self.lexicon.stats,
