@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import ConfigDict, Field, create_model, field_validator, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .active import ActiveVersionWatcher
 from .answer_log import AnswerLogWriter
@@ -206,6 +207,48 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class RequestContext:
+    """Each request's id (the client's X-Request-Id or a new one, echoed back) and its access log line.
+
+    Plain ASGI rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware runs every
+    request in a task and a response stream of its own, a measurable share of a busy runtime's CPU.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((value for name, value in scope["headers"] if name == b"x-request-id"), None)
+        token = request_id.set(given.decode("latin-1") if given else uuid.uuid4().hex)
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(n, v) for n, v in message.get("headers", []) if n.lower() != b"x-request-id"]
+                message["headers"] = [*headers, (b"x-request-id", request_id.get().encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "durationMs": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+        finally:
+            request_id.reset(token)
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonLogFormatter())
@@ -371,26 +414,7 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
         ),
         limits={"/v1/jobs": (job_config.max_body_bytes, f"RAGOPS_JOB_MAX_BODY_BYTES={job_config.max_body_bytes}")},
     )
-
-    @app.middleware("http")
-    async def request_context(request: Request, call_next: Any) -> Response:
-        token = request_id.set(request.headers.get("x-request-id") or uuid.uuid4().hex)
-        started = time.perf_counter()
-        try:
-            response: Response = await call_next(request)
-            response.headers["X-Request-Id"] = request_id.get()
-            log.info(
-                "request",
-                extra={
-                    "method": request.method,
-                    "path": request.url.path,
-                    "status": response.status_code,
-                    "durationMs": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
-            return response
-        finally:
-            request_id.reset(token)
+    app.add_middleware(RequestContext)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -480,7 +504,8 @@ async def _enforce_retention(pool: AsyncConnectionPool[Any], keep: timedelta, wa
         await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
 
 
-def get_service(request: Request) -> QueryService:
+async def get_service(request: Request) -> QueryService:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a hand-off per request.
     service: QueryService = request.app.state.service
     return service
 

@@ -30,6 +30,7 @@ parameters. This module does no embedding, chunking or HTTP.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import math
@@ -1509,14 +1510,8 @@ class KnowledgeStore:
         self, record: VersionRecord, query: Vector, k: int, *, metadata: dict[str, Any] | None = None
     ) -> list[RetrievedChunk]:
         """The k chunks of the version nearest to `query`, nearest first."""
-        search = _Search(record, k, metadata, depth=k)
-        query_sql = sql.SQL(
-            """WITH dense AS MATERIALIZED ({dense})
-               SELECT c.id, c.document_id, c.source, c.position, c.heading_path, c.text, c.metadata, d.distance
-               FROM dense d JOIN {chunks} c ON c.id = d.chunk_id
-               ORDER BY d.distance, c.id"""
-        ).format(dense=search.dense(), chunks=search.chunks)
-        rows = await self._search(query_sql, search.parameters(vector=query), ef_search=k)
+        statement = _vector_statement(record.kb, record.space, k, bool(metadata))
+        rows = await self._search(statement, _search_parameters(record, metadata, vector=query), ef_search=k)
         return [_retrieved(row, _similarity(record.space.distance, float(row[7]))) for row in rows]
 
     async def text_search(
@@ -1530,14 +1525,8 @@ class KnowledgeStore:
         found in most chunks costs no more than a rare one. A chunk outside a common word's top
         postings loses only that word's small share of its score (common words have a low IDF).
         """
-        search = _Search(record, k, metadata, depth=k)
-        query_sql = sql.SQL(
-            """WITH {lexical_ctes}
-               SELECT c.id, c.document_id, c.source, c.position, c.heading_path, c.text, c.metadata, l.score
-               FROM lexical l JOIN {chunks} c ON c.id = l.chunk_id
-               ORDER BY l.score DESC, c.id"""
-        ).format(lexical_ctes=search.lexical(), chunks=search.chunks)
-        rows = await self._search(query_sql, search.parameters(text=query))
+        statement = _text_statement(record.kb, record.space, k, bool(metadata))
+        rows = await self._search(statement, _search_parameters(record, metadata, text=query))
         return [_retrieved(row, float(row[7])) for row in rows]
 
     async def hybrid_search(
@@ -1556,35 +1545,18 @@ class KnowledgeStore:
         server, which reads the text of k chunks rather than of both candidate lists.
         """
         depth = fusion.depth(k)
-        search = _Search(record, k, metadata, depth=depth)
-        query_sql = sql.SQL(
-            """WITH dense AS MATERIALIZED ({dense}),
-               {lexical_ctes},
-               ranked AS (
-                   SELECT chunk_id, row_number() OVER (ORDER BY distance, chunk_id) AS rank, %(wv)s::float8 AS weight
-                   FROM dense
-                   UNION ALL
-                   SELECT chunk_id, row_number() OVER (ORDER BY score DESC, chunk_id), %(wl)s::float8 FROM lexical),
-               fused AS (
-                   SELECT chunk_id, sum(weight / (%(rrf)s::float8 + rank)) AS score, min(rank) AS best
-                   FROM ranked GROUP BY chunk_id
-                   ORDER BY score DESC, best, chunk_id
-                   LIMIT {k})
-               SELECT c.id, c.document_id, c.source, c.position, c.heading_path, c.text, c.metadata, f.score
-               FROM fused f JOIN {chunks} c ON c.id = f.chunk_id
-               ORDER BY f.score DESC, f.best, f.chunk_id"""
-        ).format(dense=search.dense(), lexical_ctes=search.lexical(), chunks=search.chunks, k=sql.Literal(k))
+        statement = _hybrid_statement(record.kb, record.space, k, depth, bool(metadata))
         parameters = {
-            **search.parameters(vector=query, text=text),
+            **_search_parameters(record, metadata, vector=query, text=text),
             "wv": float(fusion.vector_weight),
             "wl": float(fusion.lexical_weight),
             "rrf": float(fusion.rrf_k),
         }
-        rows = await self._search(query_sql, parameters, ef_search=depth)
+        rows = await self._search(statement, parameters, ef_search=depth)
         return [_retrieved(row, float(row[7])) for row in rows]
 
     async def _search(
-        self, query_sql: sql.Composed, parameters: dict[str, Any], *, ef_search: int | None = None
+        self, statement: bytes, parameters: dict[str, Any], *, ef_search: int | None = None
     ) -> list[tuple[Any, ...]]:
         """Runs a search statement with the settings it needs, in one round trip (a pipeline).
 
@@ -1598,16 +1570,9 @@ class KnowledgeStore:
             # relaxed_order lets the HNSW scan continue past ef_search until enough members are found;
             # the statement's ORDER BY restores exact order among the candidates it returned.
             settings += [("hnsw.iterative_scan", "relaxed_order"), ("hnsw.ef_search", str(max(40, ef_search)))]
-        # One statement for all settings, local to the transaction: the pooled connection keeps none.
-        set_all = sql.SQL("SELECT {}").format(
-            sql.SQL(", ").join(
-                sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
-                for name, value in settings
-            )
-        )
         async with self._conn.pipeline(), self._conn.transaction():
-            await self._conn.execute(set_all)
-            cursor = await self._conn.execute(query_sql, parameters)
+            await self._conn.execute(_settings_statement(tuple(settings)))
+            cursor = await self._conn.execute(statement, parameters)
         fetched: list[tuple[Any, ...]] = await cursor.fetchall()
         return fetched
 
@@ -1630,32 +1595,20 @@ class _LexiconTables:
 
 
 class _Search:
-    """The SQL pieces every search shares: the version's membership, the metadata filter, both halves."""
+    """The SQL pieces every search shares: the version's membership, the metadata filter, both halves.
 
-    def __init__(self, record: VersionRecord, k: int, metadata: dict[str, Any] | None, *, depth: int) -> None:
-        space = record.space
-        self.record = record
-        self.k = k
+    Only what shapes the statement goes in (the table, the limits, whether metadata filters), so
+    that statements are rendered once per shape (see `_vector_statement`) and the values are
+    parameters (see `_search_parameters`).
+    """
+
+    def __init__(self, kb: str, space: EmbeddingSpace, *, depth: int, filtered: bool) -> None:
         self.depth = depth
-        self.metadata = metadata or {}
-        self.chunks = derived_identifier(record.kb, space.key, suffix="_chunks")
-        self.members = derived_identifier(record.kb, space.key, suffix="_members")
-        self.lexicon = _LexiconTables.of(record.kb, space)
+        self.filtered = filtered
+        self.chunks = derived_identifier(kb, space.key, suffix="_chunks")
+        self.members = derived_identifier(kb, space.key, suffix="_members")
+        self.lexicon = _LexiconTables.of(kb, space)
         self.operator = sql.SQL(_DISTANCE_SQL[space.distance][1])
-
-    def parameters(self, *, vector: Vector | None = None, text: str | None = None) -> dict[str, Any]:
-        # Limits are literals in the statement, not parameters: its generic plan (see `_search`)
-        # must know that only a few rows come out, or it reads whole tables to join them.
-        parameters: dict[str, Any] = {"v": self.record.id}
-        # The version's member count (its manifest's chunks), compared with the table's chunk count.
-        parameters["members"] = int((self.record.manifest or {}).get("chunks", -1))
-        if vector is not None:
-            parameters["q"] = vector
-        if text is not None:
-            parameters["text"] = text
-        if self.metadata:
-            parameters["meta"] = Jsonb(self.metadata)
-        return parameters
 
     def dense(self) -> sql.Composable:
         """The `depth` nearest member chunks: (chunk_id, distance).
@@ -1678,7 +1631,7 @@ class _Search:
             op=self.operator,
             chunks=self.chunks,
             members=self.members,
-            meta=sql.SQL(" AND c.metadata @> %(meta)s") if self.metadata else sql.SQL(""),
+            meta=sql.SQL(" AND c.metadata @> %(meta)s") if self.filtered else sql.SQL(""),
         )
 
     def lexical(self) -> sql.Composable:
@@ -1687,7 +1640,7 @@ class _Search:
             sql.SQL(
                 " AND EXISTS (SELECT 1 FROM {chunks} c WHERE c.id = hit.chunk_id AND c.metadata @> %(meta)s)"
             ).format(chunks=self.chunks)
-            if self.metadata
+            if self.filtered
             else sql.SQL("")
         )
         # The query's words go through the same parser and stemmer as the chunks' (to_tsvector), which
@@ -1733,6 +1686,102 @@ class _Search:
             members=self.members,
             meta=meta,
         )
+
+
+def _search_parameters(
+    record: VersionRecord,
+    metadata: dict[str, Any] | None,
+    *,
+    vector: Vector | None = None,
+    text: str | None = None,
+) -> dict[str, Any]:
+    """The values of a search statement; its limits are literals in the statement, not parameters: its
+    generic plan (see `KnowledgeStore._search`) must know that few rows come out, or it joins whole tables."""
+    # The version's member count (its manifest's chunks), compared with the table's chunk count.
+    parameters: dict[str, Any] = {"v": record.id, "members": int((record.manifest or {}).get("chunks", -1))}
+    if vector is not None:
+        parameters["q"] = vector
+    if text is not None:
+        parameters["text"] = text
+    if metadata:
+        parameters["meta"] = Jsonb(metadata)
+    return parameters
+
+
+# Statements are rendered once per shape (knowledge base, embedding space, limits, filtered or not):
+# composing and quoting them on every query cost a fifth of a busy runtime's CPU.
+
+
+@functools.lru_cache(maxsize=256)
+def _vector_statement(kb: str, space: EmbeddingSpace, k: int, filtered: bool) -> bytes:
+    search = _Search(kb, space, depth=k, filtered=filtered)
+    return (
+        sql.SQL(
+            """WITH dense AS MATERIALIZED ({dense})
+               SELECT c.id, c.document_id, c.source, c.position, c.heading_path, c.text, c.metadata, d.distance
+               FROM dense d JOIN {chunks} c ON c.id = d.chunk_id
+               ORDER BY d.distance, c.id"""
+        )
+        .format(dense=search.dense(), chunks=search.chunks)
+        .as_bytes(None)
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _text_statement(kb: str, space: EmbeddingSpace, k: int, filtered: bool) -> bytes:
+    search = _Search(kb, space, depth=k, filtered=filtered)
+    return (
+        sql.SQL(
+            """WITH {lexical_ctes}
+               SELECT c.id, c.document_id, c.source, c.position, c.heading_path, c.text, c.metadata, l.score
+               FROM lexical l JOIN {chunks} c ON c.id = l.chunk_id
+               ORDER BY l.score DESC, c.id"""
+        )
+        .format(lexical_ctes=search.lexical(), chunks=search.chunks)
+        .as_bytes(None)
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _hybrid_statement(kb: str, space: EmbeddingSpace, k: int, depth: int, filtered: bool) -> bytes:
+    """Both halves `depth` deep, fused by weighted reciprocal rank, and the rows of the k winners."""
+    search = _Search(kb, space, depth=depth, filtered=filtered)
+    return (
+        sql.SQL(
+            """WITH dense AS MATERIALIZED ({dense}),
+               {lexical_ctes},
+               ranked AS (
+                   SELECT chunk_id, row_number() OVER (ORDER BY distance, chunk_id) AS rank, %(wv)s::float8 AS weight
+                   FROM dense
+                   UNION ALL
+                   SELECT chunk_id, row_number() OVER (ORDER BY score DESC, chunk_id), %(wl)s::float8 FROM lexical),
+               fused AS (
+                   SELECT chunk_id, sum(weight / (%(rrf)s::float8 + rank)) AS score, min(rank) AS best
+                   FROM ranked GROUP BY chunk_id
+                   ORDER BY score DESC, best, chunk_id
+                   LIMIT {k})
+               SELECT c.id, c.document_id, c.source, c.position, c.heading_path, c.text, c.metadata, f.score
+               FROM fused f JOIN {chunks} c ON c.id = f.chunk_id
+               ORDER BY f.score DESC, f.best, f.chunk_id"""
+        )
+        .format(dense=search.dense(), lexical_ctes=search.lexical(), chunks=search.chunks, k=sql.Literal(k))
+        .as_bytes(None)
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _settings_statement(settings: tuple[tuple[str, str], ...]) -> bytes:
+    """One statement for all of a search's settings, local to its transaction: the pooled connection keeps none."""
+    return (
+        sql.SQL("SELECT {}")
+        .format(
+            sql.SQL(", ").join(
+                sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
+                for name, value in settings
+            )
+        )
+        .as_bytes(None)
+    )
 
 
 def _retrieved(row: Sequence[Any], score: float) -> RetrievedChunk:
