@@ -161,6 +161,11 @@ def test_a_replica_that_goes_away_degrades_reads_to_the_primary_until_it_is_back
         assert metric(client, "ragops_replica_up") == 1
 
 
+def logged_ids(dsn: str) -> set[str]:
+    with psycopg.connect(dsn) as connection:
+        return {row[0] for row in connection.execute("SELECT query_id::text FROM ragops.answer_log")}
+
+
 def test_a_primary_that_goes_away_leaves_the_replica_readers_answering(
     pg_dsn: str, streaming_replica: StreamingReplica
 ) -> None:
@@ -175,7 +180,9 @@ def test_a_primary_that_goes_away_leaves_the_replica_readers_answering(
         with runtime(
             primary, read_only_dsn=streaming_replica.dsn(pg_dsn), database_timeout_seconds=0.5, **FAST
         ) as client:
-            assert ask(client).json()["kbVersion"] == "v1"
+            first = ask(client).json()
+            assert first["kbVersion"] == "v1"
+            wait_for("the first answer's log row", lambda: logged_ids(pg_dsn) >= {first["queryId"]}, timeout=10)
             forwarder.__exit__(None, None, None)
             forwarder = None
             answers = [ask(client, client_id=f"c{number}") for number in range(3)]
@@ -183,12 +190,17 @@ def test_a_primary_that_goes_away_leaves_the_replica_readers_answering(
             assert metric(client, "ragops_replica_reads_total", outcome="replica") == 4
             ready = client.get("/readyz")
             assert ready.status_code == 200 and ready.json()["reads"] == "replica", ready.text
-            # What needs the primary says so: the answer log's rows wait in its writer's buffer (written
-            # when the primary is back, counted as lost only if the replica stops first), feedback is refused.
-            assert metric(client, "ragops_degraded_total", reason="answer_log_unavailable") == 0
-            with psycopg.connect(pg_dsn) as connection:
-                logged = {row[0] for row in connection.execute("SELECT query_id::text FROM ragops.answer_log")}
-            assert not logged & {answer.json()["queryId"] for answer in answers}
+            # What needs the primary says so: the answer log's rows wait in its writer's queue (each counted
+            # once as deferred, written when the primary is back, lost only if the replica stops first),
+            # feedback is refused.
+            wait_for(
+                "the answer log's rows deferred",
+                lambda: metric(client, "ragops_degraded_total", reason="answer_log_unavailable") >= 3,
+                timeout=10,
+            )
+            assert metric(client, "ragops_degraded_total", reason="answer_log_unavailable") == 3
+            assert metric(client, "ragops_degraded_total", reason="answer_log_dropped") == 0
+            assert not logged_ids(pg_dsn) & {answer.json()["queryId"] for answer in answers}
             rated = client.post("/v1/feedback", json={"queryId": answers[0].json()["queryId"], "thumbs": "up"})
             assert rated.status_code == 503 and rated.json()["error"]["code"] == "database_unavailable"
     finally:
