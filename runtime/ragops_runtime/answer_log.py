@@ -8,9 +8,9 @@ first, in one pipelined batch. Rows carry the time they were answered, not the t
 written. Nothing is lost silently:
 
 - a batch the database cannot take (down, or no connection within the database timeout) stays
-  queued and is retried every second at most, so recovery does not wait on a long backoff; each
-  row whose first write failed is counted once as `ragops_degraded_total{reason="answer_log_unavailable"}`
-  (deferred, not lost);
+  queued and is retried every second at most (at once when someone waits in `flush`), so recovery
+  does not wait on a long backoff; each row whose first write failed is counted once as
+  `ragops_degraded_total{reason="answer_log_unavailable"}` (deferred, not lost);
 - a full queue (`capacity` rows: an outage long enough to fill it) drops its oldest row, a row the
   database refuses (not an outage: retrying cannot help) is dropped alone, and rows still queued
   when the replica stops after one last try are dropped; each is counted as `answer_log_dropped`;
@@ -78,6 +78,7 @@ class AnswerLogWriter:
         self._submitted = 0
         self._changed = asyncio.Condition()
         self._wake = asyncio.Event()
+        self._hurry = asyncio.Event()  # set by flush: a retry waiting out its delay tries at once
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -115,6 +116,7 @@ class AnswerLogWriter:
         if self._oldest_unsettled() >= target:
             return True
         self._wake.set()
+        self._hurry.set()
         try:
             async with asyncio.timeout(self._wait_seconds), self._changed:
                 await self._changed.wait_for(lambda: self._oldest_unsettled() >= target or self._task is None)
@@ -196,7 +198,9 @@ class AnswerLogWriter:
                     log.warning(f"answer log rows wait for the database: {error}")
                 async with self._changed:
                     self._changed.notify_all()
-                await asyncio.sleep(min(0.1 * 2**failures, self._retry_seconds))
+                self._hurry.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), min(0.1 * 2**failures, self._retry_seconds))
                 continue
             if failures:
                 log.info("answer log rows written after the database came back")

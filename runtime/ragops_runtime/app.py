@@ -576,8 +576,10 @@ def _query_router(request_model: type[QueryRequest]) -> APIRouter:
         answered the query, whatever is served now.
         """
         rater = rater_digest(client_of(request))
-        # The rated answer's row may still be in the writer's buffer.
-        await service.answer_log.flush()
+        # The rated answer's row may still be in the writer's queue: while it cannot be written, the
+        # rating cannot be either (503 to retry, never a 404 for an answer that was given).
+        if not await service.answer_log.flush():
+            return error(503, "database_unavailable", "the database is unavailable; retry shortly", retry_after=2)
         try:
             async with service.pool.connection(timeout=service.database_timeout_seconds) as connection:
                 rated = await record_feedback(connection, body.query_id, rater, body.score)
