@@ -32,6 +32,9 @@ class JobState(StrEnum):
 class ObservedJob:
     state: JobState
     message: str = ""
+    failed_attempts: int = 0
+    """Pods that failed so far (the Job's status.failed)."""
+    backoff_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ def plan_knowledge_base_version(
         )
 
     built = stored is not None and stored.status == "built" and stored.manifest is not None
+    build_job = observed.build_job
     current = list(conditions)
     phase: Phase
     if built:
@@ -102,13 +106,19 @@ def plan_knowledge_base_version(
             Reason.MANIFEST_MISSING,
             "the build Job reported success but the store holds no manifest for this version",
         )
-    elif observed.build_job.state is JobState.FAILED or (stored is not None and stored.status == "failed"):
-        detail = (stored.error if stored is not None and stored.error else None) or observed.build_job.message
-        current = mark(current, C.BUILT, False, Reason.BUILD_FAILED, f"build failed: {detail or 'see the build Job'}")
+    elif build_job.state is JobState.FAILED or (
+        # The store marks the version failed when one attempt fails; while its Job retries, the
+        # version is still building. Without a Job (collected after its TTL), the record stands.
+        build_job.state is JobState.MISSING and stored is not None and stored.status == "failed"
+    ):
+        detail = (stored.error if stored is not None and stored.error else None) or build_job.message
+        attempts = f" ({build_job.failed_attempts} attempts)" if build_job.failed_attempts > 1 else ""
+        message = f"build failed: {detail or 'see the build Job'}{attempts}"
+        current = mark(current, C.BUILT, False, Reason.BUILD_FAILED, message)
     else:
-        if observed.build_job.state is JobState.MISSING:
+        if build_job.state is JobState.MISSING:
             actions.append(Action.CREATE_BUILD_JOB)
-        current = mark(current, C.BUILT, None, Reason.BUILDING, "building the index")
+        current = mark(current, C.BUILT, None, Reason.BUILDING, "building the index" + _retries(build_job, stored))
 
     gate_message = ""
     if not built:
@@ -177,6 +187,15 @@ def plan_knowledge_base_version(
         ready = next(c for c in current if c.type == C.READY)
         events = (Event("Warning" if phase is Phase.FAILED else "Normal", ready.reason, ready.message),)
     return VersionPlan(actions=tuple(actions), status=status, events=events)
+
+
+def _retries(job: ObservedJob, stored: StoredVersion | None) -> str:
+    """The retries so far, for the Built condition: ": attempt 2 of 3 (attempt 1 failed: why)"."""
+    if not job.failed_attempts:
+        return ""
+    of = f" of {job.backoff_limit + 1}" if job.backoff_limit is not None else ""
+    why = (stored.error if stored is not None and stored.status == "failed" else None) or "see the build Job's pods"
+    return f": attempt {job.failed_attempts + 1}{of} (attempt {job.failed_attempts} failed: {why})"
 
 
 def _built_message(stored: StoredVersion | None) -> str:

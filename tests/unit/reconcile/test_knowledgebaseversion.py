@@ -139,3 +139,21 @@ def test_repeated_plans_keep_transition_times_and_emit_no_events() -> None:
     again = plan_knowledge_base_version(observed, conditions, "Ready", NOW + timedelta(minutes=5))
     assert again.status["conditions"] == first.status["conditions"]
     assert again.events == ()
+
+
+def test_a_failed_attempt_is_not_a_failed_version_while_the_job_retries() -> None:
+    """The store marks the version failed when one build attempt fails; the Job then retries it."""
+    retrying = ObservedJob(JobState.RUNNING, failed_attempts=1, backoff_limit=2)
+    stored = StoredVersion("failed", None, None, None, "cannot reach embedding endpoint")
+    plan = plan_knowledge_base_version(observe(retrying, MISSING, stored), [], "Building", NOW)
+    assert plan.status["phase"] == "Building" and plan.actions == ()
+    assert ready_condition(plan.status)["reason"] == "Building"
+    built = next(c for c in plan.status["conditions"] if c["type"] == "Built")
+    assert (built["status"], built["reason"]) == ("Unknown", "Building")
+    assert built["message"] == "building the index: attempt 2 of 3 (attempt 1 failed: cannot reach embedding endpoint)"
+    assert plan.events == ()
+    # Failed once the Job is: its backoff limit spent (or its pod failure policy said so).
+    spent = ObservedJob(JobState.FAILED, "BackoffLimitExceeded", failed_attempts=3, backoff_limit=2)
+    failed = plan_knowledge_base_version(observe(spent, MISSING, stored), [], "Building", NOW)
+    assert failed.status["phase"] == "Failed"
+    assert ready_condition(failed.status)["message"] == "build failed: cannot reach embedding endpoint (3 attempts)"
