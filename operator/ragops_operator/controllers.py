@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from ragops_runtime.store import KnowledgeStore, StoreError
 
 from .api import KnowledgeBaseVersionSpec, RagDeploymentSpec, parse_duration
-from .api.common import GROUP, VERSION, Condition, ConditionStatus
+from .api.common import GROUP, VERSION, Condition, ConditionStatus, RuleViolation
 from .api.conditions import KnowledgeBaseVersionCondition, RagDeploymentCondition, Reason
 from .api.knowledgebaseversion import StoreSpec
 from .api.ragdeployment import SloMeasurement
@@ -36,7 +36,7 @@ from .builders import (
     runtime_template_hash,
     selector_labels,
 )
-from .kube import Kube
+from .kube import ChildRefused, Kube
 from .prometheus import PrometheusClient
 from .reconcile.knowledgebaseversion import (
     Action,
@@ -57,15 +57,17 @@ from .reconcile.ragdeployment import (
     current_revision,
     last_known_good,
     plan_rollout,
+    runtime_failure,
     stale_templates,
 )
 from .reconcile.slo import advance, bake_complete, decide_rollback, judge, state_from_measurement, to_measurement
-from .reconcile.status import set_condition
+from .reconcile.status import refusal_reported, set_condition
 from .rollout import apply_traffic, plan_pass, previous_rollout, rollout_status
 from .settings import OperatorSettings
 
 log = logging.getLogger("ragops.operator")
 API_VERSION = f"{GROUP}/{VERSION}"
+SpecT = TypeVar("SpecT", KnowledgeBaseVersionSpec, RagDeploymentSpec)
 
 
 @dataclass(frozen=True)
@@ -99,16 +101,53 @@ def _with_condition(
     return current
 
 
-def invalid_spec(body: dict[str, Any], error: ValidationError, ready_type: str, now: datetime) -> Outcome:
-    """Ready=False, reason InvalidSpec, naming the fields; the apiserver's schema normally prevents this."""
-    fields = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+class SpecRefused(Exception):
+    """The apiserver accepted the spec, but the operator cannot act on it; the message names the field.
+
+    Raised wherever a pass finds it out (the spec's own model, another object it names, a child the
+    apiserver refuses); `refused` turns it into the one status the object gets until its spec changes.
+    """
+
+
+def parse_spec(model: type[SpecT], body: Mapping[str, Any]) -> SpecT:
+    """The object's spec as its model, or SpecRefused naming every invalid field.
+
+    The apiserver's schema is generated from the same models, so this fails only where the cluster's
+    CRD is older than the operator (Helm never upgrades CRDs) or was edited by hand.
+    """
+    try:
+        return model.model_validate(body["spec"])
+    except ValidationError as error:
+        raise SpecRefused(_fields(error)) from None
+
+
+def _fields(error: ValidationError) -> str:
+    """`spec.<path>: <why>` per error; a cross-field rule's path goes down to the field it names."""
+    named = []
+    for e in error.errors():
+        path, message = [str(part) for part in e["loc"]], e["msg"]
+        violation = (e.get("ctx") or {}).get("error")
+        if isinstance(violation, RuleViolation):
+            path, message = [*path, *filter(None, violation.field.split("."))], violation.message
+        named.append(f"spec.{'.'.join(path)}: {message}")
+    return "; ".join(named)
+
+
+def refused(body: Mapping[str, Any], message: str, ready_type: str, now: datetime) -> Outcome:
+    """Ready (or Available)=False, reason InvalidSpec, phase Failed; the Event only the first time.
+
+    Handlers do not run another pass for the same generation (see `refusal_reported`), but a restarted
+    operator does once: the condition already there keeps that pass from posting the Event again.
+    """
     generation = int(body["metadata"].get("generation", 1))
+    previous = _conditions(dict(body))
+    reported = refusal_reported(previous, ready_type, generation, message)
     conditions = set_condition(
-        _conditions(body),
+        previous,
         type=ready_type,
         status="False",
         reason=Reason.INVALID_SPEC,
-        message=fields,
+        message=message,
         observed_generation=generation,
         now=now,
     )
@@ -117,23 +156,33 @@ def invalid_spec(body: dict[str, Any], error: ValidationError, ready_type: str, 
         "phase": "Failed",
         "conditions": [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions],
     }
-    return Outcome(status, (Event("Warning", Reason.INVALID_SPEC, fields),))
+    return Outcome(status, () if reported else (Event("Warning", Reason.INVALID_SPEC, message),))
+
+
+def invalid_spec(body: Mapping[str, Any], error: ValidationError, ready_type: str, now: datetime) -> Outcome:
+    """`refused` for a spec its model rejects, naming the fields."""
+    return refused(body, _fields(error), ready_type, now)
 
 
 # ---- KnowledgeBaseVersion ---------------------------------------------------------------------------
 
 
 def _job_state(job: dict[str, Any] | None) -> ObservedJob:
+    """The Job's own verdict: Failed only once the Job is (backoffLimit spent, or podFailurePolicy)."""
     if job is None:
         return ObservedJob(JobState.MISSING)
-    for condition in (job.get("status") or {}).get("conditions") or []:
+    status = job.get("status") or {}
+    failed = int(status.get("failed") or 0)
+    limit = (job.get("spec") or {}).get("backoffLimit")
+    for condition in status.get("conditions") or []:
         if condition.get("status") != "True":
             continue
         if condition.get("type") in ("Complete", "SuccessCriteriaMet"):
-            return ObservedJob(JobState.SUCCEEDED)
+            return ObservedJob(JobState.SUCCEEDED, failed_attempts=failed, backoff_limit=limit)
         if condition.get("type") in ("Failed", "FailureTarget"):
-            return ObservedJob(JobState.FAILED, condition.get("message") or condition.get("reason") or "")
-    return ObservedJob(JobState.RUNNING)
+            message = condition.get("message") or condition.get("reason") or ""
+            return ObservedJob(JobState.FAILED, message, failed_attempts=failed, backoff_limit=limit)
+    return ObservedJob(JobState.RUNNING, failed_attempts=failed, backoff_limit=limit)
 
 
 class Stores:
@@ -182,15 +231,27 @@ async def store_dsn(kube: Kube, namespace: str, store: StoreSpec) -> str | None:
     return await kube.secret_value(namespace, ref.name, ref.key)
 
 
+async def _refusing(pass_: Awaitable[Outcome], body: Mapping[str, Any], ready_type: str, now: datetime) -> Outcome:
+    """The one place a pass that finds its spec unusable ends: in a condition, never a traceback loop."""
+    try:
+        return await pass_
+    except (SpecRefused, ChildRefused) as error:
+        return refused(body, str(error), ready_type, now)
+
+
 async def reconcile_version(
+    kube: Kube, observers: Observers, config: OperatorSettings, body: dict[str, Any], now: datetime
+) -> Outcome:
+    ready = KnowledgeBaseVersionCondition.READY
+    return await _refusing(_version_pass(kube, observers, config, body, now), body, ready, now)
+
+
+async def _version_pass(
     kube: Kube, observers: Observers, config: OperatorSettings, body: dict[str, Any], now: datetime
 ) -> Outcome:
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation", 1))
-    try:
-        spec = KnowledgeBaseVersionSpec.model_validate(body["spec"])
-    except ValidationError as error:
-        return invalid_spec(body, error, KnowledgeBaseVersionCondition.READY, now)
+    spec = parse_spec(KnowledgeBaseVersionSpec, body)
 
     build = await kube.get("batch/v1", "Job", namespace, child_name(name, "build"))
     evaluation = await kube.get("batch/v1", "Job", namespace, child_name(name, "eval"))
@@ -251,7 +312,10 @@ async def versions_in_use(kube: Kube, namespace: str, version: str) -> list[str]
 
 
 async def drop_version(kube: Kube, observers: Observers, body: dict[str, Any]) -> None:
-    spec = KnowledgeBaseVersionSpec.model_validate(body["spec"])
+    try:
+        spec = parse_spec(KnowledgeBaseVersionSpec, body)
+    except SpecRefused:
+        return  # never built: no store was written through a spec the operator refused
     dsn = await store_dsn(kube, body["metadata"]["namespace"], spec.store)
     if dsn is None:
         return  # nothing reachable to clean; the store was never written through this object
@@ -267,7 +331,10 @@ def _readiness(
 ) -> tuple[DesiredVersion, StoreSpec | None]:
     if version is None:
         return DesiredVersion(name, VersionReadiness.MISSING, f"KnowledgeBaseVersion {name} not found"), None
-    spec = KnowledgeBaseVersionSpec.model_validate(version["spec"])
+    spec = _version_spec(version)
+    if spec is None:
+        # The version reports its own InvalidSpec; for this deployment it is a version that failed.
+        return DesiredVersion(name, VersionReadiness.FAILED, f"KnowledgeBaseVersion {name} has an invalid spec"), None
     if spec.knowledge_base != knowledge_base:
         # A spec error the CRD schema cannot see (it is another object's field): named as the field.
         return DesiredVersion(
@@ -283,6 +350,14 @@ def _readiness(
     if status.get("phase") == "Failed":
         return DesiredVersion(name, VersionReadiness.FAILED, ready.get("message", "failed")), spec.store
     return DesiredVersion(name, VersionReadiness.PENDING, f"{name} is {status.get('phase') or 'Pending'}"), spec.store
+
+
+def _version_spec(version: Mapping[str, Any]) -> KnowledgeBaseVersionSpec | None:
+    """Another object's spec, or None where the operator refuses it (that object reports why)."""
+    try:
+        return parse_spec(KnowledgeBaseVersionSpec, version)
+    except SpecRefused:
+        return None
 
 
 def _history(status: dict[str, Any]) -> tuple[Revision, ...]:
@@ -301,12 +376,23 @@ async def reconcile_rollout(
     *,
     check_slo: bool,
 ) -> Outcome:
+    available = RagDeploymentCondition.AVAILABLE
+    pass_ = _rollout_pass(kube, observers, config, body, now, check_slo=check_slo)
+    return await _refusing(pass_, body, available, now)
+
+
+async def _rollout_pass(
+    kube: Kube,
+    observers: Observers,
+    config: OperatorSettings,
+    body: dict[str, Any],
+    now: datetime,
+    *,
+    check_slo: bool,
+) -> Outcome:
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation", 1))
-    try:
-        spec = RagDeploymentSpec.model_validate(body["spec"])
-    except ValidationError as error:
-        return invalid_spec(body, error, RagDeploymentCondition.AVAILABLE, now)
+    spec = parse_spec(RagDeploymentSpec, body)
     status = body.get("status") or {}
     history = _history(status)
 
@@ -315,8 +401,9 @@ async def reconcile_rollout(
     serving = current_revision(history)
     if store is None and serving is not None:
         served = await kube.get(API_VERSION, "KnowledgeBaseVersion", namespace, serving.kb_version)
-        if served is not None:
-            store = KnowledgeBaseVersionSpec.model_validate(served["spec"]).store
+        served_spec = _version_spec(served) if served is not None else None
+        if served_spec is not None:
+            store = served_spec.store
 
     context = RuntimeContext(
         name=name,
@@ -363,17 +450,24 @@ async def reconcile_rollout(
 
     deployment = await kube.get("apps/v1", "Deployment", namespace, child_name(name, "runtime"))
     deployment_status = (deployment or {}).get("status") or {}
+    desired_replicas = int(((deployment or {}).get("spec") or {}).get("replicas") or spec.runtime.replicas)
+    ready_replicas = int(deployment_status.get("readyReplicas") or 0)
+    # Pods are read only when some are not ready: a steady deployment costs no extra call.
+    pods = []
+    if deployment is not None and ready_replicas < desired_replicas:
+        pods = await kube.list("v1", "Pod", namespace, selector_labels(name, "runtime"))
     observed = RolloutObservation(
         generation=generation,
         desired=progressive.desired,
         runtime_hash=template_hash,
         history=history,
-        ready_replicas=int(deployment_status.get("readyReplicas") or 0),
-        desired_replicas=int(((deployment or {}).get("spec") or {}).get("replicas") or spec.runtime.replicas),
+        ready_replicas=ready_replicas,
+        desired_replicas=desired_replicas,
         bake_complete=serving is not None
         and bake_complete(serving.promoted_at, parse_duration(spec.rollout.bake_time), now, watch),
         rollback=rollback,
         overlay=progressive.plan.overlay,
+        runtime_failure=runtime_failure(deployment, pods),
     )
     plan = plan_rollout(observed, _conditions(body), status.get("phase"), now)
     rollout_plan = progressive.plan
@@ -390,7 +484,7 @@ async def reconcile_rollout(
             except StoreError as error:
                 store_problem = f"the store is unreachable, the activation pointer may lag: {error}"
             else:
-                candidate = KnowledgeBaseVersionSpec.model_validate(desired_object["spec"]) if desired_object else None
+                candidate = _version_spec(desired_object) if desired_object else None
                 try:
                     events += await _settle_traffic(
                         kube, observers, namespace, store, spec, rollout_plan, candidate, reason=reason

@@ -37,6 +37,10 @@ class KubeError(Exception):
     """A Kubernetes API call failed; the message is the apiserver's (e.g. 403 Forbidden and why)."""
 
 
+class ChildRefused(KubeError):
+    """The apiserver refused a child rendered from a spec (422 Invalid): its message names the child's field."""
+
+
 class Kube:
     """Async Kubernetes access for the operator's handlers and the kubectl plugin."""
 
@@ -69,7 +73,13 @@ class Kube:
 
     async def apply(self, manifest: Mapping[str, Any]) -> None:
         resource = codecs.from_dict(dict(manifest))
-        await self._client.apply(resource, field_manager=FIELD_MANAGER, force=True)
+        try:
+            await self._client.apply(resource, field_manager=FIELD_MANAGER, force=True)
+        except ApiError as error:
+            if error.status.code != 422:
+                raise
+            kind, name = manifest.get("kind"), (manifest.get("metadata") or {}).get("name")
+            raise ChildRefused(f"the apiserver refused {kind} {name}: {error.status.message}") from None
 
     async def create(self, manifest: Mapping[str, Any]) -> bool:
         """Creates an object; False when it already exists (a ControllerRevision, a Lease won by another)."""

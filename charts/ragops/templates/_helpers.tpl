@@ -146,6 +146,11 @@ post Events). Children are server-side applied: an apply that creates needs `cre
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "create", "patch", "delete"]
+# Runtime pods are listed, never changed, to say why a runtime cannot run (ImagePullBackOff,
+# CreateContainerConfigError, CrashLoopBackOff) instead of counting it as baking.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "create", "patch"]

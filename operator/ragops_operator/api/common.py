@@ -82,6 +82,15 @@ class Rule:
         return json_schema
 
 
+class RuleViolation(ValueError):
+    """A cross-field rule that does not hold; `field` (relative to the model, may be empty) says where."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
 class ApiModel(BaseModel):
     """Base of every spec model: camelCase on the wire, immutable, unknown fields refused.
 
@@ -104,8 +113,7 @@ class ApiModel(BaseModel):
     def _check_rules(self) -> ApiModel:
         for rule in type(self).rules:
             if rule.holds is not None and not rule.holds(self):
-                where = f"{rule.field_path.lstrip('.')}: " if rule.field_path else ""
-                raise ValueError(f"{where}{rule.message}")
+                raise RuleViolation(rule.field_path.lstrip("."), rule.message)
         return self
 
     @classmethod

@@ -17,12 +17,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
 from ..api import RagDeploymentSpec, parse_duration
-from ..api.common import GROUP, VERSION
+from ..api.common import GROUP, VERSION, Condition
+from ..api.conditions import RagDeploymentCondition
 from ..controllers import reconcile_rollout
 from ..reconcile.progressive import ACTION_ANNOTATION, SET_WEIGHT_ANNOTATION
 from ..reconcile.ragdeployment import reconcile_due
+from ..reconcile.status import refusal_reported
 from .knowledgebaseversion import RETRY_SECONDS, _plain, _post
 
 PLURAL = "ragdeployments"
@@ -31,7 +34,10 @@ TICK_SECONDS = 2.0
 
 def _slo_due(body: dict[str, Any], now: datetime) -> bool:
     """An SLO check is due every spec.slo.checkInterval (the timer itself ticks faster)."""
-    spec = RagDeploymentSpec.model_validate(body["spec"])
+    try:
+        spec = RagDeploymentSpec.model_validate(body["spec"])
+    except ValidationError:
+        return False  # the pass refuses the spec in status (controllers.refused)
     if not spec.monitoring.prometheus_url:
         return False
     checked = ((body.get("status") or {}).get("slo") or {}).get("checkedAt")
@@ -46,9 +52,12 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     plain = _plain(body)
     uid = body.metadata.uid or ""
     status = plain["status"]
+    generation = int(body.metadata.get("generation") or 1)
+    conditions = [Condition.model_validate(c) for c in status.get("conditions") or []]
     if not reconcile_due(
-        generation=int(body.metadata.get("generation") or 1),
+        generation=generation,
         observed_generation=status.get("observedGeneration"),
+        refused=refusal_reported(conditions, RagDeploymentCondition.AVAILABLE, generation),
         phase=status.get("phase"),
         slo_check_due=_slo_due(plain, now),
         last_pass=memo.last_passes.get(uid),

@@ -83,6 +83,8 @@ class RolloutObservation:
     """The SLO watch says the baking revision has baked (see reconcile.slo.bake_complete)."""
     rollback: RollbackRequest | None = None
     overlay: RolloutOverlay = field(default_factory=RolloutOverlay)
+    runtime_failure: tuple[str, str] | None = None
+    """(reason, message) when runtime pods cannot be created or started (see `runtime_failure`)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,45 @@ class RolloutPlan:
     history: tuple[Revision, ...]
     status: dict[str, Any]
     events: tuple[Event, ...] = field(default_factory=tuple)
+
+
+POD_FAILURES = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+        "CrashLoopBackOff",
+    }
+)
+"""Container waiting reasons that do not clear by waiting a little: the image or the pod spec is wrong."""
+
+
+def runtime_failure(deployment: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) when the runtime cannot run: the ReplicaSet cannot create pods (FailedCreate),
+    a pod cannot pull its image, start or stay up, or the rollout passed its progress deadline.
+
+    The reason is Kubernetes' own (ImagePullBackOff, FailedCreate ...), so users find it in their
+    runbooks. Pods come sorted by name so the same cluster state always names the same pod.
+    """
+    conditions = ((deployment or {}).get("status") or {}).get("conditions") or []
+    for condition in conditions:
+        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
+            return condition.get("reason") or "FailedCreate", condition.get("message") or "cannot create runtime pods"
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        status = pod.get("status") or {}
+        for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in POD_FAILURES:
+                detail = waiting.get("message") or waiting["reason"]
+                return waiting["reason"], f"pod {pod['metadata']['name']}, container {container.get('name')}: {detail}"
+    for condition in conditions:
+        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+            return "ProgressDeadlineExceeded", condition.get("message") or "the runtime rollout made no progress"
+    return None
 
 
 def current_revision(history: Sequence[Revision]) -> Revision | None:
@@ -133,6 +174,7 @@ def reconcile_due(
     *,
     generation: int,
     observed_generation: int | None,
+    refused: bool,
     phase: str | None,
     slo_check_due: bool,
     last_pass: datetime | None,
@@ -144,8 +186,11 @@ def reconcile_due(
     Anything in flight (a spec not yet observed, a rollout, a bake, a wait, a degradation) and any
     SLO check due is examined at every tick; a steady Healthy deployment only every `resync`, which
     bounds how long drift made by hand survives. With hundreds of deployments, steady ones are
-    most of them, and a pass is a dozen API calls.
+    most of them, and a pass is a dozen API calls. A spec already refused (InvalidSpec for this
+    generation) gets no pass until it changes: the same refusal again would be a loop of noise.
     """
+    if refused:
+        return False
     if last_pass is None or observed_generation != generation or slo_check_due:
         return True
     if phase != Phase.HEALTHY:
@@ -205,7 +250,14 @@ def plan_rollout(
                 f"revision {number}: serving {desired.name} (runtime {observed.runtime_hash})",
             )
         )
-    elif current is not None and current.outcome == "Baking" and observed.bake_complete and not rolled_back:
+    elif (
+        current is not None
+        and current.outcome == "Baking"
+        and observed.bake_complete
+        and not rolled_back
+        # Runtime pods that cannot run prove nothing: the bake completes only once they do.
+        and observed.runtime_failure is None
+    ):
         replace_outcome(current, "KnownGood")
         current = next(r for r in history if r.revision == current.revision)
         events.append(Event("Normal", "BakeCompleted", f"{current.kb_version} is now the last known-good version"))
@@ -269,6 +321,8 @@ def _status(
         degraded_message = f"{desired.name} is not promoted: {desired.message}"
     elif desired.readiness is VersionReadiness.INVALID:
         degraded_reason, degraded_message = Reason.INVALID_SPEC, desired.message
+    elif observed.runtime_failure is not None:
+        degraded_reason, degraded_message = observed.runtime_failure
     elif observed.overlay.degraded is not None:
         degraded_reason, degraded_message = observed.overlay.degraded
     elif available and observed.ready_replicas < observed.desired_replicas:
@@ -294,7 +348,9 @@ def _status(
 
     waiting = desired.readiness in (VersionReadiness.MISSING, VersionReadiness.PENDING)
     baking = current is not None and current.outcome == "Baking"
-    if observed.overlay.progressing is not None:
+    if observed.runtime_failure is not None:
+        mark(C.PROGRESSING, "False", *observed.runtime_failure)
+    elif observed.overlay.progressing is not None:
         mark(C.PROGRESSING, "True", *observed.overlay.progressing)
     elif waiting and not blocked and (current is None or current.kb_version != desired.name):
         reason = (

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from ..api.common import Condition, ConditionStatus
+from ..api.conditions import Reason
 
 
 def set_condition(
@@ -44,3 +45,20 @@ def condition(conditions: Sequence[Condition], type: str) -> Condition | None:
 def is_true(conditions: Sequence[Condition], type: str) -> bool:
     found = condition(conditions, type)
     return found is not None and found.status == "True"
+
+
+def refusal_reported(conditions: Sequence[Condition], type: str, generation: int, message: str | None = None) -> bool:
+    """Whether this generation's spec was already refused (reason InvalidSpec on `type`).
+
+    A refused spec is reported once: no further pass (nor Event) until the spec changes, which
+    moves metadata.generation past the condition's observedGeneration. `message` narrows it to
+    the same refusal.
+    """
+    found = condition(conditions, type)
+    return (
+        found is not None
+        and found.status == "False"
+        and found.reason == Reason.INVALID_SPEC
+        and found.observed_generation == generation
+        and (message is None or found.message == message)
+    )

@@ -21,6 +21,7 @@ from ragops_operator.reconcile.ragdeployment import (
     VersionReadiness,
     plan_rollout,
     reconcile_due,
+    runtime_failure,
     stale_templates,
 )
 
@@ -147,6 +148,8 @@ def test_history_is_bounded() -> None:
         ("baking", {"phase": "Baking"}, True),
         ("degraded", {"phase": "Degraded"}, True),
         ("steady, resync period over", {"last_pass": datetime(2026, 11, 21, 11, 59, 30, tzinfo=UTC)}, True),
+        ("this generation's spec refused: no pass until it changes", {"refused": True, "phase": "Failed"}, False),
+        ("refused, never examined by this replica", {"refused": True, "last_pass": None}, False),
     ],
 )
 def test_a_full_pass_is_due_for_anything_in_flight_and_for_steady_ones_every_resync(
@@ -156,6 +159,7 @@ def test_a_full_pass_is_due_for_anything_in_flight_and_for_steady_ones_every_res
     arguments: dict[str, object] = {
         "generation": 4,
         "observed_generation": 4,
+        "refused": False,
         "phase": "Healthy",
         "slo_check_due": False,
         "last_pass": now - timedelta(seconds=5),
@@ -201,3 +205,72 @@ def test_a_progressive_rollout_overlays_progressing_and_degraded() -> None:
     assert failed.status["phase"] == "Degraded" and failed.status["activeVersion"] == "v1"
     assert condition(failed, "Degraded")["reason"] == "AnalysisFailed"
     assert condition(failed, "Progressing")["status"] == "False"
+
+
+def _pod(name: str, reason: str, message: str = "") -> dict[str, Any]:
+    waiting = {"reason": reason, **({"message": message} if message else {})}
+    return {
+        "metadata": {"name": name},
+        "status": {"containerStatuses": [{"name": "runtime", "state": {"waiting": waiting}}]},
+    }
+
+
+REPLICA_FAILURE = {
+    "status": {
+        "conditions": [
+            {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": "pods is forbidden"}
+        ]
+    }
+}
+DEADLINE = {
+    "status": {"conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}
+}
+
+
+@pytest.mark.parametrize(
+    ("case", "deployment", "pods", "reason"),
+    [
+        (
+            "running",
+            None,
+            [{"metadata": {"name": "a"}, "status": {"containerStatuses": [{"state": {"running": {}}}]}}],
+            None,
+        ),
+        ("starting", None, [_pod("a", "ContainerCreating")], None),
+        (
+            "image cannot be pulled",
+            None,
+            [_pod("a", "ContainerCreating"), _pod("b", "ImagePullBackOff")],
+            "ImagePullBackOff",
+        ),
+        ("first pull failed", None, [_pod("a", "ErrImagePull")], "ErrImagePull"),
+        ("missing Secret key", None, [_pod("a", "CreateContainerConfigError")], "CreateContainerConfigError"),
+        ("crashing", None, [_pod("a", "CrashLoopBackOff")], "CrashLoopBackOff"),
+        ("ReplicaSet cannot create pods", REPLICA_FAILURE, [], "FailedCreate"),
+        ("progress deadline passed", DEADLINE, [], "ProgressDeadlineExceeded"),
+    ],
+)
+def test_runtime_pods_that_cannot_run_are_named_with_kubernetes_reason(
+    case: str, deployment: dict[str, Any] | None, pods: list[dict[str, Any]], reason: str | None
+) -> None:
+    found = runtime_failure(deployment, pods)
+    assert (found[0] if found else None) == reason, case
+
+
+def test_a_runtime_that_cannot_run_is_degraded_and_never_bakes() -> None:
+    failure = ("ImagePullBackOff", 'pod docs-runtime-1, container runtime: Back-off pulling image "bad:tag"')
+    promoted = step(observe("v1", READY))
+    broken = step(observe("v1", READY, promoted.history, bake_complete=True, ready_replicas=0, runtime_failure=failure))
+    assert [r.outcome for r in broken.history] == ["Baking"]  # not KnownGood: nothing was proven
+    assert broken.status["phase"] == "Degraded"
+    assert (condition(broken, "Degraded")["status"], condition(broken, "Degraded")["reason"]) == (
+        "True",
+        "ImagePullBackOff",
+    )
+    assert condition(broken, "Degraded")["message"] == failure[1]
+    assert (condition(broken, "Progressing")["status"], condition(broken, "Progressing")["reason"]) == (
+        "False",
+        "ImagePullBackOff",
+    )
+    healed = step(observe("v1", READY, broken.history, bake_complete=True), broken)
+    assert [r.outcome for r in healed.history] == ["KnownGood"]
