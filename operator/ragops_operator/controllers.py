@@ -289,8 +289,8 @@ async def _version_pass(
                 status="False",
                 reason=Reason.PENDING,
                 message=(
-                    f"waiting for Secret {ref.name} (key {ref.key}) with the store's DSN; if it exists, "
-                    "the operator may not be allowed to read it (the chart's rbac.storeSecretNames)"
+                    f"spec.store.dsnSecretRef: waiting for Secret {ref.name} (key {ref.key}) with the store's DSN; "
+                    "if it exists, the operator may not be allowed to read it (the chart's rbac.storeSecretNames)"
                 ),
                 observed_generation=generation,
                 now=now,

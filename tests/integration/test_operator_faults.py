@@ -6,6 +6,7 @@ what a user sees: status conditions naming the cause, Events posted once, no tra
 | scenario                                  | test                                                          |
 |-------------------------------------------|---------------------------------------------------------------|
 | a spec the operator refuses (older CRD)   | test_a_spec_the_operator_refuses_is_reported_once_until_it_changes |
+| runtime pods cannot be created (quota)    | test_runtime_pods_that_cannot_be_created_are_surfaced_with_their_reason |
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 import yaml
 
 from tests.integration.test_operator import apply, condition, eventually, get, running_operator
-from tests.integration.test_operator_e2e import events
+from tests.integration.test_operator_e2e import LENIENT, events, version
 from tests.support.controlplane import REPO_ROOT, ControlPlane, install_crds
 
 RAGDEPLOYMENT_CRD = REPO_ROOT / "crds" / "ragops.dev_ragdeployments.yaml"
@@ -94,3 +95,29 @@ def test_a_spec_the_operator_refuses_is_reported_once_until_it_changes(
                 ),
             )
             assert available["reason"] != "InvalidSpec", available
+
+
+@pytest.mark.timeout(600)
+def test_runtime_pods_that_cannot_be_created_are_surfaced_with_their_reason(
+    workloads: ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quota that admits no pod: the ReplicaSet's FailedCreate, as the real controller reports it."""
+    plane = workloads
+    plane.kubectl("create", "quota", "no-pods", "-n", namespace, "--hard=pods=0")
+    # The version waits for its Secret, so no Job runs; its store is known, so the runtime is applied.
+    apply(plane, namespace, version("docs-v1", "docs-src", LENIENT))
+    apply(plane, namespace, deployment("5m"))
+    with running_operator(plane, namespace, monkeypatch):
+        progressing = eventually(
+            "Progressing=False, FailedCreate",
+            lambda: (
+                (c := condition(get(plane, namespace, "ragd", "docs"), "Progressing")).get("reason") == "FailedCreate"
+                and c
+            ),
+            timeout=120,
+        )
+        assert progressing["status"] == "False" and "forbidden" in progressing["message"], progressing
+        degraded = condition(get(plane, namespace, "ragd", "docs"), "Degraded")
+        assert (degraded["status"], degraded["reason"]) == ("True", "FailedCreate"), degraded
+        waiting = condition(get(plane, namespace, "kbv", "docs-v1"), "Ready")
+        assert waiting["reason"] == "Pending" and waiting["message"].startswith("spec.store.dsnSecretRef: "), waiting
