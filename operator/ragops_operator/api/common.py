@@ -113,7 +113,7 @@ class ApiModel(BaseModel):
     def _check_rules(self) -> ApiModel:
         for rule in type(self).rules:
             if rule.holds is not None and not rule.holds(self):
-                raise RuleViolation(rule.field_path.lstrip("."), rule.message)
+                raise RuleViolation((rule.field_path or "").lstrip("."), rule.message)
         return self
 
     @classmethod
