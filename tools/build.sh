@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the pinned test tools (Kubernetes control plane and kubelet, etcd, kwok, helm,
-# kubeconform, the test node's pause binary) from the Go modules under tools/ into .tools/bin/.
+# kubeconform, the test node's pause binary, a minimal OpenTelemetry Collector) from the Go modules under tools/ into .tools/bin/.
 #
 # Each binary is keyed by the hash of the go.mod/go.sum that pins it plus the Go version.
 # Built binaries are kept in a per-user cache (RAGOPS_TOOLS_CACHE) under that key, so a
@@ -49,6 +49,8 @@ targets=(
   "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|-X sigs.k8s.io/kwok/pkg/consts.Version=$kwok_version"
   "helm|helm|helm.sh/helm/v3/cmd/helm|-X helm.sh/helm/v3/internal/version.version=$helm_version"
   "kubeconform|kubeconform|github.com/yannh/kubeconform/cmd/kubeconform|-X main.version=$kubeconform_version"
+  # otlp receiver + file/debug exporters only: about 6 min on 2 busy cores, where the contrib distribution takes far longer.
+  "otelcol|otelcol|ragops.dev/tools/otelcol|"
 )
 
 go_version=$(go env GOVERSION)
