@@ -36,6 +36,8 @@ from .generation.pricing import DEFAULT_PRICES, parse_price_table
 from .jobs import JobConfig, JobWorker, job_request_model, jobs_router
 from .kb.ingest import source_id
 from .observability.metrics import DeploymentIdentity, RuntimeMetrics
+from .observability.tracing import Tracing, TracingConfig
+from .openai_api import CHAT_COMPLETIONS_PATH, CONVERSATION_FACTOR, chat_body_bytes, openai_router
 from .protection.cache import AnswerCache, AnswerCacheBackend, MemoryAnswerCache
 from .protection.identity import rater_digest
 from .protection.limits import ConcurrencyLimiter, TokenBucketLimiter
@@ -308,6 +310,7 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
         service_holder: list[QueryService] = []
         probes_holder: list[ProbeRunner] = []
         cache = _answer_cache(settings, metrics)
+        tracing = Tracing.from_config(_tracing_config(settings), knowledge_base=settings.knowledge_base)
 
         async def on_change(previous: ServedSplit | None, current: ServedSplit) -> None:
             if service_holder:
@@ -342,15 +345,16 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
             database_timeout_seconds=settings.database_timeout_seconds,
             active=watcher,
             answer_log=answer_log,
+            tracing=tracing,
         )
         service.shadow = ShadowRunner(
-            search=service.search, metrics=metrics, max_in_flight=settings.shadow_max_concurrency
+            search=service.search_as("shadow"), metrics=metrics, max_in_flight=settings.shadow_max_concurrency
         )
         probes = ProbeRunner(
             dsn=dsn,
             scope=f"{settings.namespace}/{settings.deployment}/{settings.knowledge_base}",
             served=lambda: watcher.served,
-            search=service.search,
+            search=service.search_as("probe"),
             metrics=metrics,
         )
         probes_holder.append(probes)
@@ -394,6 +398,8 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
                 await reranker.aclose()
             await reads.aclose()
             await pool.close()
+            # Flushes queued spans, bounded by the exporter's timeout, off the event loop.
+            await asyncio.to_thread(tracing.shutdown)
 
     app = FastAPI(
         title="ragops runtime",
@@ -412,7 +418,16 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
             settings.max_body_bytes,
             f"room for the longest query, RAGOPS_MAX_QUERY_CHARS={settings.max_query_chars}",
         ),
-        limits={"/v1/jobs": (job_config.max_body_bytes, f"RAGOPS_JOB_MAX_BODY_BYTES={job_config.max_body_bytes}")},
+        limits={
+            "/v1/jobs": (job_config.max_body_bytes, f"RAGOPS_JOB_MAX_BODY_BYTES={job_config.max_body_bytes}"),
+            # A conversation: the question and earlier turns up to CONVERSATION_FACTOR times its limit.
+            CHAT_COMPLETIONS_PATH: (
+                chat_body_bytes(settings.max_query_chars),
+                f"room for the longest conversation, {CONVERSATION_FACTOR + 1} x "
+                f"RAGOPS_MAX_QUERY_CHARS={settings.max_query_chars}",
+            ),
+        },
+        openai_paths=frozenset({CHAT_COMPLETIONS_PATH}),
     )
     app.add_middleware(RequestContext)
 
@@ -451,6 +466,7 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
 
     app.include_router(_query_router(query_request_model(settings.max_query_chars)))
     app.include_router(_operations_router())
+    app.include_router(openai_router(settings, client_of))
     app.include_router(jobs_router(job_config, job_request_model(settings.max_query_chars, job_config.max_queries)))
     return app
 
@@ -474,6 +490,16 @@ def _answer_cache(settings: RuntimeSettings, metrics: RuntimeMetrics) -> AnswerC
         )
     memory = AnswerCache[Answer](ttl_seconds=settings.cache_ttl_seconds, max_entries=settings.cache_max_entries)
     return MemoryAnswerCache(memory, time.monotonic)
+
+
+def _tracing_config(settings: RuntimeSettings) -> TracingConfig:
+    return TracingConfig(
+        endpoint=settings.otlp_endpoint,
+        sampling_ratio=settings.trace_sampling_ratio,
+        namespace=settings.namespace,
+        deployment=settings.deployment,
+        pod=settings.pod,
+    )
 
 
 def _cache_status(cache: AnswerCacheBackend[Answer]) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 
 import h11
 import uvicorn
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -173,19 +174,29 @@ class BodyLimit:
     after the answer, whatever the client still sends.
     """
 
-    def __init__(self, app: ASGIApp, *, default: tuple[int, str], limits: Mapping[str, tuple[int, str]]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        default: tuple[int, str],
+        limits: Mapping[str, tuple[int, str]],
+        openai_paths: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.default = default
         self.limits = limits
+        self.openai_paths = openai_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit, source = self.limits.get(scope["path"].rstrip("/"), self.default)
+        path = scope["path"].rstrip("/")
+        limit, source = self.limits.get(path, self.default)
+        openai = path in self.openai_paths
         declared = next((value for name, value in scope["headers"] if name == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._refuse(limit, source, scope, receive, send)
+            await self._refuse(limit, source, openai, scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -196,7 +207,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await self._refuse(limit, source, scope, receive, send)
+                await self._refuse(limit, source, openai, scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -213,8 +224,15 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     @staticmethod
-    async def _refuse(limit: int, source: str, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error(413, "body_too_large", f"the body is over {limit} bytes ({source})", close=True)
+    async def _refuse(limit: int, source: str, openai: bool, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"the body is over {limit} bytes ({source})"
+        response = error(413, "body_too_large", message, close=True)
+        if openai:
+            # OpenAI's error shape on its routes: the same code and message, with its type and param.
+            body = {
+                "error": {"message": message, "type": "invalid_request_error", "param": None, "code": "body_too_large"}
+            }
+            response = JSONResponse(status_code=413, content=body, headers={"Connection": "close"})
         await response(scope, receive, send)
 
 

@@ -18,24 +18,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
 import psycopg
+from opentelemetry.trace import Span
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .answer_log import AnswerLogWriter
 from .embedding import Embedder, EmbeddingError, make_embedder
 from .generation.anthropic import AnthropicGenerator, Generation, GenerationUnavailable
 from .generation.pricing import Price, cost_usd
+from .generation.prompt import Turn
 from .kb.ingest import source_id
 from .observability.metrics import RuntimeMetrics
+from .observability.tracing import QueryTrace, Tracing, degrade
 from .protection.cache import AnswerCacheBackend, make_key, normalize_query
 from .protection.identity import ClientIdentity
 from .protection.limits import ConcurrencyLimiter, TokenBucketLimiter
@@ -79,6 +83,12 @@ class Question:
     """Who asks: the rate limit takes `client.trusted`, version assignment `client.sticky_key`."""
     top_k: int | None = None
     filters: Mapping[str, Scalar] = field(default_factory=dict)
+    history: tuple[Turn, ...] = ()
+    """Earlier turns of the conversation, passed to generation (retrieval uses `query` alone)."""
+    instructions: str | None = None
+    """The client's own system message, added after the grounding rules."""
+    retrieval_only: bool = False
+    """Answer with the retrieved passages, without generation, even when a generator is configured."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +197,7 @@ class QueryService:
     shadow: ShadowRunner | None = None
     clock: Any = time.monotonic
     fusion: Fusion = field(default_factory=Fusion)
+    tracing: Tracing = field(default_factory=Tracing.disabled)
 
     # ---- admission --------------------------------------------------------------------------
 
@@ -209,13 +220,23 @@ class QueryService:
             raise ServiceUnavailable("saturated", "too many queries in flight; retry shortly", retry_after=1)
 
     async def answer(self, question: Question) -> Answer:
+        trace = self.tracing.begin()
+        try:
+            answer = await self._answer(question, trace)
+        except BaseException as error:
+            trace.end(error=error)
+            raise
+        trace.end(_outcome(answer))
+        return answer
+
+    async def _answer(self, question: Question, trace: QueryTrace) -> Answer:
         self._enter(question)
         try:
-            retrieved_or_cached = await self._retrieve(question)
+            retrieved_or_cached = await self._retrieve(question, trace)
             if isinstance(retrieved_or_cached, Answer):
                 return retrieved_or_cached
             retrieved = retrieved_or_cached
-            generation, degraded, error = await self._generate(question, retrieved)
+            generation, degraded, error = await self._generate(question, retrieved, trace)
             return await self._finish(question, retrieved, generation, degraded, error)
         finally:
             self.concurrency.release()
@@ -223,50 +244,79 @@ class QueryService:
     async def stream(self, question: Question) -> tuple[Retrieved | Answer, AsyncIterator[tuple[str, Any]]]:
         """What retrieval produced (which version and role answer), then the events:
         ("retrieval", Retrieved | Answer), ("delta", str)..., ("done", Answer)."""
-        self._enter(question)
+        trace = self.tracing.begin()
         try:
-            retrieved_or_cached = await self._retrieve(question)
-        except BaseException:
-            self.concurrency.release()
+            self._enter(question)
+        except BaseException as error:
+            trace.end(error=error)
             raise
-        return retrieved_or_cached, self._stream_events(question, retrieved_or_cached)
+        try:
+            retrieved_or_cached = await self._retrieve(question, trace)
+        except BaseException as error:
+            self.concurrency.release()
+            trace.end(error=error)
+            raise
+        return retrieved_or_cached, self._stream_events(question, retrieved_or_cached, trace)
 
-    async def _stream_events(self, question: Question, retrieved: Retrieved | Answer) -> AsyncIterator[tuple[str, Any]]:
+    async def _stream_events(
+        self, question: Question, retrieved: Retrieved | Answer, trace: QueryTrace
+    ) -> AsyncIterator[tuple[str, Any]]:
         try:
             yield "retrieval", retrieved
             if isinstance(retrieved, Answer):
                 if retrieved.answer:
                     yield "delta", retrieved.answer
+                trace.end(_outcome(retrieved))
                 yield "done", retrieved
                 return
             generation: Generation | None = None
             generation_error: GenerationUnavailable | None = None
             degraded = retrieved.degraded_reason
-            if self.generator is not None and retrieved.chunks:
+            if self._generates(question, retrieved):
+                assert self.generator is not None
                 started = self.clock()
+                # Not a `with`: the span stays open across the yields below, ended here whatever happens.
+                span = trace.start_stage(f"chat {self.generator.model}", self._chat_attributes(stream=True))
                 try:
                     # aclosing: a client that hangs up mid-answer also closes the upstream stream.
-                    async with contextlib.aclosing(self.generator.stream(question.query, retrieved.chunks)) as events:
+                    async with contextlib.aclosing(
+                        self.generator.stream(
+                            question.query,
+                            retrieved.chunks,
+                            history=question.history,
+                            instructions=question.instructions,
+                        )
+                    ) as events:
                         async for event in events:
                             if isinstance(event, Generation):
                                 generation = event
+                                _generated(span, event)
                             else:
                                 yield "delta", event
                 except GenerationUnavailable as error:
                     degraded = _join(degraded, f"generation {error.reason}: {error.detail}")
                     generation_error = error
                     self.metrics.degraded(f"generation_{error.reason}", **_labels(retrieved))
+                    degrade(span, f"generation_{error.reason}")
+                finally:
+                    span.end()
                 retrieved.timings_ms["generate"] = (self.clock() - started) * 1000
-            yield "done", await self._finish(question, retrieved, generation, degraded, generation_error)
+            answer = await self._finish(question, retrieved, generation, degraded, generation_error)
+            trace.end(_outcome(answer))
+            yield "done", answer
+        except BaseException as error:
+            trace.end(error=error)
+            raise
         finally:
             self.concurrency.release()
 
-    async def _retrieve(self, question: Question) -> Retrieved | Answer:
+    async def _retrieve(self, question: Question, trace: QueryTrace) -> Retrieved | Answer:
         started = self.clock()
         served: ServedSplit = self.active.served
         if served.stable is None:
             raise ServiceUnavailable("no_active_version", self.active.problem or "no active knowledge-base version")
         role, record = served.route(question.client.sticky_key)
+        trace.served(kb=record.kb, version=record.version, role=role)
         labels = {"kb_version": record.version, "role": role}
         top_k = question.top_k or self.top_k
         params = {
@@ -277,15 +327,20 @@ class QueryService:
             if self.hybrid
             else None,
             "rerankTopK": self.rerank_top_k,
-            "generator": self.generator is not None,
+            "generator": self.generator is not None and not question.retrieval_only,
             # Replicas of two templates share a Redis cache during a rollout: a new model or
             # answer length must not be served the old template's answers.
             "model": self.generator.model if self.generator is not None else None,
             "maxTokens": self.generator.max_tokens if self.generator is not None else None,
         }
+        if question.history or question.instructions:
+            # An answer depends on the conversation it continues, not on its last question alone.
+            params["conversation"] = _conversation_digest(question)
         # Keyed by the version that answers: a cached stable answer is never served as canary.
         key = make_key(cache_version(record), question.query, params)
-        hit = await self.cache.get(key)
+        with trace.stage("ragops.cache", {"ragops.cache.backend": self.cache.backend}) as span:
+            hit = await self.cache.get(key)
+            span.set_attribute("ragops.cache.hit", hit is not None)
         if hit is not None:
             self.metrics.cache_hit()
             # An answer of its own: its own id (logged, so it can be rated) and no cost or tokens
@@ -306,7 +361,9 @@ class QueryService:
         self.metrics.cache_miss()
 
         try:
-            chunks, timings = await self.search(record, question.query, top_k=top_k, filters=question.filters)
+            chunks, timings = await self.search(
+                record, question.query, top_k=top_k, filters=question.filters, trace=trace
+            )
         except ServiceUnavailable:
             self.metrics.observe_query(mode="none", status="error", seconds=self.clock() - started, stages={}, **labels)
             raise
@@ -320,11 +377,16 @@ class QueryService:
             self.metrics.retrieval_empty(**labels)
         if self.reranker is not None and chunks:
             stage = self.clock()
-            try:
-                chunks = await self.reranker.rerank(question.query, chunks, self.rerank_top_k)
-            except RerankUnavailable as error:
-                degraded = f"reranker {error.reason}: kept the retrieval order"
-                self.metrics.degraded(f"rerank_{error.reason}", **labels)
+            with trace.stage(
+                "ragops.rerank",
+                {"gen_ai.request.model": self.reranker.model or "", "gen_ai.request.top_k": self.rerank_top_k},
+            ) as span:
+                try:
+                    chunks = await self.reranker.rerank(question.query, chunks, self.rerank_top_k)
+                except RerankUnavailable as error:
+                    degraded = f"reranker {error.reason}: kept the retrieval order"
+                    self.metrics.degraded(f"rerank_{error.reason}", **labels)
+                    degrade(span, f"rerank_{error.reason}")
             timings["rerank"] = (self.clock() - stage) * 1000
         return Retrieved(
             query_id=query_id,
@@ -338,7 +400,13 @@ class QueryService:
         )
 
     async def search(
-        self, record: VersionRecord, query: str, *, top_k: int, filters: Mapping[str, Scalar] | None = None
+        self,
+        record: VersionRecord,
+        query: str,
+        *,
+        top_k: int,
+        filters: Mapping[str, Scalar] | None = None,
+        trace: QueryTrace | None = None,
     ) -> tuple[list[RetrievedChunk], dict[str, float]]:
         """Embeds `query` in `record`'s own space and retrieves its top_k, within the retrieval budget.
 
@@ -347,10 +415,21 @@ class QueryService:
         """
         timings: dict[str, float] = {}
         waiting_for_database = False
+        trace = trace or _UNTRACED
+        space = record.space
         try:
             async with asyncio.timeout(self.retrieval_timeout_seconds):
                 stage = self.clock()
-                vector = await self.embeddings.embed(record, normalize_query(query))
+                with trace.stage(
+                    f"embeddings {space.model}",
+                    {
+                        "gen_ai.operation.name": "embeddings",
+                        "gen_ai.provider.name": space.provider,
+                        "gen_ai.request.model": space.model,
+                        "gen_ai.embeddings.dimension.count": space.dimensions,
+                    },
+                ):
+                    vector = await self.embeddings.embed(record, normalize_query(query))
                 timings["embed"] = (self.clock() - stage) * 1000
                 stage = self.clock()
                 waiting_for_database = True
@@ -369,7 +448,18 @@ class QueryService:
                         metadata=dict(filters or {}) or None,
                     )
 
-                chunks = await self.reads.read(record, on_connection)
+                with trace.stage(
+                    f"retrieval {record.kb}/{record.version}",
+                    {
+                        "gen_ai.operation.name": "retrieval",
+                        "gen_ai.data_source.id": f"{record.kb}/{record.version}",
+                        "gen_ai.request.top_k": top_k,
+                        # One SQL statement runs every search and the fusion, so they share this span.
+                        "ragops.retrieval.searches": ["vector", "lexical", "fusion"] if self.hybrid else ["vector"],
+                    },
+                ) as span:
+                    chunks = await self.reads.read(record, on_connection)
+                    span.set_attribute("ragops.retrieval.returned", len(chunks))
                 timings["retrieve"] = (self.clock() - stage) * 1000
                 chunks = shown(record, chunks)
         except TimeoutError:
@@ -396,20 +486,57 @@ class QueryService:
             ) from None
         return chunks, timings
 
+    def search_as(self, role: str) -> Callable[..., Awaitable[tuple[list[RetrievedChunk], dict[str, float]]]]:
+        """`search` as its own trace, with `role` (shadow, probe): for retrievals that answer no user."""
+
+        async def search(
+            record: VersionRecord, query: str, *, top_k: int, filters: Mapping[str, Scalar] | None = None
+        ) -> tuple[list[RetrievedChunk], dict[str, float]]:
+            trace = self.tracing.begin(role)
+            trace.served(kb=record.kb, version=record.version, role=role)
+            try:
+                result = await self.search(record, query, top_k=top_k, filters=filters, trace=trace)
+            except BaseException as error:
+                trace.end(error=error)
+                raise
+            trace.end({"ragops.retrieval.returned": len(result[0])})
+            return result
+
+        return search
+
+    def _generates(self, question: Question, retrieved: Retrieved) -> bool:
+        return self.generator is not None and bool(retrieved.chunks) and not question.retrieval_only
+
+    def _chat_attributes(self, *, stream: bool) -> dict[str, str | int | bool]:
+        assert self.generator is not None
+        return {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "anthropic",
+            "gen_ai.request.model": self.generator.model,
+            "gen_ai.request.max_tokens": self.generator.max_tokens,
+            "gen_ai.request.stream": stream,
+        }
+
     async def _generate(
-        self, question: Question, retrieved: Retrieved
+        self, question: Question, retrieved: Retrieved, trace: QueryTrace
     ) -> tuple[Generation | None, str | None, GenerationUnavailable | None]:
         degraded = retrieved.degraded_reason
-        if self.generator is None or not retrieved.chunks:
+        if not self._generates(question, retrieved):
             return None, degraded, None
+        assert self.generator is not None
         stage = self.clock()
-        try:
-            generation = await self.generator.generate(question.query, retrieved.chunks)
-        except GenerationUnavailable as error:
-            self.metrics.degraded(f"generation_{error.reason}", **_labels(retrieved))
-            return None, _join(degraded, f"generation {error.reason}: {error.detail}"), error
-        finally:
-            retrieved.timings_ms["generate"] = (self.clock() - stage) * 1000
+        with trace.stage(f"chat {self.generator.model}", self._chat_attributes(stream=False)) as span:
+            try:
+                generation = await self.generator.generate(
+                    question.query, retrieved.chunks, history=question.history, instructions=question.instructions
+                )
+            except GenerationUnavailable as error:
+                self.metrics.degraded(f"generation_{error.reason}", **_labels(retrieved))
+                degrade(span, f"generation_{error.reason}")
+                return None, _join(degraded, f"generation {error.reason}: {error.detail}"), error
+            finally:
+                retrieved.timings_ms["generate"] = (self.clock() - stage) * 1000
+            _generated(span, generation)
         return generation, degraded, None
 
     async def _finish(
@@ -593,6 +720,39 @@ def answer_from_json(data: Any) -> Answer:
         # Entries written before progressive delivery carry no role; a cache hit sets the current one anyway.
         role="canary" if data.get("role") == "canary" else "stable",
     )
+
+
+_UNTRACED = Tracing.disabled().begin()
+"""A trace that records nothing, for retrievals called without one."""
+
+
+def _generated(span: Span, generation: Generation) -> None:
+    span.set_attributes(
+        {
+            "gen_ai.response.model": generation.model,
+            "gen_ai.usage.input_tokens": generation.usage.input_tokens,
+            "gen_ai.usage.output_tokens": generation.usage.output_tokens,
+            "gen_ai.response.finish_reasons": [generation.stop_reason or "unknown"],
+        }
+    )
+
+
+def _outcome(answer: Answer) -> dict[str, Any]:
+    """The root span's attributes once a query is answered."""
+    return {
+        "ragops.query_id": str(answer.query_id),
+        "ragops.mode": answer.mode,
+        "ragops.degraded_reason": answer.degraded_reason,
+        "ragops.citations": len(answer.chunks),
+        "gen_ai.usage.input_tokens": answer.input_tokens,
+        "gen_ai.usage.output_tokens": answer.output_tokens,
+        "ragops.cost_usd": answer.cost_usd,
+    }
+
+
+def _conversation_digest(question: Question) -> str:
+    turns = [[turn.role, turn.content] for turn in question.history]
+    return hashlib.sha256(json.dumps([question.instructions, turns]).encode()).hexdigest()
 
 
 def _join(first: str | None, second: str) -> str:

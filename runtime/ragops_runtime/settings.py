@@ -145,6 +145,22 @@ class RuntimeSettings(BaseSettings):
         default=4, ge=1, le=1000, description="Shadow retrievals in flight on a canary; more are dropped and counted."
     )
 
+    # ---- OpenAI-compatible API and tracing ------------------------------------------------------
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated keys the OpenAI-compatible routes (/v1/chat/completions, /v1/models) require "
+        "as `Authorization: Bearer <key>`; without it they are open, like /v1/query.",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="OTLP/HTTP base URL of an OpenTelemetry collector (e.g. http://otel-collector:4318); "
+        "traces are exported only when set.",
+    )
+    trace_sampling_ratio: float = Field(
+        default=1.0, ge=0, le=1, description="Share of queries traced (the caller's sampled traceparent always is)."
+    )
+
     # ---- async and batch jobs (POST /v1/jobs) ----------------------------------------------------
     job_concurrency: int = Field(
         default=4, ge=0, le=1000, description="Job queries this replica works on at once; 0 works none."

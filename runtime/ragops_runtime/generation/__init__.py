@@ -15,7 +15,7 @@ from ragops_runtime.generation.anthropic import (
     Usage,
 )
 from ragops_runtime.generation.pricing import DEFAULT_PRICES, Price, cost_usd, parse_price_table
-from ragops_runtime.generation.prompt import SYSTEM_PROMPT, build_prompt, cited_passages
+from ragops_runtime.generation.prompt import SYSTEM_PROMPT, Turn, build_prompt, cited_passages
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -24,6 +24,7 @@ __all__ = [
     "Generation",
     "GenerationUnavailable",
     "Price",
+    "Turn",
     "UnavailableReason",
     "Usage",
     "build_prompt",

@@ -22,7 +22,7 @@ import anthropic
 import pydantic
 from anthropic.types import Message, MessageParam, RawMessageStreamEvent
 
-from ragops_runtime.generation.prompt import build_prompt
+from ragops_runtime.generation.prompt import Turn, build_prompt
 from ragops_runtime.store.knowledge import RetrievedChunk
 
 UnavailableReason = Literal[
@@ -174,9 +174,17 @@ class AnthropicGenerator:
         self._blocked_until: float | None = None
         self._unannounced_throttles = 0
 
-    async def generate(self, query: str, chunks: Sequence[RetrievedChunk]) -> Generation:
+    async def generate(
+        self,
+        query: str,
+        chunks: Sequence[RetrievedChunk],
+        *,
+        history: Sequence[Turn] = (),
+        instructions: str | None = None,
+    ) -> Generation:
+        """The whole answer; `history` and `instructions` are the conversation around `query` (see build_prompt)."""
         self._refuse_while_backing_off()
-        system, messages = build_prompt(query, chunks)
+        system, messages = build_prompt(query, chunks, history, instructions)
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 message = await self._client.messages.create(
@@ -196,7 +204,14 @@ class AnthropicGenerator:
         self._succeeded()
         return generation
 
-    async def stream(self, query: str, chunks: Sequence[RetrievedChunk]) -> AsyncGenerator[str | Generation, None]:
+    async def stream(
+        self,
+        query: str,
+        chunks: Sequence[RetrievedChunk],
+        *,
+        history: Sequence[Turn] = (),
+        instructions: str | None = None,
+    ) -> AsyncGenerator[str | Generation, None]:
         """Text deltas as the API sends them, then exactly one `Generation` with the full text and usage.
 
         A failure after some deltas raises `GenerationUnavailable` like any other: the deltas already
@@ -204,7 +219,7 @@ class AnthropicGenerator:
         stops early should `aclose()` the generator (contextlib.aclosing), which closes the connection.
         """
         self._refuse_while_backing_off()
-        system, messages = build_prompt(query, chunks)
+        system, messages = build_prompt(query, chunks, history, instructions)
         # One deadline for the whole stream, checked around every wait on the API and never across a
         # `yield`: a consumer's own awaits must not be cancelled by the generator's budget.
         deadline = asyncio.get_running_loop().time() + self.timeout_seconds

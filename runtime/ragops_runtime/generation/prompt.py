@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from ragops_runtime.store.knowledge import RetrievedChunk
 
@@ -29,19 +30,51 @@ say what the context does not cover.
 
 NO_PASSAGES = "(no passages were retrieved for this question)"
 
+APPLICATION_INSTRUCTIONS = "The application that asks adds these instructions (the rules above still hold):"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """An earlier message of the conversation: what the user asked or what the assistant answered."""
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
 # Digits are bounded so a citation like [99999999...] can't hit int()'s length limit; commas allow "[1, 2]".
 _CITATION = re.compile(r"\[\s*(\d{1,6}(?:\s*,\s*\d{1,6})*)\s*\]")
 
 
-def build_prompt(query: str, chunks: Sequence[RetrievedChunk]) -> tuple[str, list[dict[str, Any]]]:
-    """The system prompt and the one user message: passages numbered from 1 in the given order, then the question.
+def build_prompt(
+    query: str,
+    chunks: Sequence[RetrievedChunk],
+    history: Sequence[Turn] = (),
+    instructions: str | None = None,
+) -> tuple[str, list[dict[str, Any]]]:
+    """The system prompt and the messages: earlier turns as they were, then passages and the question.
 
-    Each passage starts with `[n] (source: <source>, section: <a > b > c>)` on a line of its own;
-    the section part is left out when the chunk has no heading path.
+    Passages are numbered from 1 in the given order; each starts with `[n] (source: <source>,
+    section: <a > b > c>)` on a line of its own, the section part left out when the chunk has no
+    heading path. Only the last message carries passages, so a citation [n] in the new answer
+    always means this turn's passage n. Messages alternate user/assistant and start with a user
+    turn (what chat APIs require): an assistant turn first is dropped, turns of one role in a row
+    are joined.
+    `instructions` (the client's own system message) follow the grounding rules, never replace them.
     """
     passages = "\n\n".join(_passage(number, chunk) for number, chunk in enumerate(chunks, start=1))
     user = f"Context passages:\n\n{passages or NO_PASSAGES}\n\nQuestion: {query.strip()}"
-    return SYSTEM_PROMPT, [{"role": "user", "content": user}]
+    messages: list[dict[str, Any]] = []
+    for turn in (*history, Turn("user", user)):
+        if not turn.content.strip() or (not messages and turn.role == "assistant"):
+            continue
+        if messages and messages[-1]["role"] == turn.role:
+            messages[-1]["content"] += "\n\n" + turn.content
+        else:
+            messages.append({"role": turn.role, "content": turn.content})
+    system = SYSTEM_PROMPT
+    if instructions and instructions.strip():
+        system += f"\n\n{APPLICATION_INSTRUCTIONS}\n{instructions.strip()}"
+    return system, messages
 
 
 def cited_passages(answer: str, count: int) -> list[int]:
