@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -18,13 +21,12 @@ import psycopg
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from openai.types.chat import ChatCompletionMessageParam
 from pydantic import SecretStr
 
 from tests.integration.test_runtime import QUESTION, publish
-from tests.support.anthropic_messages import DEFAULT_API_KEY, FakeAnthropic, running_anthropic_server
-from tests.support.ragops_serve import ragops_serve
+from tests.support.anthropic_messages import DEFAULT_API_KEY, FakeAnthropic, Reply, running_anthropic_server
+from tests.support.ragops_serve import ragops_serve, scratch_database
 
 API_KEY = "rk-test-openai-compat"
 MODEL = "docs"
@@ -41,31 +43,36 @@ class Served:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=30)
 
 
+SETTINGS = {
+    "RAGOPS_KNOWLEDGE_BASE": "sample",
+    "RAGOPS_DEPLOYMENT": MODEL,
+    "RAGOPS_NAMESPACE": "test",
+    "RAGOPS_GENERATION_PROVIDER": "anthropic",
+    "RAGOPS_ANTHROPIC_API_KEY": DEFAULT_API_KEY,
+}
+
+
 @pytest.fixture(scope="module")
-def served(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """One `ragops serve` for the module: the sample KB (v1) generating through the Anthropic double."""
-    name = f"t_openai_api_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(postgres_server, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = make_conninfo(postgres_server, dbname=name)
-    try:
+def published_sample(postgres_server: str) -> Iterator[str]:
+    """A database with the sample KB's v1 built, gated and active, for the module."""
+    with scratch_database(postgres_server, "t_openai_api") as dsn:
         asyncio.run(publish(dsn, "v1"))
-        log = tmp_path_factory.mktemp("openai-api") / "serve.log"
+        yield dsn
+
+
+@pytest.fixture(scope="module")
+def served(published_sample: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One `ragops serve` for the module, generating through the Anthropic double, with two API keys."""
+    log = tmp_path_factory.mktemp("openai-api") / "serve.log"
+    with running_anthropic_server() as fake:
         settings = {
-            "RAGOPS_KNOWLEDGE_BASE": "sample",
-            "RAGOPS_DEPLOYMENT": MODEL,
-            "RAGOPS_NAMESPACE": "test",
+            **SETTINGS,
             "RAGOPS_API_KEYS": f"rk-other,{API_KEY}",
-            "RAGOPS_GENERATION_PROVIDER": "anthropic",
             "RAGOPS_REQUESTS_PER_MINUTE_PER_CLIENT": "1000",
+            "RAGOPS_ANTHROPIC_BASE_URL": fake.url,
         }
-        with running_anthropic_server() as fake:
-            settings |= {"RAGOPS_ANTHROPIC_API_KEY": DEFAULT_API_KEY, "RAGOPS_ANTHROPIC_BASE_URL": fake.url}
-            with ragops_serve(dsn, settings, log) as url:
-                yield Served(url, fake, dsn)
-    finally:
-        with psycopg.connect(postgres_server, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        with ragops_serve(published_sample, settings, log) as url:
+            yield Served(url, fake, published_sample)
 
 
 def test_models_lists_the_rag_deployment(served: Served) -> None:
@@ -249,3 +256,39 @@ def test_langchain_chat_openai_invokes_and_streams(served: Served) -> None:
     pieces = [chunk.content for chunk in chat.stream([HumanMessage("How do I adjust the brakes?")])]
     streamed = "".join(piece for piece in pieces if isinstance(piece, str))
     assert len(pieces) >= 3 and "[1]" in streamed
+
+
+def test_rate_limited_and_saturated_are_429_and_503_with_retry_after(published_sample: str, tmp_path: Path) -> None:
+    with running_anthropic_server() as fake:
+        settings = {
+            **SETTINGS,
+            "RAGOPS_ANTHROPIC_BASE_URL": fake.url,
+            "RAGOPS_REQUESTS_PER_MINUTE_PER_CLIENT": "2",
+            "RAGOPS_MAX_CONCURRENT_REQUESTS": "1",
+            "RAGOPS_CACHE_TTL_SECONDS": "0",
+        }
+        with ragops_serve(published_sample, settings, tmp_path / "serve.log") as url:
+
+            def client(name: str) -> openai.OpenAI:
+                return openai.OpenAI(
+                    base_url=f"{url}/v1", api_key="unused", max_retries=0, default_headers={"X-Client-Id": name}
+                )
+
+            ask: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION}]
+            limited = client("a")
+            limited.chat.completions.create(model=MODEL, messages=ask)
+            limited.chat.completions.create(model=MODEL, messages=ask)
+            with pytest.raises(openai.RateLimitError) as too_many:
+                limited.chat.completions.create(model=MODEL, messages=ask)
+            assert too_many.value.code == "rate_limit_exceeded"
+            assert int(too_many.value.response.headers["retry-after"]) >= 1
+
+            fake.script(Reply.slow(3.0))
+            with ThreadPoolExecutor(1) as pool:
+                slow = pool.submit(lambda: client("b").chat.completions.create(model=MODEL, messages=ask))
+                time.sleep(1.0)
+                with pytest.raises(openai.InternalServerError) as busy:
+                    client("c").chat.completions.create(model=MODEL, messages=ask)
+                assert busy.value.status_code == 503 and busy.value.code == "saturated"
+                assert busy.value.type == "server_error" and busy.value.response.headers["retry-after"] == "1"
+                assert slow.result().choices[0].message.content

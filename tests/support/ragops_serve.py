@@ -6,11 +6,15 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from tests.support.http_double import free_port
 
@@ -51,3 +55,16 @@ def ragops_serve(dsn: str, settings: Mapping[str, str], log_path: Path) -> Itera
                 process.kill()
                 process.wait()
     assert process.returncode == 0, log_path.read_text()
+
+
+@contextmanager
+def scratch_database(server_dsn: str, prefix: str) -> Iterator[str]:
+    """A new database on the test server for a module's worth of tests (pg_dsn's is per test); dropped after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(server_dsn, dbname=name)
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
