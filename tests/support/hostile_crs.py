@@ -670,6 +670,12 @@ INVALID += [
     Invalid("prometheus-link-local-v6", RAGD, _prometheus("http://[fe80::a:1]:9090"), PROMETHEUS_FIELD),
     Invalid("prometheus-octal-ip", RAGD, _prometheus("http://010.0.0.1:9090"), PROMETHEUS_FIELD),
     Invalid("prometheus-space", RAGD, _prometheus("http://prometheus .monitoring:9090"), PROMETHEUS_FIELD),
+    Invalid(
+        "otlp-metadata", RAGD, {"spec.tracing.otlpEndpoint": "http://169.254.169.254:4318"}, "spec.tracing.otlpEndpoint"
+    ),
+    Invalid("otlp-hex-ip", RAGD, {"spec.tracing.otlpEndpoint": "http://0xa9fea9fe:4318"}, "spec.tracing.otlpEndpoint"),
+    Invalid("otlp-no-scheme", RAGD, {"spec.tracing.otlpEndpoint": "collector:4318"}, "spec.tracing.otlpEndpoint"),
+    Invalid("tracing-ratio-above-1", RAGD, {"spec.tracing.samplingRatio": 1.5}, "spec.tracing.samplingRatio"),
     Invalid("prometheus-port-6-digits", RAGD, _prometheus("http://prometheus:909090"), PROMETHEUS_FIELD),
     Invalid("prometheus-credentials", RAGD, _prometheus("http://admin:admin@prometheus:9090"), PROMETHEUS_FIELD),
     # progressive delivery: rollout strategies, steps, analysis limits, probes
@@ -1012,6 +1018,14 @@ VALID: list[Valid] = [
         "prometheus-link-local-allowed",
         RAGD,
         {"spec.monitoring": {"prometheusUrl": "http://169.254.20.10:9090", "allowLinkLocal": True}},
+    ),
+    Valid(
+        "tracing-and-openai-keys",
+        RAGD,
+        {
+            "spec.tracing": {"otlpEndpoint": "http://otel-collector.observability:4318", "samplingRatio": 0},
+            "spec.openai": {"apiKeysSecretRef": {"name": "rag-clients", "key": "keys"}},
+        },
     ),
     Valid("ragd-name-253", RAGD, {"metadata.name": LONG_NAME}),
     Valid("strategy-empty-is-blue-green", RAGD, {"spec.rollout.strategy": {}}),

@@ -414,6 +414,38 @@ class MonitoringSpec(ApiModel):
     )
 
 
+class TracingSpec(ApiModel):
+    """OpenTelemetry traces of the queries: one trace per query, a span per stage, sent over OTLP/HTTP."""
+
+    rules = (not_link_local("otlpEndpoint", "otlp_endpoint"),)
+
+    otlp_endpoint: HttpUrl | None = Field(
+        default=None,
+        description="OTLP/HTTP base URL of an OpenTelemetry collector (e.g. http://otel-collector.observability:4318); "
+        "spans go to <url>/v1/traces. Unset, tracing is off.",
+    )
+    sampling_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of queries traced; a caller's sampled traceparent is always followed. "
+        "Export never delays a query: a slow collector loses spans instead.",
+    )
+    allow_link_local: bool | None = Field(
+        default=None, description=ALLOW_LINK_LOCAL_DESCRIPTION.format(field="otlpEndpoint")
+    )
+
+
+class OpenAISpec(ApiModel):
+    """The OpenAI-compatible routes of the runtime (POST /v1/chat/completions, GET /v1/models)."""
+
+    api_keys_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding the API keys (comma-separated) these routes require as "
+        "`Authorization: Bearer <key>`; unset, they are open like /v1/query.",
+    )
+
+
 class RagDeploymentSpec(ApiModel):
     """The desired RAG endpoint."""
 
@@ -449,6 +481,8 @@ class RagDeploymentSpec(ApiModel):
     slo: SloSpec = Field(default=SloSpec(), description="Service-level objectives.")
     rollout: RolloutSpec = Field(default=RolloutSpec(), description="Promotion and rollback policy.")
     monitoring: MonitoringSpec = Field(default=MonitoringSpec(), description="Metrics source for SLO checks.")
+    tracing: TracingSpec = Field(default=TracingSpec(), description="OpenTelemetry traces of the queries.")
+    openai: OpenAISpec = Field(default=OpenAISpec(), description="The OpenAI-compatible API.")
 
 
 class SloMeasurement(StatusModel):

@@ -57,6 +57,7 @@ DSN_ENV = "RAGOPS_DSN"
 READ_ONLY_DSN_ENV = "RAGOPS_READ_ONLY_DSN"
 ANTHROPIC_API_KEY_ENV = "RAGOPS_ANTHROPIC_API_KEY"
 CACHE_REDIS_URL_ENV = "RAGOPS_CACHE_REDIS_URL"
+API_KEYS_ENV = "RAGOPS_API_KEYS"
 POD_ENV = "RAGOPS_POD"
 
 MONITORING_POD_LABELS = {NAME_LABEL: "prometheus"}
@@ -136,6 +137,9 @@ def runtime_settings_env(ctx: RuntimeContext) -> dict[str, str]:
         "RAGOPS_JOB_MAX_QUERIES": str(jobs.max_queries_per_job),
         "RAGOPS_JOB_MAX_ATTEMPTS": str(jobs.max_attempts),
         "RAGOPS_JOB_RETENTION_SECONDS": str(int(parse_duration(jobs.retention).total_seconds())),
+        # Only with tracing on: a deployment without it keeps the pod template (and hash) it had.
+        "RAGOPS_OTLP_ENDPOINT": spec.tracing.otlp_endpoint,
+        "RAGOPS_TRACE_SAMPLING_RATIO": str(spec.tracing.sampling_ratio) if spec.tracing.otlp_endpoint else None,
     }
     return {key: value for key, value in settings.items() if value is not None}
 
@@ -150,6 +154,8 @@ def runtime_secret_env(ctx: RuntimeContext) -> list[Manifest]:
     if ctx.spec.cache.redis_url_secret_ref is not None:
         # The URL can carry a password: a secretKeyRef, never a ConfigMap value.
         env.append(secret_env(CACHE_REDIS_URL_ENV, ctx.spec.cache.redis_url_secret_ref))
+    if ctx.spec.openai.api_keys_secret_ref is not None:
+        env.append(secret_env(API_KEYS_ENV, ctx.spec.openai.api_keys_secret_ref))
     return env
 
 

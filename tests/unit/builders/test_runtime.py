@@ -165,6 +165,21 @@ def test_anthropic_key_is_passed_only_when_referenced() -> None:
     assert without_key == {"RAGOPS_POD", "RAGOPS_DSN"}
 
 
+def test_tracing_settings_are_rendered_only_with_a_collector() -> None:
+    assert not {"RAGOPS_OTLP_ENDPOINT", "RAGOPS_TRACE_SAMPLING_RATIO"} & set(runtime_settings_env(runtime_context()))
+    traced = runtime_context(patch={"tracing": {"otlpEndpoint": "http://otel:4318", "samplingRatio": 0.25}})
+    settings = runtime_settings_env(traced)
+    assert (settings["RAGOPS_OTLP_ENDPOINT"], settings["RAGOPS_TRACE_SAMPLING_RATIO"]) == ("http://otel:4318", "0.25")
+    assert runtime_template_hash(traced) != runtime_template_hash(runtime_context())
+
+
+def test_openai_api_keys_are_a_secret_ref_when_referenced() -> None:
+    container = runtime_container({"openai": {"apiKeysSecretRef": {"name": "clients", "key": "keys"}}})
+    expected = {"secretKeyRef": {"name": "clients", "key": "keys"}}
+    assert [e["valueFrom"] for e in container["env"] if e["name"] == "RAGOPS_API_KEYS"] == [expected]
+    assert "RAGOPS_API_KEYS" not in {e["name"] for e in runtime_container()["env"]}
+
+
 @pytest.mark.parametrize(
     ("patch", "has_hpa"),
     [(AUTOSCALING, True), (NO_AUTOSCALING, False), ({"runtime": {"replicas": 0}}, True)],
