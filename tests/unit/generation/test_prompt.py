@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from ragops_runtime.generation.prompt import NO_PASSAGES, SYSTEM_PROMPT, build_prompt, cited_passages
+from ragops_runtime.generation.prompt import (
+    APPLICATION_INSTRUCTIONS,
+    NO_PASSAGES,
+    SYSTEM_PROMPT,
+    Turn,
+    build_prompt,
+    cited_passages,
+)
 from ragops_runtime.store.knowledge import RetrievedChunk
 
 
@@ -83,3 +90,31 @@ def test_newlines_in_a_source_or_heading_cannot_break_the_passage_header() -> No
 )
 def test_cited_passages(answer: str, count: int, expected: list[int]) -> None:
     assert cited_passages(answer, count) == expected
+
+
+def test_earlier_turns_come_first_and_only_the_last_message_carries_passages() -> None:
+    history = [Turn("user", "Can I install it?"), Turn("assistant", "Yes, with Helm [1].")]
+    system, messages = build_prompt("Which chart?", CHUNKS, history, "Answer in French.")
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[0]["content"] == "Can I install it?" and messages[1]["content"] == "Yes, with Helm [1]."
+    assert messages[2]["content"].startswith("Context passages:") and messages[2]["content"].endswith("Which chart?")
+    assert system.startswith(SYSTEM_PROMPT) and system.endswith(f"{APPLICATION_INSTRUCTIONS}\nAnswer in French.")
+
+
+@pytest.mark.parametrize(
+    ("history", "roles"),
+    [
+        ([Turn("assistant", "Hello, how can I help?")], ["user"]),  # an opening assistant turn is dropped
+        ([Turn("user", "One."), Turn("user", "Two.")], ["user"]),  # the question joins the user's turns
+        ([Turn("user", "  "), Turn("assistant", "Hi")], ["user"]),  # empty turns are nobody's turn
+        ([Turn("user", "a"), Turn("assistant", "b"), Turn("assistant", "c")], ["user", "assistant", "user"]),
+    ],
+)
+def test_messages_alternate_and_start_with_the_user(history: list[Turn], roles: list[str]) -> None:
+    _, messages = build_prompt("q", CHUNKS[:1], history)
+    assert [m["role"] for m in messages] == roles
+    assert messages[-1]["content"].endswith("Question: q")
+
+
+def test_no_instructions_leave_the_rules_alone() -> None:
+    assert build_prompt("q", CHUNKS, (), "  ")[0] == SYSTEM_PROMPT
