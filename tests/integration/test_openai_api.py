@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from tests.integration.test_runtime import QUESTION, publish
 from tests.support.anthropic_messages import DEFAULT_API_KEY, FakeAnthropic, Reply, running_anthropic_server
 from tests.support.ragops_serve import ragops_serve, scratch_database
+from tests.support.readme import readme_snippet
 
 API_KEY = "rk-test-openai-compat"
 MODEL = "docs"
@@ -292,3 +293,16 @@ def test_rate_limited_and_saturated_are_429_and_503_with_retry_after(published_s
                 assert busy.value.status_code == 503 and busy.value.code == "saturated"
                 assert busy.value.type == "server_error" and busy.value.response.headers["retry-after"] == "1"
                 assert slow.result().choices[0].message.content
+
+
+@pytest.mark.parametrize("name", ["openai-sdk", "langchain"])
+def test_the_readme_snippets_run_against_a_real_runtime(
+    served: Served, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The snippets as printed, pointed at this runtime and its key.
+    code = readme_snippet(name).replace("http://localhost:8080", served.url).replace('"my-key"', repr(API_KEY))
+    exec(compile(code, f"README.md:{name}", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "[1]" in printed
+    if name == "openai-sdk":
+        assert "v1 stable [" in printed and " USD" in printed and "Retrieved passages:\n\n[1] " in printed

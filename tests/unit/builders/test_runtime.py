@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import pytest
+import yaml
 from pydantic import TypeAdapter
 
 from ragops_operator.builders import (
@@ -21,6 +22,7 @@ from ragops_operator.builders import (
     runtime_template_hash,
     template_object_name,
 )
+from tests.support.readme import readme_snippet
 
 from .scenarios import RAGD_EXAMPLES, SETTINGS_BY_ENV, is_secret, runtime_context
 
@@ -294,3 +296,12 @@ def test_the_runtime_container_serves_on_8080_with_probes() -> None:
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert "startupProbe" in container
     assert container["resources"] == {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
+
+
+def test_the_readme_tracing_snippet_turns_tracing_on() -> None:
+    document = yaml.safe_load(readme_snippet("tracing"))
+    assert document["kind"] == "RagDeployment"
+    ctx = runtime_context(patch=document["spec"])
+    settings = runtime_settings_env(ctx)
+    assert settings["RAGOPS_OTLP_ENDPOINT"] == "http://otel-collector.observability:4318"
+    assert settings["RAGOPS_TRACE_SAMPLING_RATIO"] == "0.1"
