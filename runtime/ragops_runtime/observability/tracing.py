@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,8 @@ EXPORT_TIMEOUT_SECONDS = 10.0
 MAX_QUEUE_SIZE = 2048
 """Spans waiting for export; beyond it new spans are dropped (and counted by the SDK), never waited for."""
 SCHEDULE_DELAY_MS = 1000
+SHUTDOWN_SECONDS = 3.0
+"""How long a stopping runtime waits for its last spans to leave; a stuck collector must not eat the grace period."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,12 @@ class Tracing:
             }
         )
         # Parent-based: a caller that sampled its own trace (traceparent header) is always followed.
-        provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(config.sampling_ratio)))
+        # shutdown_on_exit=False: the SDK's own atexit flush would wait on a stuck collector unbounded; see shutdown().
+        provider = TracerProvider(
+            resource=resource,
+            sampler=ParentBased(TraceIdRatioBased(config.sampling_ratio)),
+            shutdown_on_exit=False,
+        )
         exporter = OTLPSpanExporter(endpoint=traces_url(config.endpoint), timeout=EXPORT_TIMEOUT_SECONDS)
         provider.add_span_processor(
             BatchSpanProcessor(
@@ -111,10 +119,17 @@ class Tracing:
         )
         return QueryTrace(self.tracer, root)
 
-    def shutdown(self) -> None:
-        """Exports what is queued (bounded by the exporter's timeout) and stops the export thread."""
-        if self.provider is not None:
-            self.provider.shutdown()
+    def shutdown(self, wait_seconds: float = SHUTDOWN_SECONDS) -> None:
+        """Exports what is queued and stops, waiting at most `wait_seconds`: the rest is dropped.
+
+        The flush runs in a daemon thread, since an export blocked on a collector that never answers
+        cannot be interrupted; the process may exit while it still waits.
+        """
+        if self.provider is None:
+            return
+        flushing = threading.Thread(target=self.provider.shutdown, name="ragops-trace-shutdown", daemon=True)
+        flushing.start()
+        flushing.join(wait_seconds)
 
 
 class QueryTrace:
