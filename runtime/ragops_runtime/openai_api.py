@@ -32,7 +32,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .generation.prompt import Turn
@@ -153,10 +155,39 @@ def _service_error(exc: Exception) -> OpenAIError:
     return OpenAIError(503, "server_error", exc.code, str(exc), retry_after=exc.retry_after)
 
 
-def _validation_error(error: ValidationError) -> OpenAIError:
+def _validation_error(error: ValidationError | RequestValidationError) -> OpenAIError:
     first = error.errors()[0]
-    param = ".".join(str(part) for part in first["loc"]) or None
+    param = ".".join(str(part) for part in first["loc"] if part != "body") or None
     return OpenAIError(400, "invalid_request_error", "invalid_request", f"{param or 'body'}: {first['msg']}", param)
+
+
+class OpenAIRoute(APIRoute):
+    """Refuses an invalid body with OpenAI's 400 and error shape, not the runtime's own 422."""
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                response: Response = await handler(request)
+            except RequestValidationError as error:
+                return _validation_error(error).response()
+            return response
+
+        return handle
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """OpenAI's error shape, which its SDKs turn into their exceptions."""
+
+    error: ErrorDetail
 
 
 # ---- translation -------------------------------------------------------------------------------
@@ -374,7 +405,7 @@ def _event(data: dict[str, Any]) -> bytes:
 def openai_router(settings: RuntimeSettings, client_of: Callable[[Request], ClientIdentity]) -> APIRouter:
     """The routes; `client_of` gives the caller identity /v1/query uses (rate limit on `trusted`,
     version stickiness on `sticky_key`)."""
-    router = APIRouter(prefix="/v1", tags=["openai"])
+    router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
     model_id = settings.deployment
     keys = [key.strip() for key in (settings.api_keys.get_secret_value() if settings.api_keys else "").split(",")]
     keys = [key for key in keys if key]
@@ -413,7 +444,19 @@ def openai_router(settings: RuntimeSettings, client_of: Callable[[Request], Clie
                 param,
             )
 
-    @router.get("/models", responses={401: {}})
+    errors: dict[int | str, dict[str, Any]] = {
+        400: {"model": ErrorBody, "description": "Invalid request (the last message is not the user's, ...)."},
+        401: {"model": ErrorBody, "description": "Missing or wrong API key (when keys are configured)."},
+        404: {"model": ErrorBody, "description": "No such model: the model is the RagDeployment's name."},
+        413: {"model": ErrorBody, "description": "The body is over its limit (room for the longest conversation)."},
+        429: {"model": ErrorBody, "description": "Rate limit exceeded; see Retry-After."},
+        503: {
+            "model": ErrorBody,
+            "description": "A dependency is unavailable or the replica saturated; see Retry-After.",
+        },
+    }
+
+    @router.get("/models", responses={401: errors[401]})
     async def list_models(request: Request) -> Response:
         """One model: this RagDeployment."""
         try:
@@ -422,7 +465,7 @@ def openai_router(settings: RuntimeSettings, client_of: Callable[[Request], Clie
             return error.response()
         return JSONResponse({"object": "list", "data": [model_card()]})
 
-    @router.get("/models/{model}", responses={401: {}, 404: {}})
+    @router.get("/models/{model}", responses={401: errors[401], 404: errors[404]})
     async def get_model(model: str, request: Request) -> Response:
         try:
             authenticate(request)
@@ -433,31 +476,16 @@ def openai_router(settings: RuntimeSettings, client_of: Callable[[Request], Clie
 
     @router.post(
         "/chat/completions",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": ChatCompletionRequest.model_json_schema()}},
-            }
-        },
         responses={
             200: {"content": {"text/event-stream": {}}, "description": "A chat completion, or chunks when streaming."},
-            400: {},
-            401: {},
-            404: {},
-            413: {},
-            429: {},
-            503: {},
+            **errors,
         },
     )
-    async def chat_completions(request: Request) -> Response:
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         """Answer the last user message from the knowledge base, with the conversation before it."""
         created = int(time.time())
         try:
             authenticate(request)
-            try:
-                body = ChatCompletionRequest.model_validate_json(await request.body())
-            except ValidationError as error:
-                raise _validation_error(error) from None
             check_model(body.model, "model")
             question = to_question(body, client_of(request), settings.max_query_chars)
             service: QueryService = request.app.state.service
