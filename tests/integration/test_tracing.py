@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from tests.integration.test_runtime import QUESTION, publish
+from tests.integration.test_runtime import QUESTION, canary_corpus, publish, split, wait_for_traffic
 from tests.support.anthropic_messages import DEFAULT_API_KEY, running_anthropic_server
 from tests.support.otelcol import ReceivedSpan, running_collector
 from tests.support.ragops_serve import ragops_serve, scratch_database
@@ -85,7 +85,7 @@ def test_each_query_is_a_trace_with_a_span_per_stage(published_sample: str, tmp_
             )
             streamed_id = (streamed[-1].model_extra or {})["ragops"]["query_id"]
             cached = httpx.post(f"{url}/v1/query", json={"query": QUESTION}).json()
-            spans = collector.wait_for(5 + 5 + 1)
+            spans = collector.wait_for(6 + 6 + 2)  # every span of the three traces
 
     root, stages = by_query(spans, generated_id)
     # The caller's trace continues: the root is the child of the caller's span.
@@ -203,3 +203,28 @@ def test_a_collector_that_never_answers_delays_no_query(published_sample: str, t
         assert statistics.median(timings["stuck collector"]) < 3 * statistics.median(timings["off"]) + 0.05
     finally:
         black_hole.close()
+
+
+def test_canary_and_shadow_queries_are_traced_with_their_role(postgres_server: str, tmp_path: Path) -> None:
+    with scratch_database(postgres_server, "t_tracing_roles") as dsn, running_collector(tmp_path) as collector:
+        asyncio.run(publish(dsn, "v1"))
+        asyncio.run(publish(dsn, "v2", (canary_corpus(tmp_path),), activate=False))
+        settings = {**SETTINGS, "RAGOPS_GENERATION_PROVIDER": "none", "RAGOPS_OTLP_ENDPOINT": collector.endpoint}
+        with ragops_serve(dsn, settings, tmp_path / "serve.log") as url, httpx.Client(base_url=url) as client:
+            split(dsn, canary="v2", weight=0, shadow_percent=100, split_id="shadow-1")
+            wait_for_traffic(client, {"canaryVersion": "v2", "canaryWeight": 0, "shadowPercent": 100})
+            stable = client.post("/v1/query", json={"query": QUESTION}).json()
+            split(dsn, canary="v2", weight=100, shadow_percent=0, split_id="canary-1")
+            wait_for_traffic(client, {"canaryVersion": "v2", "canaryWeight": 100, "shadowPercent": 0})
+            canary = client.post("/v1/query", json={"query": "How long is the frame warranty?"}).json()
+            spans = collector.wait_for(4 + 3 + 4)
+    assert (stable["role"], canary["role"]) == ("stable", "canary")
+    root, _ = by_query(spans, stable["queryId"])
+    assert (root.attributes["ragops.role"], root.attributes["ragops.kb_version"]) == ("stable", "v1")
+    root, _ = by_query(spans, canary["queryId"])
+    assert (root.attributes["ragops.role"], root.attributes["ragops.kb_version"]) == ("canary", "v2")
+    [shadow] = [
+        span for span in spans if span.name == "invoke_workflow docs" and span.attributes["ragops.role"] == "shadow"
+    ]
+    root, stages = trace_of(spans, shadow.trace_id)
+    assert root.attributes["ragops.kb_version"] == "v2" and set(stages) == {EMBED, "retrieval sample/v2"}
