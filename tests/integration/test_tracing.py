@@ -63,6 +63,7 @@ def test_each_query_is_a_trace_with_a_span_per_stage(published_sample: str, tmp_
     ):
         settings = {
             **SETTINGS,
+            "RAGOPS_GENERATION_PROVIDER": "anthropic",
             "RAGOPS_ANTHROPIC_API_KEY": DEFAULT_API_KEY,
             "RAGOPS_ANTHROPIC_BASE_URL": fake.url,
             "RAGOPS_RERANKER_PROVIDER": "http",

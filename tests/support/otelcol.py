@@ -80,7 +80,9 @@ class Collector:
             spans = self.spans()
             if len(spans) >= count:
                 return spans
-            assert time.monotonic() < deadline, f"{len(spans)} spans after {timeout} s, expected {count}"
+            assert time.monotonic() < deadline, f"{len(spans)} spans after {timeout} s, expected {count}: " + ", ".join(
+                f"{span.name} ({span.trace_id[:6]})" for span in spans
+            )
             time.sleep(0.2)
 
 
