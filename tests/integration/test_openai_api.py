@@ -237,6 +237,25 @@ def test_errors_have_openai_shape_and_status(served: Served) -> None:
     assert extension.value.param == "ragops.top_k"
 
 
+def test_an_oversized_body_is_413_in_openai_shape_and_a_long_conversation_is_not(served: Served) -> None:
+    client = served.client()
+    # RAGOPS_MAX_QUERY_CHARS=2000: earlier turns may hold 10 x 2000 characters (here 19,000 outside the
+    # BMP, over 64 KiB however encoded: more than the body limit of /v1/query), the body room for them.
+    turns: list[ChatCompletionMessageParam] = []
+    for _ in range(5):
+        turns.append({"role": "user", "content": "\U0001d11e" * 1900})
+        turns.append({"role": "assistant", "content": "\U0001d11e" * 1900})
+    long = client.chat.completions.create(model=MODEL, messages=[*turns, {"role": "user", "content": QUESTION}])
+    assert long.choices[0].message.content
+    with pytest.raises(openai.APIStatusError) as oversized:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], extra_body={"padding": "x" * 400_000}
+        )
+    assert oversized.value.status_code == 413 and oversized.value.code == "body_too_large"
+    assert oversized.value.type == "invalid_request_error"
+    assert set(oversized.value.response.json()["error"]) == {"message", "type", "param", "code"}
+
+
 def test_langchain_chat_openai_invokes_and_streams(served: Served) -> None:
     # The fields' own names (the documented aliases are base_url, api_key and model), for mypy.
     chat = ChatOpenAI(
@@ -267,13 +286,14 @@ def test_rate_limited_and_saturated_are_429_and_503_with_retry_after(published_s
             "RAGOPS_REQUESTS_PER_MINUTE_PER_CLIENT": "2",
             "RAGOPS_MAX_CONCURRENT_REQUESTS": "1",
             "RAGOPS_CACHE_TTL_SECONDS": "0",
+            "RAGOPS_TRUSTED_CLIENT_HEADER": "X-Forwarded-For",
         }
         with ragops_serve(published_sample, settings, tmp_path / "serve.log") as url:
 
-            def client(name: str) -> openai.OpenAI:
-                return openai.OpenAI(
-                    base_url=f"{url}/v1", api_key="unused", max_retries=0, default_headers={"X-Client-Id": name}
-                )
+            def client(name: str, label: str | None = None) -> openai.OpenAI:
+                # The trusted header (as an ingress sets it) keys the rate limit; X-Client-Id only sticks a version.
+                headers = {"X-Forwarded-For": f"spoofed, {name}", "X-Client-Id": label or name}
+                return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, default_headers=headers)
 
             ask: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION}]
             limited = client("a")
@@ -283,6 +303,8 @@ def test_rate_limited_and_saturated_are_429_and_503_with_retry_after(published_s
                 limited.chat.completions.create(model=MODEL, messages=ask)
             assert too_many.value.code == "rate_limit_exceeded"
             assert int(too_many.value.response.headers["retry-after"]) >= 1
+            with pytest.raises(openai.RateLimitError):
+                client("a", label="a-new-client-id").chat.completions.create(model=MODEL, messages=ask)
 
             fake.script(Reply.slow(3.0))
             with ThreadPoolExecutor(1) as pool:

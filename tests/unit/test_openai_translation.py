@@ -9,6 +9,7 @@ import pytest
 
 from ragops_runtime.generation.prompt import Turn
 from ragops_runtime.openai_api import ChatCompletionRequest, OpenAIError, completion, passages_text, to_question
+from ragops_runtime.protection.identity import ClientIdentity
 from ragops_runtime.service import Answer
 from ragops_runtime.store.knowledge import RetrievedChunk
 
@@ -29,10 +30,11 @@ def test_the_last_user_message_is_the_query_and_the_rest_the_conversation() -> N
             temperature=0.2,
             ragops={"retrieval_only": True, "top_k": 4, "filters": {"team": "docs"}},
         ),
-        "client-1",
+        ClientIdentity(trusted="10.0.0.7", label="client-1"),
         2000,
     )
     assert question.query == "What is\nE07?"
+    assert (question.client.trusted, question.client.sticky_key) == ("10.0.0.7", "client-1")
     assert question.history == (Turn("user", "Hi"), Turn("assistant", "Hello"))
     assert question.instructions == "Be brief.\n\nCite sources."
     assert (question.retrieval_only, question.top_k, dict(question.filters)) == (True, 4, {"team": "docs"})
@@ -50,7 +52,7 @@ def test_the_last_user_message_is_the_query_and_the_rest_the_conversation() -> N
 )
 def test_requests_the_pipeline_cannot_answer_are_400_naming_why(messages: list[dict[str, Any]], code: str) -> None:
     with pytest.raises(OpenAIError) as refused:
-        to_question(request(*messages), "c", 10)
+        to_question(request(*messages), ClientIdentity(trusted="10.0.0.7"), 10)
     assert (refused.value.status, refused.value.code, refused.value.type) == (400, code, "invalid_request_error")
 
 
