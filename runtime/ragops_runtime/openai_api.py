@@ -36,6 +36,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException
 
 from .generation.prompt import Turn
 from .observability.tracing import remote_parent
@@ -172,6 +173,13 @@ class OpenAIRoute(APIRoute):
                 response: Response = await handler(request)
             except RequestValidationError as error:
                 return _validation_error(error).response()
+            except HTTPException as error:
+                if error.status_code != 400:
+                    raise
+                # FastAPI's answer to a body it could not decode (not UTF-8), in OpenAI's shape.
+                return OpenAIError(
+                    400, "invalid_request_error", "invalid_json", "body: not valid JSON (not UTF-8, or unreadable)"
+                ).response()
             return response
 
         return handle
