@@ -29,6 +29,20 @@ from tests.support.cluster_story import wait_for
 RAGOPS = str(Path(sys.executable).parent / "ragops")
 
 
+def settled_answer_log_rows(dsn: str) -> int:
+    """The answer log's row count once it holds still for two seconds (the writers flush every second)."""
+    counts: list[int] = []
+
+    def still() -> bool:
+        with psycopg.connect(dsn) as connection:
+            row = connection.execute("SELECT count(*) FROM ragops.answer_log").fetchone()
+        counts.append(int(row[0]) if row else 0)
+        return len(counts) >= 3 and counts[-1] == counts[-2] == counts[-3]
+
+    wait_for("the answer log to settle", still, timeout=30, interval=1.0)
+    return counts[-1]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -169,8 +183,8 @@ def test_a_split_reaches_every_replica_within_a_second_and_serves_its_share(pg_d
                     "sample", canary="v2", weight=30, shadow_percent=0, split_id="r/1", probe=GOLDEN_PROBES
                 )
 
-        with psycopg.connect(pg_dsn) as connection:
-            logged_before = connection.execute("SELECT count(*) FROM ragops.answer_log").fetchone()
+        # The replicas log answers from a background queue: count once their writers have caught up.
+        logged_before = settled_answer_log_rows(pg_dsn)
         asyncio.run(with_probes())
 
         def holders() -> list[Replica]:
@@ -191,8 +205,7 @@ def test_a_split_reaches_every_replica_within_a_second_and_serves_its_share(pg_d
         wait_for("another replica to take the probes over", lambda: len(holders()) == 1, timeout=10, interval=0.1)
         [successor] = holders()
         wait_for("probes again", lambda: probes_sent(http, successor.url) >= 10, timeout=10, interval=0.1)
-        with psycopg.connect(pg_dsn) as connection:
-            assert connection.execute("SELECT count(*) FROM ragops.answer_log").fetchone() == logged_before
+        assert settled_answer_log_rows(pg_dsn) == logged_before
 
         # Abort: weight 0 everywhere within a second, and the probes stop.
         aborted = asyncio.run(
