@@ -590,6 +590,9 @@ def _runtime_env(environ: dict[str, str] | os._Environ[str], *, proxy_port: int,
             "RAGOPS_CACHE_TTL_SECONDS": "0",
             # The injected delay is sized to the objective and must show as latency, not as timeouts.
             "RAGOPS_RETRIEVAL_TIMEOUT_MS": "60000",
+            # The demo's simulated users all come from 127.0.0.1 and name themselves in X-Client-Id,
+            # as a gateway that authenticates callers would: the rate limit keys on it, not the address.
+            "RAGOPS_TRUSTED_CLIENT_HEADER": "X-Client-Id",
         }
     )
     return env
