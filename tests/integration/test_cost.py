@@ -103,9 +103,10 @@ def test_cost_from_a_real_prometheus_scraping_the_runtime(published: str, tmp_pa
     input_tokens, output_tokens = spent_by_the_double(fake, [body["answer"] for body in bodies])
     spent = (input_tokens * SONNET_INPUT + output_tokens * SONNET_OUTPUT) / 1e6
     assert report["source"] == "prometheus" and report["scaleToMonth"] == pytest.approx(30 * 24 * 6)
-    # increase() extrapolates each series to the window's edges by nearly the same factor (one target, one
-    # scrape), so the ratios hold to within a percent; totals within Prometheus' extrapolation.
-    assert report["costPerQueryUsd"] == pytest.approx(spent / 4, rel=0.01)  # a cached answer costs nothing
+    # increase() extrapolates each series to the window's edges; series born at different scrapes (the
+    # cost series at start, a query label at its first query) get slightly different factors: measured up
+    # to 1.1 % apart. Three percent still tells a free cached answer from a billed one (that would be +33 %).
+    assert report["costPerQueryUsd"] == pytest.approx(spent / 4, rel=0.03)  # a cached answer costs nothing
     services = report["services"]
     assert services["generation output"]["quantity"] / services["generation input"]["quantity"] == pytest.approx(
         output_tokens / input_tokens, rel=0.01
