@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 import psycopg
 from psycopg import sql
 
+from .errors import first_line
 from .rollout import ServedSplit
 from .store import ACTIVATION_CHANNEL, KnowledgeStore, VersionRecord
 
@@ -100,7 +101,7 @@ class ActiveVersionWatcher:
                             if json.loads(note.payload)["kb"] == self._kb:
                                 self._wake.set()
             except psycopg.Error as error:
-                log.warning("activation listener lost its connection: %s", _first_line(error))
+                log.warning("activation listener lost its connection: %s", first_line(error))
                 await asyncio.sleep(min(self._poll_seconds * 4, 5.0))
 
     async def _refresh_once(self) -> None:
@@ -111,7 +112,7 @@ class ActiveVersionWatcher:
         except Exception as error:
             # Anything failing here is an outage to report through /readyz, never a reason to crash
             # the task that keeps the served version current.
-            self._problem = f"database unreachable: {_first_line(error)}"
+            self._problem = f"database unreachable: {first_line(error)}"
             if self._store is not None:
                 with contextlib.suppress(Exception):
                     await self._store.close()
@@ -173,8 +174,3 @@ def _shares(split: ServedSplit | None) -> tuple[object, ...]:
     if split is None or split.canary is None:
         return ()
     return (split.canary.version, split.canary_weight, split.shadow_percent, split.split_id)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

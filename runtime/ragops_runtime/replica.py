@@ -46,6 +46,7 @@ import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from .errors import first_line
 from .observability.metrics import RuntimeMetrics
 from .store import KnowledgeStore, VersionRecord
 
@@ -163,7 +164,7 @@ class ReadRouter:
             # primary answers this one, the replica stays in use.
             outcome = "conflict"
         except (PoolTimeout, psycopg.OperationalError) as error:
-            self._down(_first_line(error), replica)
+            self._down(first_line(error), replica)
             outcome = "unavailable"
         self._metrics.replica_read(outcome)
         return await self._on_primary(work)
@@ -177,7 +178,7 @@ class ReadRouter:
                     await connection.execute("SELECT 1")
                 return None
             except (PoolTimeout, psycopg.Error) as error:
-                self._down(_first_line(error), replica)
+                self._down(first_line(error), replica)
         try:
             async with self._primary.connection(timeout=self._wait) as connection:
                 await connection.execute("SELECT 1")
@@ -234,7 +235,7 @@ class ReadRouter:
         except TimeoutError:
             return f"no answer within {self._wait:g} s"
         except (OSError, psycopg.Error) as error:
-            return _first_line(error)
+            return first_line(error)
         return None
 
     async def _open(self) -> None:
@@ -244,8 +245,3 @@ class ReadRouter:
         self._replica = pool
         self._problem = None
         self._metrics.set_replica_up(True)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -34,6 +34,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .answer_log import AnswerLogWriter
 from .embedding import Embedder, EmbeddingError, make_embedder
+from .errors import first_line
 from .generation.anthropic import AnthropicGenerator, Generation, GenerationUnavailable
 from .generation.pricing import Price, cost_usd
 from .generation.prompt import Turn
@@ -478,7 +479,7 @@ class QueryService:
             ) from None
         except (PoolTimeout, psycopg.OperationalError) as error:
             raise ServiceUnavailable(
-                "database_unavailable", f"the database is unavailable: {_first_line(error)}", retry_after=2
+                "database_unavailable", f"the database is unavailable: {first_line(error)}", retry_after=2
             ) from None
         except EmbeddingError as error:
             raise ServiceUnavailable(
@@ -757,11 +758,6 @@ def _conversation_digest(question: Question) -> str:
 
 def _join(first: str | None, second: str) -> str:
     return f"{first}; {second}" if first else second
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def passages(chunks: Sequence[RetrievedChunk]) -> list[dict[str, Any]]:

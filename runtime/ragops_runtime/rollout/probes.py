@@ -34,6 +34,7 @@ from typing import Any
 
 import psycopg
 
+from ..errors import first_line
 from ..observability.metrics import RuntimeMetrics
 from ..store import ProbePlan, ProbeQuery, RetrievedChunk, VersionRecord
 from .assignment import ServedSplit
@@ -117,7 +118,7 @@ class ProbeRunner:
                 raise
             except Exception as error:
                 # The lock session or the database is gone: another replica may take over meanwhile.
-                log.warning("golden probes paused: %s", _first_line(error))
+                log.warning("golden probes paused: %s", first_line(error))
                 await self._release()
                 await self._wait(self._lock_retry_seconds)
 
@@ -204,8 +205,3 @@ class ProbeRunner:
             return False
         self._changed.clear()
         return True
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

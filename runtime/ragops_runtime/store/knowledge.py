@@ -48,6 +48,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from ..errors import first_line
 from .identifiers import derived_identifier, sanitized_name
 from .migrations import ColumnMigration, IndexMigration, add_missing_columns, add_missing_indexes
 
@@ -495,7 +496,7 @@ class KnowledgeStore:
         try:
             connection = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
         except psycopg.OperationalError as error:
-            raise StoreError(f"cannot connect to PostgreSQL: {_first_line(error)}") from None
+            raise StoreError(f"cannot connect to PostgreSQL: {first_line(error)}") from None
         store = cls(connection, index_build_memory=index_build_memory)
         try:
             await store.ensure_schema()
@@ -1873,7 +1874,3 @@ def _version_record(row: dict[str, Any]) -> VersionRecord:
         created_at=row["created_at"],
         built_at=row["built_at"],
     )
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
