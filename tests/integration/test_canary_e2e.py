@@ -32,7 +32,7 @@ from tests.integration.test_kb import TOPICS, write_corpus
 from tests.integration.test_operator import apply, condition, eventually, get, running_operator
 from tests.integration.test_operator_e2e import config_map_from, events, phase, settings_config_map
 from tests.integration.test_rollout import kubectl_ragops, rollout, traffic, wait_condition
-from tests.support.cluster_story import running_runtime
+from tests.support.cluster_story import running_runtime, wait_for
 from tests.support.controlplane import ControlPlane
 from tests.support.http_double import free_port
 from tests.support.kubelet import ProcessKubelet
@@ -178,7 +178,12 @@ def canary_stack(
             def ready(name: str = name) -> bool:
                 return phase(plane, namespace, "kbv", name) == "Ready"
 
-            eventually(f"{name} Ready", ready, timeout=240)
+            try:
+                wait_for(f"{name} Ready", ready, timeout=240)
+            except TimeoutError as error:
+                # What the next look needs: the versions' conditions and the Jobs' pods as the apiserver has them.
+                state = plane.kubectl("get", "kbv,jobs,pods", "-n", namespace, "-o", "yaml", check=False).stdout
+                pytest.fail(f"{error}\n{state[-20000:]}")
         first["spec"]["monitoring"]["prometheusUrl"] = prometheus.url
         apply(plane, namespace, first)
         settings = eventually(
