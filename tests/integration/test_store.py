@@ -574,3 +574,21 @@ async def test_verdicts_are_kept_and_activation_needs_one_made_with_the_required
         async with store.connection.transaction():
             cursor = await store.connection.execute("SELECT count(*) FROM ragops.kb_verdicts")
             assert (await cursor.fetchone()) == (3 + 1,)
+
+
+async def test_first_builds_of_several_versions_at_once_all_register(pg_dsn: str) -> None:
+    # Three build Jobs of a new knowledge base start together: each creates the shared chunk and
+    # lexicon tables "if not exists", which PostgreSQL does not make safe against a concurrent
+    # creator (a catalog unique violation). A full suite run lost a build Job attempt to it.
+    stores = [await KnowledgeStore.connect(pg_dsn) for _ in range(3)]
+    try:
+        for attempt in range(5):
+            records = await asyncio.gather(
+                *(store.begin_version(f"kb{attempt}", f"v{i}", SPACE, SETTINGS) for i, store in enumerate(stores))
+            )
+            assert [record.version for record in records] == ["v0", "v1", "v2"]
+            for store, record in zip(stores, records, strict=True):
+                await store.end_build(record)
+    finally:
+        for store in stores:
+            await store.close()

@@ -570,6 +570,7 @@ class KnowledgeStore:
                     "WHERE id = %s AND status = 'failed'",
                     (record.id,),
                 )
+                await self._lock_chunk_table_ddl(kb, space)
                 await self._ensure_chunk_table(kb, space)
             await self.fail_interrupted_builds(kb)
         except BaseException:
@@ -632,6 +633,18 @@ class KnowledgeStore:
             {"kb": kb, "mine": sorted(self._leases), "error": INTERRUPTED_BUILD, "lease": _BUILD_LEASE},
         )
         return sorted(version for (version,) in await cursor.fetchall())
+
+    async def _lock_chunk_table_ddl(self, kb: str, space: EmbeddingSpace) -> None:
+        """Serializes DDL on one chunk table's family until the transaction ends.
+
+        `CREATE ... IF NOT EXISTS` is not safe against a concurrent creator: the loser fails on a
+        catalog unique index (pg_type_typname_nsp_index) instead of finding the table. The first
+        builds of several versions of a new knowledge base start together as a matter of course.
+        """
+        await self._conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('ragops.chunk_table'), hashtext(%s))",
+            (chunk_table_name(kb, space),),
+        )
 
     async def _ensure_chunk_table(self, kb: str, space: EmbeddingSpace) -> None:
         chunks = derived_identifier(kb, space.key, suffix="_chunks")
@@ -700,6 +713,7 @@ class KnowledgeStore:
         chunks = derived_identifier(record.kb, space.key, suffix="_chunks")
         opclass, _ = _DISTANCE_SQL[space.distance]
         async with self._conn.transaction():
+            await self._lock_chunk_table_ddl(record.kb, space)
             await self._conn.execute(
                 sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(self._index_build_memory))
             )
@@ -728,12 +742,16 @@ class KnowledgeStore:
                 ).fetchall()
                 await self._index_terms(record, [chunk_id for (chunk_id,) in ids])
         # The postings index is built after the first bulk load, like HNSW: much faster than row by row.
-        await self._conn.execute(
-            sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {postings} (term, impact DESC) INCLUDE (chunk_id)").format(
-                name=sql.Identifier(sanitized_name(record.kb, space.key, suffix="_postings_idx")),
-                postings=lexicon.postings,
+        async with self._conn.transaction():
+            await self._lock_chunk_table_ddl(record.kb, space)
+            await self._conn.execute(
+                sql.SQL(
+                    "CREATE INDEX IF NOT EXISTS {name} ON {postings} (term, impact DESC) INCLUDE (chunk_id)"
+                ).format(
+                    name=sql.Identifier(sanitized_name(record.kb, space.key, suffix="_postings_idx")),
+                    postings=lexicon.postings,
+                )
             )
-        )
         # VACUUM too, not only ANALYZE: it sets the visibility map, without which every posting an
         # index-only scan reads costs a heap fetch.
         for table in (lexicon.postings, lexicon.terms, lexicon.stats):
