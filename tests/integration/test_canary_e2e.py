@@ -168,7 +168,7 @@ def canary_stack(
     port = free_port()
     (tmp_path / "prometheus").mkdir()
     with ExitStack() as stack:
-        stack.enter_context(ProcessKubelet(plane, [namespace]))
+        kubelet = stack.enter_context(ProcessKubelet(plane, [namespace]))
         prometheus = stack.enter_context(running_prometheus([f"127.0.0.1:{port}"], tmp_path / "prometheus"))
         stack.enter_context(running_operator(plane, namespace, monkeypatch))
         for name, corpus in versions.items():
@@ -181,9 +181,13 @@ def canary_stack(
             try:
                 wait_for(f"{name} Ready", ready, timeout=240)
             except TimeoutError as error:
-                # What the next look needs: the versions' conditions and the Jobs' pods as the apiserver has them.
-                state = plane.kubectl("get", "kbv,jobs,pods", "-n", namespace, "-o", "yaml", check=False).stdout
-                pytest.fail(f"{error}\n{state[-20000:]}")
+                # What the next look needs: every version's conditions and every Job pod's run with its log.
+                conditions = plane.kubectl(
+                    "get", "kbv", "-n", namespace, "-o",
+                    "jsonpath={range .items[*]}{.metadata.name}: {.status.conditions}{'\\n'}{end}",
+                    check=False,
+                ).stdout  # fmt: skip
+                pytest.fail(f"{error}\n{conditions}\n{kubelet.report()}")
         first["spec"]["monitoring"]["prometheusUrl"] = prometheus.url
         apply(plane, namespace, first)
         settings = eventually(

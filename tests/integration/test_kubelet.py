@@ -142,7 +142,13 @@ def test_a_failed_pod_is_replaced_within_the_backoff_limit(
     workloads: ControlPlane, namespace: str, tmp_path: Path
 ) -> None:
     marker = tmp_path / "first-attempt-done"
-    flaky = job("flaky", ["sh", "-c", f"test -e {marker} || {{ touch {marker}; exit 4; }}"], backoff_limit=1)
+    flaky = job(
+        "flaky",
+        ["sh", "-c", f"test -e {marker} || {{ touch {marker}; exit 4; }}", "sh", "/scratch/out"],
+        backoff_limit=1,
+        container={"volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]},
+        volumes=[{"name": "scratch", "emptyDir": {}}],
+    )
     with ProcessKubelet(workloads, [namespace]) as kubelet:
         apply(workloads, namespace, flaky)
         status = wait_for_job(workloads, namespace, "flaky", "Complete")["status"]
@@ -152,6 +158,9 @@ def test_a_failed_pod_is_replaced_within_the_backoff_limit(
     first = kubelet.runs_of("flaky")[0]
     assert (first.exit_code, second.exit_code) == (4, 0)
     assert first.pod != second.pod
+    # Like a container's, a retry's paths are the first attempt's: a resumed build re-registers its
+    # version with the same `--source` arguments (per-pod paths once made the store refuse it).
+    assert first.args[-1] == second.args[-1] != "/scratch/out"
 
 
 def test_config_map_and_empty_dir_volumes_are_mounted(workloads: ControlPlane, namespace: str) -> None:

@@ -290,6 +290,26 @@ def _project_sources(directory: Path, pod: Manifest, sources: Sequence[Manifest]
             raise UnsupportedPod(f"projected volume source {sorted(source)} is not supported")
 
 
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+
+
+def pod_directory_name(pod: Manifest) -> str:
+    """The scratch directory of a pod's volumes: one per Job (and completion index), not per pod.
+
+    A real kubelet gives every attempt of a Job the same container paths; paths rewritten into
+    a per-pod directory would make a retried build's `--source` arguments differ from the first
+    attempt's, and the store rightly refuses a version re-registered with other sources. The Job
+    controller starts a replacement only once the failed pod is gone (podReplacementPolicy), so
+    two attempts never share the directory at the same time.
+    """
+    metadata = pod["metadata"]
+    job = (metadata.get("labels") or {}).get(JOB_NAME_LABEL)
+    if not job:
+        return f"{metadata['namespace']}.{metadata['name']}"
+    index = (metadata.get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION)
+    return f"{metadata['namespace']}.job.{job}" + (f".{index}" if index is not None else "")
+
+
 def materialize_volumes(pod: Manifest, container: Manifest, objects: _Objects, root: Path) -> dict[str, Path]:
     """Fills a host directory per mounted volume; returns mount path -> host path."""
     volumes: dict[str, Manifest] = {volume["name"]: volume for volume in pod["spec"].get("volumes") or []}
@@ -517,6 +537,7 @@ class ProcessKubelet:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._workers: dict[str, _Worker] = {}
+        self._directories: dict[str, threading.Lock] = {}
         self._runs: list[PodRun] = []
         self._errors: list[str] = []
         self._poller: threading.Thread | None = None
@@ -564,6 +585,16 @@ class ProcessKubelet:
         """Problems of the watch itself (a failed pod list or status patch); empty when all went well."""
         with self._lock:
             return list(self._errors)
+
+    def report(self) -> str:
+        """Every run so far, one paragraph each (exit code, why it stopped, the log's tail): for a failure message."""
+        paragraphs = [
+            f"{run.namespace}/{run.pod} (job {run.job}): exit {run.exit_code}"
+            + (f", {run.error}" if run.error else "")
+            + (f"\n{log_tail(run.stderr)}" if run.stderr else "")
+            for run in self.runs
+        ]
+        return "\n".join([*paragraphs, *(f"kubelet: {error}" for error in self.errors)])
 
     def runs_of(self, job: str) -> list[PodRun]:
         return [run for run in self.runs if run.job == job]
@@ -672,6 +703,20 @@ class ProcessKubelet:
             self._runs.append(run)
 
     def _run_pod(self, pod: Manifest, cancel: threading.Event) -> None:
+        name = pod_directory_name(pod)
+        with self._lock:
+            directory = self._directories.setdefault(name, threading.Lock())
+        # An attempt still stopping (a deleted pod) keeps the Job's directory until its process is gone.
+        while not directory.acquire(timeout=1.0):
+            if cancel.is_set() or self._stopping.is_set():
+                self._record(pod, None, error="stopped waiting for the previous attempt of its Job to end")
+                return
+        try:
+            self._run_pod_guarded(pod, cancel)
+        finally:
+            directory.release()
+
+    def _run_pod_guarded(self, pod: Manifest, cancel: threading.Event) -> None:
         try:
             self._run_pod_unguarded(pod, cancel)
         except Exception as error:  # a bug here must show in the test, not vanish with the thread
@@ -681,7 +726,7 @@ class ProcessKubelet:
     def _run_pod_unguarded(self, pod: Manifest, cancel: threading.Event) -> None:
         assert self._workdir is not None
         metadata = pod["metadata"]
-        root = self._workdir / f"{metadata['namespace']}.{metadata['name']}"
+        root = self._workdir / pod_directory_name(pod)
         shown = ""
         while True:
             try:
