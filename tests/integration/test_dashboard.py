@@ -88,25 +88,30 @@ class Users:
         self._lock = threading.Lock()
 
     def serve(self, stable: str, canary: str | None) -> None:
+        """Switches the traffic; the new versions' first query, rating and cost are counted before this returns."""
         with self._lock:
             self.metrics.prepare_split(stable, canary, probes=False)
             self.versions = (stable, canary)
+            self._round()
 
     def _run(self) -> None:
         while not self._stop.wait(0.1):
             with self._lock:
-                stable, canary = self.versions
-            if not stable:
-                continue
-            served = [(stable, "stable", 0.08, 0.85, 0.002)]
-            if canary:
-                served.append((canary, "canary", 0.095, 0.8, 0.0024))
-            for kb_version, role, seconds, rating, usd in served:
-                self.metrics.observe_query(
-                    mode="full", status="ok", seconds=seconds, stages={}, kb_version=kb_version, role=role
-                )
-                self.metrics.feedback(rating, kb_version=kb_version, role=role)
-                self.metrics.cost(service="generation", usd=usd, kb_version=kb_version, role=role)
+                self._round()
+
+    def _round(self) -> None:
+        stable, canary = self.versions
+        if not stable:
+            return
+        served = [(stable, "stable", 0.08, 0.85, 0.002)]
+        if canary:
+            served.append((canary, "canary", 0.095, 0.8, 0.0024))
+        for kb_version, role, seconds, rating, usd in served:
+            self.metrics.observe_query(
+                mode="full", status="ok", seconds=seconds, stages={}, kb_version=kb_version, role=role
+            )
+            self.metrics.feedback(rating, kb_version=kb_version, role=role)
+            self.metrics.cost(service="generation", usd=usd, kb_version=kb_version, role=role)
 
     def __enter__(self) -> Users:
         self._thread.start()
@@ -399,12 +404,15 @@ def test_the_dashboard_reads_objects_events_and_prometheus_ranges(
 
     pod = RuntimeMetrics(DeploymentIdentity(namespace=namespace, deployment="docs", pod="docs-runtime-0"))
     (tmp_path / "prometheus").mkdir()
+    users = Users(pod)
+    # Every series exists before the first scrape: a cost series born a scrape after its query
+    # series reads up to 10 % off in the first minute of rate() extrapolation (seen in a full run).
+    users.serve("docs-v1", "docs-v2")
     with (
         serving_metrics(pod) as target,
         running_prometheus([target], tmp_path / "prometheus") as prometheus,
-        Users(pod) as users,
+        users,
     ):
-        users.serve("docs-v1", "docs-v2")
         selector = f'namespace="{namespace}",kb_version="docs-v2",role="canary"'
         prometheus.wait_for(f"sum(ragops_queries_total{{{selector}}})", 30, at_least=True)
         admin = ("--kubeconfig", str(plane.kubeconfig))
