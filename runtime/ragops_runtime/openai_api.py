@@ -319,6 +319,15 @@ def usage(answer: Answer) -> dict[str, Any]:
     }
 
 
+def finish_reason(answer: Answer) -> str:
+    """OpenAI's name for why the answer ended: `length` when the model hit its token limit."""
+    if answer.stop_reason == "max_tokens":
+        return "length"
+    if answer.stop_reason == "refusal":
+        return "content_filter"
+    return "stop"
+
+
 def completion(answer: Answer, model: str, created: int) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{answer.query_id.hex}",
@@ -330,7 +339,7 @@ def completion(answer: Answer, model: str, created: int) -> dict[str, Any]:
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": answer.answer or passages_text(answer), "refusal": None},
-                "finish_reason": "stop",
+                "finish_reason": finish_reason(answer),
                 "logprobs": None,
             }
         ],
@@ -385,7 +394,7 @@ async def completion_chunks(
                 if answer.answer is None:
                     # No generation, or it failed: the passages are the answer (after what was streamed).
                     yield chunk({"content": ("\n\n" if sent_content else "") + passages_text(answer)})
-                yield chunk({}, "stop", ragops=extension(answer))
+                yield chunk({}, finish_reason(answer), ragops=extension(answer))
                 if include_usage:
                     yield _event(
                         {

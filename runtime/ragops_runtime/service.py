@@ -109,6 +109,8 @@ class Answer:
     """Why generation failed, typed, when it did (`degraded_reason` says it in words): a job retries on it."""
     role: Role = "stable"
     """Whether `kb_version` answered as the stable version or as the canary of a rollout."""
+    stop_reason: str | None = None
+    """Why generation stopped, as the model API said it (`end_turn`, `max_tokens`, ...); None without generation."""
 
     @property
     def degraded(self) -> bool:
@@ -566,6 +568,7 @@ class QueryService:
             timings_ms={**retrieved.timings_ms, "total": total},
             generation_error=generation_error,
             role=retrieved.role,
+            stop_reason=generation.stop_reason if generation else None,
         )
         labels = _labels(retrieved)
         if generation:
@@ -689,6 +692,7 @@ def answer_to_json(answer: Answer) -> dict[str, Any]:
         "costUsd": answer.cost_usd,
         "timingsMs": dict(answer.timings_ms),
         "role": answer.role,
+        "stopReason": answer.stop_reason,
     }
 
 
@@ -720,6 +724,7 @@ def answer_from_json(data: Any) -> Answer:
         timings_ms={str(stage): float(ms) for stage, ms in data["timingsMs"].items()},
         # Entries written before progressive delivery carry no role; a cache hit sets the current one anyway.
         role="canary" if data.get("role") == "canary" else "stable",
+        stop_reason=data.get("stopReason"),
     )
 
 

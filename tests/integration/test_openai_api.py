@@ -174,6 +174,23 @@ def test_streaming_sends_openai_chunks_with_the_extension_and_usage(served: Serv
     assert (again[-1].model_extra or {})["ragops"]["mode"] == "cached"
 
 
+def test_an_answer_cut_at_the_token_limit_finishes_with_length(served: Served) -> None:
+    # Longer than the deployment's 500 output tokens: the API cuts it off and says max_tokens.
+    client = served.client()
+    served.fake.script(Reply.answer("The frame warranty covers the frame [1]. " * 80))
+    cut = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Tell me all about the frame warranty."}]
+    )
+    assert cut.choices[0].finish_reason == "length"
+    served.fake.script(Reply.answer("The frame warranty covers the frame [1]. " * 80))
+    streamed = list(
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Everything on the frame warranty?"}], stream=True
+        )
+    )
+    assert [chunk.choices[0].finish_reason for chunk in streamed if chunk.choices][-1] == "length"
+
+
 def test_retrieval_only_mode_answers_with_the_passages(served: Served) -> None:
     client = served.client()
     before = len(served.fake.requests)
