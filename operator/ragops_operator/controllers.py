@@ -362,7 +362,14 @@ def _version_spec(version: Mapping[str, Any]) -> KnowledgeBaseVersionSpec | None
 
 def _history(status: dict[str, Any]) -> tuple[Revision, ...]:
     return tuple(
-        Revision(r["revision"], r["kbVersion"], r["runtimeHash"], datetime.fromisoformat(r["promotedAt"]), r["outcome"])
+        Revision(
+            r["revision"],
+            r["kbVersion"],
+            r["runtimeHash"],
+            datetime.fromisoformat(r["promotedAt"]),
+            r["outcome"],
+            r.get("message"),
+        )
         for r in status.get("history") or []
     )
 

@@ -321,6 +321,7 @@ def test_an_slo_breach_rolls_back_to_the_last_known_good_version_and_stays(
             assert status["activeVersion"] == "docs-v1" and active_version(pg_dsn) == "docs-v1"
             assert "p95LatencyMs=" in condition(rolled, "RolledBack")["message"]
             assert [r["outcome"] for r in status["history"]][-1] == "RolledBack"
+            assert status["history"][-1]["message"] == condition(rolled, "RolledBack")["message"]
             # The runtime template is v1's again (its own settings ConfigMap), though the spec still says v3's.
             v1_revision = next(r for r in status["history"] if r["kbVersion"] == "docs-v1")
             assert status["runtimeRevision"] == v1_revision["runtimeHash"] != v3_template[0]

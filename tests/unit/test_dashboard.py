@@ -164,6 +164,17 @@ def test_rollbacks_carry_their_reasons_from_events_and_the_abort_is_not_repeated
     assert [e["reason"] for e in card["events"]] == ["RolloutAborted", "WeightChanged", "RolledBack"]  # newest first
 
 
+def test_a_rollback_reason_kept_in_status_outlives_its_event() -> None:
+    obj = deployment({**IN_FLIGHT, "phase": "Aborted"})
+    obj["status"]["history"][1]["message"] = "p95LatencyMs=2300>1000"
+    card = build_snapshot([obj], [], [], NOW)["deployments"][0]  # the RolledBack Event has expired
+    assert [(r["revision"], r["reason"]) for r in card["history"]] == [
+        (3, None),
+        (2, "p95LatencyMs=2300>1000"),
+        (1, None),
+    ]
+
+
 def test_versions_of_the_deployment_s_knowledge_base_with_their_gate_and_role() -> None:
     versions = [
         version("docs-v1", "2026-03-01T10:00:00Z"),

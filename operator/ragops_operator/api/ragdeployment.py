@@ -511,6 +511,11 @@ class Revision(StatusModel):
     outcome: Literal["Baking", "KnownGood", "Superseded", "RolledBack"] = Field(
         description="Baking, KnownGood, Superseded by a later revision, or RolledBack after an SLO breach."
     )
+    message: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Why it was rolled back (the breached objectives), kept after the Event has expired.",
+    )
 
 
 class RagDeploymentStatus(StatusModel):

@@ -287,11 +287,12 @@ def _thresholds(spec: Mapping[str, Any]) -> Json | None:
 
 
 def _history(status: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> list[Json]:
-    """status.history, newest first; a rolled-back revision with the reason its RolledBack Event gave."""
+    """status.history, newest first; a rolled-back revision with its reason: the one status keeps, else
+    (a revision rolled back by an operator from before it kept them) the one its RolledBack Event gave."""
     rows = []
     for revision in reversed(status.get("history") or []):
-        reason = None
-        if revision.get("outcome") == "RolledBack":
+        reason = revision.get("message")
+        if reason is None and revision.get("outcome") == "RolledBack":
             prefix = f"rolled back {revision.get('kbVersion')} to "
             reason = next(
                 (

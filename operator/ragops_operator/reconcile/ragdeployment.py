@@ -49,15 +49,20 @@ class Revision:
     runtime_hash: str
     promoted_at: datetime
     outcome: Literal["Baking", "KnownGood", "Superseded", "RolledBack"]
+    message: str | None = None
+    """Why a RolledBack revision was rolled back: Events expire (an hour by default), history stays."""
 
     def to_status(self) -> dict[str, Any]:
-        return {
+        status: dict[str, Any] = {
             "revision": self.revision,
             "kbVersion": self.kb_version,
             "runtimeHash": self.runtime_hash,
             "promotedAt": self.promoted_at.isoformat(),
             "outcome": self.outcome,
         }
+        if self.message is not None:
+            status["message"] = self.message
+        return status
 
 
 @dataclass(frozen=True)
@@ -214,16 +219,18 @@ def plan_rollout(
     current = current_revision(history)
     desired = observed.desired
 
-    def replace_outcome(target: Revision, outcome: Literal["KnownGood", "Superseded", "RolledBack"]) -> None:
+    def replace_outcome(
+        target: Revision, outcome: Literal["KnownGood", "Superseded", "RolledBack"], message: str | None = None
+    ) -> None:
         history[history.index(target)] = Revision(
-            target.revision, target.kb_version, target.runtime_hash, target.promoted_at, outcome
+            target.revision, target.kb_version, target.runtime_hash, target.promoted_at, outcome, message
         )
 
     rolled_back = False
     if observed.rollback is not None and current is not None:
         target = _rollback_target(history, current)
         if target is not None:
-            replace_outcome(current, "RolledBack")
+            replace_outcome(current, "RolledBack", observed.rollback.message[:1024])
             events.append(
                 Event(
                     "Warning",

@@ -82,6 +82,8 @@ def test_a_deployment_s_life_without_loops() -> None:
     rolled = step(observe("v3", READY, v3.history, rollback=RollbackRequest("p95LatencyMs=1830>1000")), v3, 15)
     assert rolled.serve is not None and rolled.serve.kb_version == "v1"
     assert [r.outcome for r in rolled.history] == ["KnownGood", "RolledBack"]
+    # The reason stays in status.history after the Event has expired.
+    assert [r.to_status().get("message") for r in rolled.history] == [None, "p95LatencyMs=1830>1000"]
     assert condition(rolled, "RolledBack")["status"] == "True"
     assert condition(rolled, "RolledBack")["message"] == "p95LatencyMs=1830>1000"
     assert rolled.events[0].type == "Warning" and "rolled back v3 to v1" in rolled.events[0].message
@@ -89,6 +91,7 @@ def test_a_deployment_s_life_without_loops() -> None:
     # The spec still asks for v3: it is not promoted again, and says why.
     held = step(observe("v3", READY, rolled.history), rolled, 16)
     assert held.serve is not None and held.serve.kb_version == "v1" and len(held.history) == 2
+    assert held.history[-1].message == "p95LatencyMs=1830>1000"
     assert condition(held, "Degraded")["reason"] == "RolledBack"
     assert "change spec.knowledgeBase.version or the runtime" in condition(held, "Degraded")["message"]
     assert condition(held, "RolledBack")["status"] == "True"
