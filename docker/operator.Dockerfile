@@ -32,13 +32,19 @@ ENV PATH=/opt/uv/bin:$PATH \
     UV_LINK_MODE=copy \
     UV_NO_CACHE=1
 WORKDIR /src
-# Dependencies first: a source change does not reinstall them.
+# Dependencies first: a source change does not reinstall them. Left out: hf-xet (11 MB), which
+# huggingface_hub uses only to download from the Hub (ragops reads the static model from the
+# wordllama wheel, never downloads); then what no pod ever runs: C/C++ sources and type stubs
+# shipped in wheels, numpy's own test suite (about 30 MB together, measured 2026-12-05).
 COPY pyproject.toml uv.lock ./
-RUN uv sync --frozen --no-dev --no-editable --no-install-project
+RUN uv sync --frozen --no-dev --no-editable --no-install-project --no-install-package hf-xet \
+ && site=/opt/ragops/lib/python3.11/site-packages \
+ && find "$site" -type f \( -name '*.c' -o -name '*.cpp' -o -name '*.h' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.pyi' \) -delete \
+ && find "$site/numpy" -depth -type d -name tests -exec rm -rf {} +
 COPY README.md ./
 COPY operator/ragops_operator operator/ragops_operator
 COPY runtime/ragops_runtime runtime/ragops_runtime
-RUN uv sync --frozen --no-dev --no-editable
+RUN uv sync --frozen --no-dev --no-editable --no-install-package hf-xet
 
 FROM ${BASE}
 # Only the virtual environment crosses over: no uv, no pip, no sources, no compilers, no caches.

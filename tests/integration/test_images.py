@@ -37,11 +37,12 @@ from tests.support.podman import (
     running_registry,
 )
 
-SIZE_GOAL_BYTES = 330_000_000
-"""The runtime image's size goal (uncompressed, as `podman images` counts it). 250 MB until the default
-embedder became the static model from the `wordllama` wheel (issue 17), which adds about 70 MB: its
-16 MB of weights and compiled helpers, `tokenizers` and what it pulls in (huggingface_hub, hf_xet),
-`selectolax`. Measured 321 MB for both images on 2026-12-04."""
+SIZE_GOAL_BYTES = 300_000_000
+"""The runtime image's size bound (uncompressed, as `podman images` counts it). The issue's goal is 250 MB;
+the default embedder's static model from the `wordllama` wheel (issue 17) adds about 70 MB: its 16 MB of
+weights and compiled helpers, `tokenizers` and what it pulls in (huggingface_hub), `selectolax`; tracing
+adds the OpenTelemetry SDK and exporter. Measured 321 MB on 2026-12-04, 329.6 MB with tracing, 289.7 MB on
+2026-12-05 once hf-xet, C sources, type stubs and numpy's tests were left out (docker/*.Dockerfile)."""
 
 BUILD_TOOLS = {"sh", "bash", "dash", "gcc", "cc", "c++", "ld", "make", "apt", "apt-get", "dpkg", "pip", "pip3", "uv"}
 
