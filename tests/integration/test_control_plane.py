@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 
 import pytest
 import yaml
 
+from tests.support.cluster_story import wait_for
 from tests.support.controlplane import FAKE_NODE_NAME, ControlPlane
 from tests.support.kubelet import ProcessKubelet
 
 pytestmark = [pytest.mark.cluster, pytest.mark.workloads]
-
-
-def wait_for(description: str, check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    pytest.fail(f"timed out after {timeout}s waiting for {description}")
 
 
 def test_deployment_pods_are_scheduled_and_ready(workloads: ControlPlane, namespace: str) -> None:

@@ -50,6 +50,7 @@ from ragops_runtime.store import KnowledgeStore
 from ragops_runtime.store.embedded import start_embedded
 from tests.integration.test_runtime import QUESTION, canary_corpus, publish, settings_for
 from tests.support.anthropic_messages import DEFAULT_API_KEY, FakeAnthropic, Reply, running_anthropic_server
+from tests.support.cluster_story import wait_for
 from tests.support.redis_server import RedisServer, running_redis
 from tests.support.runtime_server import serving
 
@@ -127,13 +128,6 @@ def unavailable(response: httpx.Response, code: str = "database_unavailable") ->
     assert int(response.headers["retry-after"]) >= 1
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout: float = 45) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what} within {timeout}s"
-        time.sleep(0.25)
-
-
 def ready(run: Run) -> bool:
     with contextlib.suppress(httpx.TransportError):
         return run.client.get("/readyz").status_code == 200
@@ -175,7 +169,7 @@ def database_down_during_a_switch(run: Run) -> None:
     run.database.stop()  # the runtime may or may not have heard of the switch
     unavailable(run.ask(DURING[1]))
     run.database.start()
-    wait_until("the switch to reach the runtime", lambda: run.client.get("/readyz").json().get("activeVersion") == "v2")
+    wait_for("the switch to reach the runtime", lambda: run.client.get("/readyz").json().get("activeVersion") == "v2")
     for question in BEFORE + DURING:
         assert run.ask(question).json()["kbVersion"] == "v2"
 
@@ -349,14 +343,14 @@ def test_nothing_is_lost_and_nothing_is_stuck(scenario: Scenario, pg_dsn: str, t
 
         scenario.fault(run)
 
-        wait_until("ready again", lambda: ready(run))
-        wait_until("a generated answer again", lambda: run.ask(AFTER).json().get("mode") == "generated")
+        wait_for("ready again", lambda: ready(run))
+        wait_for("a generated answer again", lambda: run.ask(AFTER).json().get("mode") == "generated")
         for job_id in run.jobs:
 
             def finished(job_id: str = job_id) -> bool:
                 return bool(run.client.get(f"/v1/jobs/{job_id}").json()["state"] == "finished")
 
-            wait_until(f"job {job_id} to finish", finished, timeout=90)
+            wait_for(f"job {job_id} to finish", finished, timeout=90)
             job = run.client.get(f"/v1/jobs/{job_id}").json()
             assert [item["state"] for item in job["items"]] == ["done"] * job["total"], job
             assert (job["done"], job["failed"]) == (job["total"], 0), job  # each item counted once
@@ -366,7 +360,7 @@ def test_nothing_is_lost_and_nothing_is_stuck(scenario: Scenario, pg_dsn: str, t
             with psycopg.connect(run.dsn) as connection:
                 return {row[0] for row in connection.execute("SELECT query_id::text FROM ragops.answer_log")}
 
-        wait_until("deferred answer log rows", lambda: set(run.answered) <= logged_ids(), timeout=10)
+        wait_for("deferred answer log rows", lambda: set(run.answered) <= logged_ids(), timeout=10)
         logged = logged_ids()
         with psycopg.connect(run.dsn) as connection:
             rated = [row[0] for row in connection.execute("SELECT query_id::text FROM ragops.answer_feedback")]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +17,11 @@ import yaml
 
 from ragops_operator.api import KnowledgeBaseVersionSpec
 from ragops_operator.builders import VersionContext, build_build_job, build_eval_job
+from tests.support.cluster_story import wait_for
 from tests.support.controlplane import FAKE_NODE_NAME, ControlPlane
 from tests.support.kubelet import JOB_NAME_LABEL, VENV_BIN, ProcessKubelet
 
 Manifest = dict[str, Any]
-
-
-def wait_for(description: str, check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {description}")
 
 
 def apply(plane: ControlPlane, namespace: str, *objects: Manifest) -> None:
