@@ -15,21 +15,16 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.readme import readme_files
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO_ROOT / "examples" / "quickstart"
 APPLICATION = REPO_ROOT / "examples" / "argocd" / "application.yaml"
 KUBECONFORM = REPO_ROOT / ".tools" / "bin" / "kubeconform"
 APPLICATION_CRD = REPO_ROOT / ".tools" / "crds" / "application-crd.yaml"
 
-_EMBEDDED = re.compile(r"<!-- file: (?P<path>[^ ]+) -->\n```yaml\n(?P<body>.*?)```\n", re.DOTALL)
-
-
-def readme_blocks() -> dict[str, str]:
-    return {match["path"]: match["body"] for match in _EMBEDDED.finditer((REPO_ROOT / "README.md").read_text())}
-
-
 def test_the_readme_embeds_every_quickstart_file_verbatim() -> None:
-    blocks = readme_blocks()
+    blocks = readme_files()
     files = {str(path.relative_to(REPO_ROOT)): path.read_text() for path in sorted(QUICKSTART.glob("*.yaml"))}
     assert files, "no quick-start files"
     assert blocks == files
