@@ -42,7 +42,7 @@ SNIPPET_TESTS = {
     "helm-install": "tests/integration/test_readme_commands.py::test_the_helm_installs_pass_a_server_side_dry_run",
     "openai-sdk": "tests/integration/test_openai_api.py::test_the_readme_snippets_run_against_a_real_runtime",
     "langchain": "tests/integration/test_openai_api.py::test_the_readme_snippets_run_against_a_real_runtime",
-    "tracing": "tests/unit/builders/test_runtime.py::test_the_readme_tracing_snippet_turns_tracing_on",
+    "tracing": "tests/integration/test_readme_commands.py::test_the_readme_manifests_are_accepted_by_the_apiserver",
 }
 
 

@@ -1,0 +1,282 @@
+"""The README's commands and manifests, as printed, against real servers.
+
+Manifests go to the real apiserver (server-side dry run where another test covers their effect:
+what matters here is that the schema accepts them as written); `ragops` commands run against an
+embedded PostgreSQL in a data directory of the test's; `curl` against a real `ragops serve`.
+Substitutions are only what a test must change to run on a shared machine: ports, URLs of
+services the README names by their cluster address, namespaces. tests/support/readme.py says how
+a block becomes commands; tests/unit/test_readme_blocks.py that every block is run somewhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from ragops_operator.cli import main as ragops
+from ragops_runtime.store.embedded import start_embedded
+from tests.integration.test_chart import helm
+from tests.integration.test_serve import free_port
+from tests.support.cluster_story import wait_for
+from tests.support.controlplane import TOOLS_BIN, ControlPlane
+from tests.support.prometheus import running_prometheus
+from tests.support.readme import readme_commands, readme_snippet, readme_transcript_output
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RAGOPS = str(Path(sys.executable).parent / "ragops")
+
+
+def apply(plane: ControlPlane, namespace: str, documents: list[dict[str, Any]], *extra: str) -> str:
+    stream = "\n---\n".join(json.dumps(document) for document in documents)
+    return plane.kubectl("apply", "-n", namespace, "-f", "-", *extra, input=stream).stdout
+
+
+def test_the_readme_manifests_are_accepted_by_the_apiserver(control_plane: ControlPlane, namespace: str) -> None:
+    api = [document for document in yaml.safe_load_all(readme_snippet("api")) if document]
+    assert [document["kind"] for document in api] == ["KnowledgeBaseVersion", "RagDeployment"]
+    (tracing,) = [document for document in yaml.safe_load_all(readme_snippet("tracing")) if document]
+    # The canary block is the spec part of examples/ragdeployment-canary.yaml (applied whole elsewhere).
+    example = yaml.safe_load((REPO_ROOT / "examples" / "ragdeployment-canary.yaml").read_text())
+    canary = {**{key: example[key] for key in ("apiVersion", "kind", "metadata")}, **yaml.safe_load(readme_snippet("canary-spec"))}
+    for document in (*api, tracing, canary):
+        out = apply(control_plane, namespace, [document], "--dry-run=server")
+        assert "(server dry run)" in out, out
+
+
+def test_the_refused_apply_prints_what_the_readme_shows(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    (command,) = readme_commands("invalid-apply")
+    assert command == "kubectl apply -f bad.yaml"
+    # bad.yaml: the README's own RagDeployment, keeping more passages for the reranker than it retrieves.
+    (deployment,) = [d for d in yaml.safe_load_all(readme_snippet("api")) if d and d["kind"] == "RagDeployment"]
+    deployment["spec"]["retrieval"] = {"topK": 5, "rerankTopK": 10}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(deployment))
+    env = user_env(KUBECONFIG=str(kubeconfig_in(control_plane, namespace, tmp_path)))
+    result = subprocess.run(["bash", "-c", command], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.strip() == readme_transcript_output("invalid-apply").strip()
+
+
+def kubeconfig_in(plane: ControlPlane, namespace: str, directory: Path) -> Path:
+    """The test cluster's kubeconfig with `namespace` as its context's, as a user's current context has one."""
+    config = yaml.safe_load(plane.kubeconfig.read_text())
+    for context in config["contexts"]:
+        context["context"]["namespace"] = namespace
+    path = directory / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def shell(command: str, env: Mapping[str, str], cwd: Path = REPO_ROOT, timeout: float = 60) -> str:
+    """One README command through bash, as a user pastes it; its stdout, or the test fails with stderr."""
+    result = subprocess.run(["bash", "-c", command], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{command}\nexit {result.returncode}: {result.stderr}{result.stdout}"
+    return result.stdout
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment a user's shell has: the test tools on PATH, none of the test run's RAGOPS_ settings."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("RAGOPS_", "ANTHROPIC_"))}
+    env["PATH"] = f"{TOOLS_BIN}:{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return {**env, **extra}
+
+
+def test_the_read_replica_secret_command(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> None:
+    (command,) = readme_commands("read-replica-secret")
+    # What CloudNativePG writes for a cluster named pg: pg-app, whose uri names the read-write Service.
+    uri = "postgresql://app:s3cret@pg-rw.team.svc:5432/app"
+    control_plane.kubectl("create", "secret", "generic", "pg-app", "-n", namespace, f"--from-literal=uri={uri}")
+    shell(command, user_env(KUBECONFIG=str(kubeconfig_in(control_plane, namespace, tmp_path))))
+    made = control_plane.kubectl("get", "secret", "pg-ro", "-n", namespace, "-o", "jsonpath={.data.dsn}").stdout
+    assert base64.b64decode(made).decode() == "postgresql://app:s3cret@pg-ro.team.svc:5432/app"
+
+
+# ---- the embedded store: serve, curl, kb and cost --------------------------------------------------
+
+
+@contextmanager
+def serving(command: str, port: int, env: Mapping[str, str], log: Path) -> Iterator[str]:
+    """`ragops serve ...` from the README on `port` (for its 8080), until ready; SIGTERM after, exit 0."""
+    words = shlex.split(command.replace("8080", str(port)))
+    assert words[:2] == ["ragops", "serve"], command
+    with log.open("wb") as out:
+        process = subprocess.Popen([RAGOPS, *words[1:]], env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            assert process.poll() is None, log.read_text()
+            try:
+                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for("ragops serve to be ready", ready, timeout=90, interval=0.2)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert process.returncode == 0, log.read_text()
+
+
+def curl(command: str, port: int) -> dict[str, Any]:
+    assert command.startswith("curl ") and "localhost:8080" in command, command
+    answer: dict[str, Any] = json.loads(shell(command.replace("localhost:8080", f"localhost:{port}"), user_env()))
+    return answer
+
+
+def run_ragops(command: str, **env: str) -> Result:
+    """A `ragops ...` README command, parsed as the shell would and run by the CLI in this process.
+
+    In process: each `ragops` process imports for seconds here (bytecode is not cached on these
+    machines), and this runs the same click command with the same arguments and exit code.
+    """
+    words = shlex.split(command)
+    assert words[0] == "ragops", command
+    return CliRunner().invoke(ragops, words[1:], env=env, catch_exceptions=False)
+
+
+FAQ = "# FAQ\n\nThe handbook answers questions about deploys, on-call and incidents.\n"
+DOCS = {
+    "deploys.md": "# Deploys\n\nDeploys go out on weekdays before 16:00; never on a Friday afternoon.\n",
+    "on-call.md": "# On-call\n\nThe on-call engineer answers pages within 15 minutes, day and night.\n",
+    "incidents.md": "# Incidents\n\nEvery incident gets a written review within five working days.\n",
+}
+
+
+def golden(faq_url: str) -> dict[str, Any]:
+    """Four documents that all answer every question: the README's commands need a gate that passes
+    with the default thresholds (precision@5 counts distinct relevant documents over 5)."""
+    relevant = [*DOCS, faq_url]
+    return {
+        "cases": [
+            {"id": "friday", "query": "Can I deploy on a Friday afternoon?", "relevant": relevant},
+            {"id": "pages", "query": "How fast are pages answered?", "relevant": relevant},
+        ]
+    }
+
+
+@contextmanager
+def serving_files(directory: Path) -> Iterator[str]:
+    """A plain HTTP file server on loopback, for the README's https://example.org/faq.md; its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_serve_and_curl_as_written(tmp_path: Path) -> None:
+    """`ragops serve --embedded` on an empty data directory, then the README's curl lines as printed."""
+    serve, query = readme_commands("serve")
+    quickstart_curl = [command for command in readme_commands("quickstart") if command.startswith("curl ")]
+    assert len(quickstart_curl) == 1
+    port = free_port()
+    env = user_env(RAGOPS_DATA_DIR=str(tmp_path / "data"))
+    with serving(serve, port, env, tmp_path / "serve.log"):
+        answer = curl(query, port)
+        assert answer["kbVersion"] == "sample-v1" and answer["mode"] == "retrieval_only", answer
+        assert answer["citations"][0]["documentId"] == "warranty/frame-warranty.md", answer
+        # The quick start's curl (its runtime there is the handbook's, reached by port-forward).
+        assert curl(quickstart_curl[0], port)["citations"], "no citations"
+
+
+def test_the_kb_and_cost_commands_on_the_embedded_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ragops kb ...` and `ragops cost estimate ...` as printed, on the embedded store of a data directory."""
+    build, evaluate, activate, rollback, listing, gc = readme_commands("kb-commands")
+    what_if, from_log, from_prometheus, with_budget = readme_commands("cost-commands")
+    data = tmp_path / "data"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "docs").mkdir()
+    for name, text in DOCS.items():
+        (tmp_path / "docs" / name).write_text(text)
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "faq.md").write_text(FAQ)
+    server = start_embedded(data)  # held for the test, so each command joins it instead of starting one
+    try:
+        with serving_files(tmp_path / "site") as site:
+            faq_url = site + "/faq.md"
+            (tmp_path / "golden.yaml").write_text(yaml.safe_dump(golden(faq_url)))
+
+            def run(command: str, exit_code: int = 0) -> str:
+                result = run_ragops(command.replace("https://example.org/faq.md", faq_url), RAGOPS_DATA_DIR=str(data))
+                assert result.exit_code == exit_code, f"{command}\nexit {result.exit_code}: {result.output}"
+                return result.output
+
+            # v0 first, by the same commands, so that `--to v0` has something to go back to.
+            for command in (build, evaluate, activate):
+                run(command.replace("--version v1", "--version v0"))
+            built = run(build)
+            assert "built docs/v1: 4 documents" in built, built
+            assert "gate: passed" in run(evaluate)
+            run(activate)
+            run(rollback)
+            versions = json.loads(run(listing))
+        assert (versions["active"], versions["previous"]) == ("v0", "v1"), versions
+        run(gc)
+
+        # Answers to measure: a runtime serving the docs knowledge base, scraped by Prometheus.
+        port = free_port()
+        env = user_env(
+            RAGOPS_DATA_DIR=str(data),
+            RAGOPS_KNOWLEDGE_BASE="docs",
+            RAGOPS_NAMESPACE="docs-team",
+            RAGOPS_DEPLOYMENT="docs",
+        )
+        serve, query = readme_commands("serve")
+        with serving(serve, port, env, tmp_path / "serve.log"):
+            with running_prometheus([f"127.0.0.1:{port}"], tmp_path) as prometheus:
+                prometheus.wait_for('ragops_queries_total{mode="retrieval_only",status="ok"}', 0)
+                for _ in range(3):
+                    assert curl(query, port)["kbVersion"] == "v0"
+                prometheus.wait_for('sum(ragops_queries_total{status="ok"})', 3)
+                measured = run(from_prometheus.replace("http://prometheus:9090", prometheus.url))
+        assert "cost per query" in measured.lower(), measured
+        assert "cost per query" in run(from_log).lower()
+    finally:
+        server.cleanup()
+
+    assert "cost per query" in run_ragops(what_if).output.lower()
+    (tmp_path / "prices.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "checked": "2026-12-01",
+                "generation": {"claude-sonnet-4-6": {"input": 3.0, "output": 15.0}},
+                # The file replaces the built-in table: the default static embedder (free, local) too.
+                "embedding": {"text-embedding-3-small": 0.02, "wordllama-l2-supercat": 0.0},
+                "rerank": {"rerank-v3.5": 2.0},
+            }
+        )
+    )
+    # 3,000 tokens in at $3/Mtok and 300 out at $15/Mtok: $0.0135 a query, over the $0.01 budget.
+    over = run_ragops(with_budget)
+    assert over.exit_code == 3, over.output
+    report = json.loads(over.output)
+    assert report["overBudget"] is True and report["costPerQueryUsd"] == pytest.approx(0.0135, rel=0.01), report
+    # The other budget: the README's RagDeployment's slo.maxCostPerQueryUsd (0.01).
+    (deployment,) = [d for d in yaml.safe_load_all(readme_snippet("api")) if d and d["kind"] == "RagDeployment"]
+    (tmp_path / "ragd.yaml").write_text(yaml.safe_dump(deployment))
+    alternative = run_ragops(with_budget.replace("--max-cost-per-query 0.01", "--ragdeployment ragd.yaml"))
+    assert alternative.exit_code == 3 and json.loads(alternative.output)["overBudget"] is True, alternative.output
