@@ -13,12 +13,11 @@ from __future__ import annotations
 import base64
 import json
 import os
-import threading
 import shlex
 import signal
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
@@ -55,9 +54,20 @@ def test_the_readme_manifests_are_accepted_by_the_apiserver(control_plane: Contr
     (tracing,) = [document for document in yaml.safe_load_all(readme_snippet("tracing")) if document]
     # The canary block is the spec part of examples/ragdeployment-canary.yaml (applied whole elsewhere).
     example = yaml.safe_load((REPO_ROOT / "examples" / "ragdeployment-canary.yaml").read_text())
-    canary = {**{key: example[key] for key in ("apiVersion", "kind", "metadata")}, **yaml.safe_load(readme_snippet("canary-spec"))}
+    canary = {
+        **{key: example[key] for key in ("apiVersion", "kind", "metadata")},
+        **yaml.safe_load(readme_snippet("canary-spec")),
+    }
     for document in (*api, tracing, canary):
         out = apply(control_plane, namespace, [document], "--dry-run=server")
+        assert "(server dry run)" in out, out
+    # The quick start's own apply lines (built, gated and served for real in test_gitops.py), but the
+    # CloudNativePG cluster's: this control plane has no CloudNativePG.
+    applies = [c for c in readme_commands("quickstart") if c.startswith("kubectl apply ") and "postgres-cnpg" not in c]
+    assert len(applies) == 2, applies
+    for command in applies:
+        words = shlex.split(command.replace("ragops-quickstart", namespace))
+        out = control_plane.kubectl(*words[1:], "--dry-run=server").stdout
         assert "(server dry run)" in out, out
 
 
@@ -280,3 +290,106 @@ def test_the_kb_and_cost_commands_on_the_embedded_store(tmp_path: Path, monkeypa
     (tmp_path / "ragd.yaml").write_text(yaml.safe_dump(deployment))
     alternative = run_ragops(with_budget.replace("--max-cost-per-query 0.01", "--ragdeployment ragd.yaml"))
     assert alternative.exit_code == 3 and json.loads(alternative.output)["overBudget"] is True, alternative.output
+
+
+# ---- the operator, Argo CD and the chart on the control plane ------------------------------------------
+
+
+def test_the_operator_and_argocd_commands_on_the_control_plane(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    (command,) = readme_commands("operator-run")
+    port = free_port()
+    words = shlex.split(command.replace("NS ...", namespace).replace("8081", str(port)))
+    assert words[:3] == ["ragops", "operator", "run"] and "--standalone" in words, command
+    env = user_env(KUBECONFIG=str(control_plane.kubeconfig), RAGOPS_OPERATOR_RUNTIME_IMAGE="registry.invalid/ragops:t")
+    log = tmp_path / "operator.log"
+    with log.open("wb") as out:
+        operator = subprocess.Popen([RAGOPS, *words[1:]], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+
+        def ready() -> bool:
+            assert operator.poll() is None, log.read_text()
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for("the operator's /readyz", ready, timeout=60, interval=0.2)
+    finally:
+        operator.send_signal(signal.SIGTERM)
+        operator.wait(timeout=30)
+    assert operator.returncode == 0, log.read_text()
+
+    # Argo CD's namespace as its install leaves it: an argocd-cm of its own, and the Application CRD.
+    patch, application = readme_commands("argocd")
+    crd = REPO_ROOT / ".tools" / "crds" / "application-crd.yaml"
+    control_plane.kubectl("create", "namespace", "argocd")
+    try:
+        control_plane.kubectl("create", "configmap", "argocd-cm", "-n", "argocd", "--from-literal=url=https://argocd")
+        control_plane.kubectl("apply", "--server-side", "-f", str(crd))
+        wait_for(
+            "Argo CD's Application CRD to be served",
+            lambda: (
+                control_plane.kubectl("get", "applications.argoproj.io", "-n", "argocd", check=False).returncode == 0
+            ),
+            timeout=30,
+            interval=0.2,
+        )
+        env = user_env(KUBECONFIG=str(control_plane.kubeconfig))
+        shell(patch, env)
+        merged = json.loads(control_plane.kubectl("get", "configmap", "argocd-cm", "-n", "argocd", "-o", "json").stdout)
+        assert merged["data"]["url"] == "https://argocd"  # merged into, not replaced
+        assert {"resource.customizations.health.ragops.dev_KnowledgeBaseVersion"} <= set(merged["data"])
+        assert "created" in shell(application, env)
+    finally:
+        control_plane.kubectl("delete", "namespace", "argocd", "--wait=false", check=False)
+        control_plane.kubectl("delete", "-f", str(crd), "--wait=false", check=False)
+
+
+CLUSTER_SCOPED = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "Namespace",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
+
+
+def test_the_helm_installs_pass_a_server_side_dry_run(control_plane: ControlPlane, tmp_path: Path) -> None:
+    """`helm install` as printed, with `--dry-run=server`: the values schema takes the --set values, and
+    the apiserver every object rendered, in a server-side dry run. `crds.install=false` because this
+    control plane's CRDs were installed without Helm, which Helm refuses to adopt (the chart's CRD
+    copies are checked against crds/ by `ragops crds --check`). Real installs: test_chart.py, and on a
+    real node test_real_node.py."""
+    commands = readme_commands("helm-install")
+    assert len(commands) == 2
+    namespaces = ["ragops-system", "team-a", "team-b"]
+    for name in namespaces:
+        control_plane.kubectl("create", "namespace", name)
+    try:
+        for command in commands:
+            words = shlex.split(command)
+            assert words[:2] == ["helm", "install"], command
+            release = json.loads(
+                helm(
+                    control_plane, tmp_path, *words[1:], "--set=crds.install=false", "--dry-run=server", "-o", "json"
+                ).stdout
+            )
+            documents = [d for d in yaml.safe_load_all(release["manifest"]) if d]
+            assert {"Deployment", "ServiceAccount"} <= {d["kind"] for d in documents}
+            for document in documents:  # Helm leaves the release's namespace out; kubectl needs it said
+                if document["kind"] not in CLUSTER_SCOPED:
+                    document["metadata"].setdefault("namespace", "ragops-system")
+            out = control_plane.kubectl(
+                *("apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-"),
+                input="\n---\n".join(json.dumps(d) for d in documents),
+            ).stdout
+            assert "(server dry run)" in out, out
+            if "watch.mode=namespaces" in command:
+                roles = {(d["kind"], d["metadata"].get("namespace")) for d in documents if d["kind"] == "RoleBinding"}
+                assert {("RoleBinding", "team-a"), ("RoleBinding", "team-b")} <= roles, roles
+    finally:
+        for name in namespaces:
+            control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)

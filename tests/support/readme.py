@@ -22,27 +22,29 @@ _MARK = re.compile(r"<!-- (?P<kind>snippet|file|not-run): (?P<value>.+?) -->")
 _FENCE = re.compile(r"```(?P<language>[a-z]*)$")
 
 # Which test runs each snippet; tests/unit/test_readme_blocks.py checks both directions.
+COMMANDS = "tests/integration/test_readme_commands.py::"
+BLOCKS = "tests/unit/test_readme_blocks.py::"
 SNIPPET_TESTS = {
-    "setup": "tests/unit/test_readme_blocks.py::test_every_make_target_the_readme_names_exists",
-    "development": "tests/unit/test_readme_blocks.py::test_every_make_target_the_readme_names_exists",
-    "bench": "tests/unit/test_readme_blocks.py::test_every_make_target_the_readme_names_exists",
-    "layout": "tests/unit/test_readme_blocks.py::test_the_layout_names_paths_that_exist",
-    "rollout-commands": "tests/unit/test_readme_blocks.py::test_the_kubectl_ragops_commands_parse",
-    "dashboard-command": "tests/unit/test_readme_blocks.py::test_the_kubectl_ragops_commands_parse",
-    "api": "tests/integration/test_readme_commands.py::test_the_readme_manifests_are_accepted_by_the_apiserver",
-    "canary-spec": "tests/integration/test_readme_commands.py::test_the_readme_manifests_are_accepted_by_the_apiserver",
-    "invalid-apply": "tests/integration/test_readme_commands.py::test_the_refused_apply_prints_what_the_readme_shows",
-    "read-replica-secret": "tests/integration/test_readme_commands.py::test_the_read_replica_secret_command",
-    "kb-commands": "tests/integration/test_readme_commands.py::test_the_kb_and_cost_commands_on_the_embedded_store",
-    "cost-commands": "tests/integration/test_readme_commands.py::test_the_kb_and_cost_commands_on_the_embedded_store",
-    "serve": "tests/integration/test_readme_commands.py::test_serve_and_curl_as_written",
-    "quickstart": "tests/integration/test_readme_commands.py::test_serve_and_curl_as_written",
-    "operator-run": "tests/integration/test_readme_commands.py::test_the_operator_and_argocd_commands_on_the_control_plane",
-    "argocd": "tests/integration/test_readme_commands.py::test_the_operator_and_argocd_commands_on_the_control_plane",
-    "helm-install": "tests/integration/test_readme_commands.py::test_the_helm_installs_pass_a_server_side_dry_run",
+    "setup": BLOCKS + "test_every_make_target_the_readme_names_exists",
+    "development": BLOCKS + "test_every_make_target_the_readme_names_exists",
+    "bench": BLOCKS + "test_every_make_target_the_readme_names_exists",
+    "layout": BLOCKS + "test_the_layout_names_paths_that_exist",
+    "rollout-commands": BLOCKS + "test_the_kubectl_ragops_commands_parse",
+    "dashboard-command": BLOCKS + "test_the_kubectl_ragops_commands_parse",
+    "api": COMMANDS + "test_the_readme_manifests_are_accepted_by_the_apiserver",
+    "canary-spec": COMMANDS + "test_the_readme_manifests_are_accepted_by_the_apiserver",
+    "invalid-apply": COMMANDS + "test_the_refused_apply_prints_what_the_readme_shows",
+    "read-replica-secret": COMMANDS + "test_the_read_replica_secret_command",
+    "kb-commands": COMMANDS + "test_the_kb_and_cost_commands_on_the_embedded_store",
+    "cost-commands": COMMANDS + "test_the_kb_and_cost_commands_on_the_embedded_store",
+    "serve": COMMANDS + "test_serve_and_curl_as_written",
+    "quickstart": COMMANDS + "test_serve_and_curl_as_written",
+    "operator-run": COMMANDS + "test_the_operator_and_argocd_commands_on_the_control_plane",
+    "argocd": COMMANDS + "test_the_operator_and_argocd_commands_on_the_control_plane",
+    "helm-install": COMMANDS + "test_the_helm_installs_pass_a_server_side_dry_run",
     "openai-sdk": "tests/integration/test_openai_api.py::test_the_readme_snippets_run_against_a_real_runtime",
     "langchain": "tests/integration/test_openai_api.py::test_the_readme_snippets_run_against_a_real_runtime",
-    "tracing": "tests/integration/test_readme_commands.py::test_the_readme_manifests_are_accepted_by_the_apiserver",
+    "tracing": COMMANDS + "test_the_readme_manifests_are_accepted_by_the_apiserver",
 }
 
 

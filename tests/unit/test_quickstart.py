@@ -23,6 +23,7 @@ APPLICATION = REPO_ROOT / "examples" / "argocd" / "application.yaml"
 KUBECONFORM = REPO_ROOT / ".tools" / "bin" / "kubeconform"
 APPLICATION_CRD = REPO_ROOT / ".tools" / "crds" / "application-crd.yaml"
 
+
 def test_the_readme_embeds_every_quickstart_file_verbatim() -> None:
     blocks = readme_files()
     files = {str(path.relative_to(REPO_ROOT)): path.read_text() for path in sorted(QUICKSTART.glob("*.yaml"))}

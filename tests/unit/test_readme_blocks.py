@@ -56,7 +56,10 @@ def test_each_snippet_names_a_test_that_reads_it() -> None:
 
 
 def test_an_unmarked_block_is_found() -> None:
-    text = 'Intro\n\n<!-- snippet: one -->\n```console\nmake test\n```\n\n```yaml\na: 1\n```\n<!-- not-run: why -->\n```\nx\n```\n'
+    text = (
+        "Intro\n\n<!-- snippet: one -->\n```console\nmake test\n```\n\n"
+        "```yaml\na: 1\n```\n<!-- not-run: why -->\n```\nx\n```\n"
+    )
     assert readme_blocks(text) == [
         Block(line=4, language="console", body="make test\n", kind="snippet", value="one"),
         Block(line=8, language="yaml", body="a: 1\n", kind=None, value=""),
