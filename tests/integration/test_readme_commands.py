@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shlex
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -31,13 +30,16 @@ import yaml
 from click.testing import CliRunner, Result
 
 from ragops_operator.cli import main as ragops
+from ragops_runtime.app import create_app
 from ragops_runtime.store.embedded import start_embedded
 from tests.integration.test_chart import helm
+from tests.integration.test_runtime import settings_for
 from tests.integration.test_serve import free_port
 from tests.support.cluster_story import wait_for
-from tests.support.controlplane import TOOLS_BIN, ControlPlane
+from tests.support.controlplane import ControlPlane
 from tests.support.prometheus import running_prometheus
-from tests.support.readme import readme_commands, readme_snippet, readme_transcript_output
+from tests.support.readme import curl, readme_commands, readme_snippet, readme_transcript_output, shell, user_env
+from tests.support.runtime_server import serving
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RAGOPS = str(Path(sys.executable).parent / "ragops")
@@ -96,20 +98,6 @@ def kubeconfig_in(plane: ControlPlane, namespace: str, directory: Path) -> Path:
     return path
 
 
-def shell(command: str, env: Mapping[str, str], cwd: Path = REPO_ROOT, timeout: float = 60) -> str:
-    """One README command through bash, as a user pastes it; its stdout, or the test fails with stderr."""
-    result = subprocess.run(["bash", "-c", command], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{command}\nexit {result.returncode}: {result.stderr}{result.stdout}"
-    return result.stdout
-
-
-def user_env(**extra: str) -> dict[str, str]:
-    """The environment a user's shell has: the test tools on PATH, none of the test run's RAGOPS_ settings."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("RAGOPS_", "ANTHROPIC_"))}
-    env["PATH"] = f"{TOOLS_BIN}:{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    return {**env, **extra}
-
-
 def test_the_read_replica_secret_command(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> None:
     (command,) = readme_commands("read-replica-secret")
     # What CloudNativePG writes for a cluster named pg: pg-app, whose uri names the read-write Service.
@@ -121,37 +109,6 @@ def test_the_read_replica_secret_command(control_plane: ControlPlane, namespace:
 
 
 # ---- the embedded store: serve, curl, kb and cost --------------------------------------------------
-
-
-@contextmanager
-def serving(command: str, port: int, env: Mapping[str, str], log: Path) -> Iterator[str]:
-    """`ragops serve ...` from the README on `port` (for its 8080), until ready; SIGTERM after, exit 0."""
-    words = shlex.split(command.replace("8080", str(port)))
-    assert words[:2] == ["ragops", "serve"], command
-    with log.open("wb") as out:
-        process = subprocess.Popen([RAGOPS, *words[1:]], env=dict(env), stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def ready() -> bool:
-            assert process.poll() is None, log.read_text()
-            try:
-                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for("ragops serve to be ready", ready, timeout=90, interval=0.2)
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-    assert process.returncode == 0, log.read_text()
-
-
-def curl(command: str, port: int) -> dict[str, Any]:
-    assert command.startswith("curl ") and "localhost:8080" in command, command
-    answer: dict[str, Any] = json.loads(shell(command.replace("localhost:8080", f"localhost:{port}"), user_env()))
-    return answer
 
 
 def run_ragops(command: str, **env: str) -> Result:
@@ -198,21 +155,6 @@ def serving_files(directory: Path) -> Iterator[str]:
         server.server_close()
 
 
-def test_serve_and_curl_as_written(tmp_path: Path) -> None:
-    """`ragops serve --embedded` on an empty data directory, then the README's curl lines as printed."""
-    serve, query = readme_commands("serve")
-    quickstart_curl = [command for command in readme_commands("quickstart") if command.startswith("curl ")]
-    assert len(quickstart_curl) == 1
-    port = free_port()
-    env = user_env(RAGOPS_DATA_DIR=str(tmp_path / "data"))
-    with serving(serve, port, env, tmp_path / "serve.log"):
-        answer = curl(query, port)
-        assert answer["kbVersion"] == "sample-v1" and answer["mode"] == "retrieval_only", answer
-        assert answer["citations"][0]["documentId"] == "warranty/frame-warranty.md", answer
-        # The quick start's curl (its runtime there is the handbook's, reached by port-forward).
-        assert curl(quickstart_curl[0], port)["citations"], "no citations"
-
-
 def test_the_kb_and_cost_commands_on_the_embedded_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`ragops kb ...` and `ragops cost estimate ...` as printed, on the embedded store of a data directory."""
     build, evaluate, activate, rollback, listing, gc = readme_commands("kb-commands")
@@ -247,16 +189,12 @@ def test_the_kb_and_cost_commands_on_the_embedded_store(tmp_path: Path, monkeypa
         assert (versions["active"], versions["previous"]) == ("v0", "v1"), versions
         run(gc)
 
-        # Answers to measure: a runtime serving the docs knowledge base, scraped by Prometheus.
-        port = free_port()
-        env = user_env(
-            RAGOPS_DATA_DIR=str(data),
-            RAGOPS_KNOWLEDGE_BASE="docs",
-            RAGOPS_NAMESPACE="docs-team",
-            RAGOPS_DEPLOYMENT="docs",
-        )
-        serve, query = readme_commands("serve")
-        with serving(serve, port, env, tmp_path / "serve.log"):
+        # Answers to measure: a runtime serving the docs knowledge base (in process: `ragops serve` as
+        # printed runs in test_serve.py), scraped by Prometheus, on the data directory's store.
+        settings = settings_for(server.get_uri(), knowledge_base="docs", namespace="docs-team", deployment="docs")
+        with serving(create_app(settings, dsn=server.get_uri())) as url:
+            port = int(url.rsplit(":", 1)[1])
+            (query,) = [command for command in readme_commands("serve") if command.startswith("curl ")]
             with running_prometheus([f"127.0.0.1:{port}"], tmp_path) as prometheus:
                 prometheus.wait_for('ragops_queries_total{mode="retrieval_only",status="ok"}', 0)
                 for _ in range(3):

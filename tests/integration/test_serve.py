@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ragops_runtime.store import KnowledgeStore
 from tests.integration.test_runtime import GOLDEN_PROBES, QUESTION, canary_corpus, publish
 from tests.support.cluster_story import wait_for
+from tests.support.readme import curl, readme_commands
 
 RAGOPS = str(Path(sys.executable).parent / "ragops")
 
@@ -52,13 +54,18 @@ def free_port() -> int:
 
 @pytest.mark.postgres
 def test_serve_embedded_bootstraps_the_sample_and_answers(tmp_path: Path) -> None:
+    """The README's `ragops serve --embedded` on an empty data directory, then its curl lines as printed."""
+    serve, query = readme_commands("serve")
+    (quickstart_query,) = [command for command in readme_commands("quickstart") if command.startswith("curl ")]
     data = tmp_path / "data"
     data.mkdir()
     port = free_port()
+    words = shlex.split(serve.replace("8080", str(port)))
+    assert words[:2] == ["ragops", "serve"], serve
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGOPS_", "ANTHROPIC_"))}
     env["RAGOPS_DATA_DIR"] = str(data)
     server = subprocess.Popen(
-        [RAGOPS, "serve", "--embedded", "--host", "127.0.0.1", "--port", str(port)],
+        [RAGOPS, *words[1:]],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -76,9 +83,11 @@ def test_serve_embedded_bootstraps_the_sample_and_answers(tmp_path: Path) -> Non
                     pass
                 assert time.monotonic() < deadline, "not ready within 60 s"
                 time.sleep(0.2)
-            body = client.post("/v1/query", json={"query": "How long is the frame warranty?"}).json()
+            body = curl(query, port)
             assert body["kbVersion"] == "sample-v1" and body["mode"] == "retrieval_only"
             assert body["citations"][0]["documentId"] == "warranty/frame-warranty.md"
+            # The quick start's curl (there the handbook's runtime, reached by port-forward).
+            assert curl(quickstart_query, port)["citations"]
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=30)

@@ -12,11 +12,20 @@ tests/unit/test_readme_blocks.py fails on a block without one, so no command is 
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+from tests.support.controlplane import TOOLS_BIN
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+README = REPO_ROOT / "README.md"
 
 _MARK = re.compile(r"<!-- (?P<kind>snippet|file|not-run): (?P<value>.+?) -->")
 _FENCE = re.compile(r"```(?P<language>[a-z]*)$")
@@ -37,8 +46,8 @@ SNIPPET_TESTS = {
     "read-replica-secret": COMMANDS + "test_the_read_replica_secret_command",
     "kb-commands": COMMANDS + "test_the_kb_and_cost_commands_on_the_embedded_store",
     "cost-commands": COMMANDS + "test_the_kb_and_cost_commands_on_the_embedded_store",
-    "serve": COMMANDS + "test_serve_and_curl_as_written",
-    "quickstart": COMMANDS + "test_serve_and_curl_as_written",
+    "serve": "tests/integration/test_serve.py::test_serve_embedded_bootstraps_the_sample_and_answers",
+    "quickstart": "tests/integration/test_serve.py::test_serve_embedded_bootstraps_the_sample_and_answers",
     "operator-run": COMMANDS + "test_the_operator_and_argocd_commands_on_the_control_plane",
     "argocd": COMMANDS + "test_the_operator_and_argocd_commands_on_the_control_plane",
     "helm-install": COMMANDS + "test_the_helm_installs_pass_a_server_side_dry_run",
@@ -128,3 +137,28 @@ def _fullest(command: str) -> str:
 def readme_transcript_output(name: str) -> str:
     """What a transcript snippet shows its commands printing (the lines not starting `$ `)."""
     return "".join(line + "\n" for line in readme_snippet(name).splitlines() if not line.startswith("$ "))
+
+
+# ---- running them -------------------------------------------------------------------------------------
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment of a user's shell: the test tools and this venv's scripts on PATH, none of the
+    test run's RAGOPS_ settings or API keys."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("RAGOPS_", "ANTHROPIC_"))}
+    env["PATH"] = f"{TOOLS_BIN}:{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return {**env, **extra}
+
+
+def shell(command: str, env: Mapping[str, str], cwd: Path = REPO_ROOT, timeout: float = 60) -> str:
+    """One README command through bash, as a user pastes it; its stdout, or the test fails with its stderr."""
+    result = subprocess.run(["bash", "-c", command], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{command}\nexit {result.returncode}: {result.stderr}{result.stdout}"
+    return result.stdout
+
+
+def curl(command: str, port: int) -> dict[str, Any]:
+    """A README `curl ... localhost:8080 ...` line, sent to `port` instead; its JSON answer."""
+    assert command.startswith("curl ") and "localhost:8080" in command, command
+    answer: dict[str, Any] = json.loads(shell(command.replace("localhost:8080", f"localhost:{port}"), user_env()))
+    return answer
