@@ -440,6 +440,15 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
             return error(
                 400, "invalid_json", f"body: not valid JSON ({reason}, at character {unparsable[0]['loc'][-1]})"
             )
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type and not _is_json(media_type) and any(tuple(item["loc"]) == ("body",) for item in problems):
+            # FastAPI reads a body of another type as bytes and reports a missing object: say why
+            # (`curl -d` sends application/x-www-form-urlencoded unless told otherwise).
+            return error(
+                422,
+                "invalid_request",
+                f"body: send JSON with Content-Type: application/json (this request's was {media_type})",
+            )
         return error(
             422,
             "invalid_request",
@@ -469,6 +478,10 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
     app.include_router(openai_router(settings, client_of))
     app.include_router(jobs_router(job_config, job_request_model(settings.max_query_chars, job_config.max_queries)))
     return app
+
+
+def _is_json(media_type: str) -> bool:
+    return media_type == "application/json" or media_type.endswith("+json")
 
 
 def _field_path(loc: Sequence[Any]) -> Sequence[Any]:

@@ -71,6 +71,12 @@ def test_every_error_has_the_one_error_shape(published: str) -> None:
         assert not_json.status_code == 400 and error_of(not_json)["code"] == "invalid_json"
         assert error_of(client.post("/v1/feedback", content=b"\xff\xfe", headers=headers))["code"] == "invalid_json"
         assert error_of(client.post("/v1/jobs", content=b"[", headers=headers))["code"] == "invalid_json"
+        # A body sent as a form (curl -d without a Content-Type) says what to send instead.
+        for media_type in ("application/x-www-form-urlencoded", "text/plain"):
+            form = client.post("/v1/query", content=b'{"query": "warranty"}', headers={"content-type": media_type})
+            assert form.status_code == 422 and error_of(form)["message"] == (
+                f"body: send JSON with Content-Type: application/json (this request's was {media_type})"
+            )
         missing = client.get("/v1/nothing-here")
         assert missing.status_code == 404 and error_of(missing)["code"] == "not_found"
         wrong_method = client.put("/v1/query", json={"query": QUESTION})
