@@ -50,8 +50,8 @@ MAX_PASSES = 120
 def canary_strategy(latency_tolerance_ms: int) -> RolloutStrategy:
     """The steps both candidates run; limits sized for a demo's few hundred queries, not production's.
 
-    The latency tolerance is the stable version's own p95 on this machine: a p95 over a dozen
-    queries moves by that much on a loaded machine, and a healthy candidate must not fail on noise.
+    The latency tolerance is twice the stable version's own p95 on this machine: a p95 over a
+    dozen queries moves by that much on a loaded machine, and a healthy candidate must not fail on noise.
     """
     return RolloutStrategy.model_validate(
         {

@@ -73,6 +73,10 @@ V4_INDEX = IndexSettings(m=32, ef_construction=128)
 V5_INDEX = IndexSettings(m=16, ef_construction=100)
 SLOWER_FACTOR = 3
 """v4's injected delay per query, in multiples of v1's measured p95: clearly slower than stable."""
+TOLERANCE_FACTOR = 2
+"""The canary analysis' latency tolerance, in multiples of v1's measured p95: a healthy candidate's p95
+over a few dozen queries on a loaded machine has come out 125 ms above stable's when v1's was ~100 ms
+(a full test run at load 14-20); v4's injected delay stays well above it."""
 ACT_OBJECTIVE_FACTOR = 10
 """The canary act's absolute p95 objective, in multiples of v1's p95 (at least 2 s)."""
 
@@ -432,7 +436,7 @@ class _Story:
         v4 = await store.get_version(KNOWLEDGE_BASE, "v4")
         if v4 is None:
             raise DemoError("v4 was not recorded by its build")
-        tolerance_ms = max(50, math.ceil(self._baseline_p95_ms))
+        tolerance_ms = self._latency_tolerance_ms()
         delay_ms = max(150, math.ceil(SLOWER_FACTOR * self._baseline_p95_ms))
         # A generous absolute objective, as RAG endpoints with generation have: v4 stays inside it,
         # so only the comparison with stable, in the same window, can catch it.
@@ -506,8 +510,11 @@ class _Story:
             slo=self._act_slo,
             questions=[*self.golden_queries, *QUESTIONS],
             concurrency=2 * CONCURRENCY,
-            latency_tolerance_ms=max(50, math.ceil(self._baseline_p95_ms)),
+            latency_tolerance_ms=self._latency_tolerance_ms(),
         ).run()
+
+    def _latency_tolerance_ms(self) -> int:
+        return max(50, math.ceil(TOLERANCE_FACTOR * self._baseline_p95_ms))
 
     async def _measure(self, client: httpx.AsyncClient, expected_version: str) -> SloSample:
         """One check: scrape, a burst of real queries, scrape; the burst is the window."""
