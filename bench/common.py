@@ -19,6 +19,7 @@ The statistics and the result assembly are pure; the database and corpus helpers
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -315,6 +316,41 @@ def query_texts(count: int, *, seed: int = 11) -> list[str]:
 
 
 # ---- runtime replicas ----------------------------------------------------------------------------
+
+POOL = 16
+SERVE_SETTINGS = {
+    "RAGOPS_TOP_K": str(TOP_K),
+    "RAGOPS_RERANK_TOP_K": str(TOP_K),
+    "RAGOPS_CACHE_TTL_SECONDS": "0",
+    "RAGOPS_QUERY_EMBEDDING_CACHE_SIZE": "0",
+    "RAGOPS_REQUESTS_PER_MINUTE_PER_CLIENT": "1000000",
+    "RAGOPS_POOL_SIZE": str(POOL),
+}
+"""A retrieval-only `ragops serve` for speed runs: every query distinct and answered in full, caches off."""
+
+
+async def http_pass(url: str, queries: Sequence[str], concurrency: int) -> LatencySummary:
+    """Each of `queries` once through `/v1/query` of a retrieval-only runtime, from `concurrency` clients."""
+    latencies: list[float] = []
+    pending = iter(queries)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+
+        async def client_loop(number: int) -> None:
+            for query in pending:
+                started = time.perf_counter()
+                response = await client.post(
+                    "/v1/query", json={"query": query, "topK": TOP_K}, headers={"X-Client-Id": f"bench-{number}"}
+                )
+                latencies.append(time.perf_counter() - started)
+                response.raise_for_status()
+                body = response.json()
+                if body["mode"] != "retrieval_only" or len(body["citations"]) != TOP_K:
+                    raise RuntimeError(f"unexpected answer: mode {body['mode']}, {len(body['citations'])} citations")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(number) for number in range(concurrency)))
+        return summarize(latencies, time.perf_counter() - started)
 
 
 def free_port() -> int:

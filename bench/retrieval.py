@@ -38,7 +38,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import numpy as np
 from langchain_postgres import PGVector  # type: ignore[import-not-found,unused-ignore]
 from pgvector.psycopg import register_vector_async  # type: ignore[import-untyped,unused-ignore]
@@ -47,11 +46,14 @@ from psycopg_pool import AsyncConnectionPool
 from bench import peers
 from bench.common import (
     CHUNKS_PER_DOCUMENT,
+    POOL,
+    SERVE_SETTINGS,
     STATIC,
     TOP_K,
     LatencySummary,
     Postgres,
     Row,
+    http_pass,
     load_average,
     machine,
     median_summary,
@@ -68,44 +70,12 @@ from ragops_runtime.embedding import StaticEmbedder
 from ragops_runtime.retrieval.hybrid import retrieve
 from ragops_runtime.store import KnowledgeStore, VersionRecord
 
-POOL = 16
 CONCURRENCY = (1, 16)
-SERVE_SETTINGS = {
-    "RAGOPS_TOP_K": str(TOP_K),
-    "RAGOPS_RERANK_TOP_K": str(TOP_K),
-    "RAGOPS_CACHE_TTL_SECONDS": "0",
-    "RAGOPS_QUERY_EMBEDDING_CACHE_SIZE": "0",
-    "RAGOPS_REQUESTS_PER_MINUTE_PER_CLIENT": "1000000",
-    "RAGOPS_POOL_SIZE": str(POOL),
-}
 PEER = "langchain-postgres similarity_search (HNSW by hand)"
 FUNCTION = "ragops retrieve() in-process, vector only"
 FUNCTION_HYBRID = "ragops retrieve() in-process, hybrid (default)"
 HTTP_VECTOR = "ragops /v1/query retrieval-only, vector only"
 HTTP_HYBRID = "ragops /v1/query retrieval-only, hybrid (default)"
-
-
-async def http_pass(url: str, queries: Sequence[str], concurrency: int) -> LatencySummary:
-    latencies: list[float] = []
-    pending = iter(queries)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-
-        async def client_loop(number: int) -> None:
-            for query in pending:
-                started = time.perf_counter()
-                response = await client.post(
-                    "/v1/query", json={"query": query, "topK": TOP_K}, headers={"X-Client-Id": f"bench-{number}"}
-                )
-                latencies.append(time.perf_counter() - started)
-                response.raise_for_status()
-                body = response.json()
-                if body["mode"] != "retrieval_only" or len(body["citations"]) != TOP_K:
-                    raise RuntimeError(f"unexpected answer: mode {body['mode']}, {len(body['citations'])} citations")
-
-        started = time.perf_counter()
-        await asyncio.gather(*(client_loop(number) for number in range(concurrency)))
-        return summarize(latencies, time.perf_counter() - started)
 
 
 async def function_pass(
