@@ -35,7 +35,7 @@ from .generation.anthropic import AnthropicGenerator
 from .generation.pricing import DEFAULT_PRICES, parse_price_table
 from .jobs import JobConfig, JobWorker, job_request_model, jobs_router
 from .kb.ingest import source_id
-from .observability.metrics import DeploymentIdentity, RuntimeMetrics
+from .observability.metrics import DeploymentIdentity, RatersReading, RuntimeMetrics
 from .observability.tracing import Tracing, TracingConfig
 from .openai_api import CHAT_COMPLETIONS_PATH, CONVERSATION_FACTOR, chat_body_bytes, openai_router
 from .protection.cache import AnswerCache, AnswerCacheBackend, MemoryAnswerCache
@@ -410,6 +410,7 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.raters = RatersReading()
 
     # Added before the request context, so the context (request id, log line) wraps its refusals.
     app.add_middleware(
@@ -629,6 +630,7 @@ def _query_router(request_model: type[QueryRequest]) -> APIRouter:
         if not rated.stored:
             return error(409, "already_rated", f"this client has rated query {body.query_id} already")
         service.metrics.feedback(body.score, kb_version=rated.version, role=rated.role)
+        request.app.state.raters.drop()
         return Response(status_code=204)
 
     @router.get("/info")
@@ -741,22 +743,27 @@ def _operations_router() -> APIRouter:
     async def metrics(request: Request) -> Response:
         """Prometheus metrics of this replica."""
         service: QueryService = request.app.state.service
-        service.metrics.set_raters(await _raters(service, request.app.state.settings))
+        service.metrics.set_raters(await _raters(service, request.app.state.settings, request.app.state.raters))
         body, content_type = request.app.state.metrics.render()
         return Response(content=body, media_type=content_type)
 
     return router
 
 
-async def _raters(service: QueryService, settings: RuntimeSettings) -> dict[tuple[str, str], int] | None:
+async def _raters(
+    service: QueryService, settings: RuntimeSettings, reading: RatersReading
+) -> dict[tuple[str, str], int] | None:
     """Distinct raters per (version, role) in the feedback window, zero for the versions served; None if unknown."""
-    since = datetime.now(UTC) - timedelta(seconds=settings.feedback_window_seconds)
-    budget = min(service.database_timeout_seconds, READINESS_BUDGET_SECONDS)
-    try:
-        async with asyncio.timeout(budget), service.pool.connection(timeout=budget) as connection:
-            counts = await raters_since(connection, settings.knowledge_base, settings.deployment, since)
-    except (TimeoutError, PoolTimeout, psycopg.Error):
-        return None
+    counts = reading.fresh(time.monotonic())
+    if counts is None:
+        since = datetime.now(UTC) - timedelta(seconds=settings.feedback_window_seconds)
+        budget = min(service.database_timeout_seconds, READINESS_BUDGET_SECONDS)
+        try:
+            async with asyncio.timeout(budget), service.pool.connection(timeout=budget) as connection:
+                counts = await raters_since(connection, settings.knowledge_base, settings.deployment, since)
+        except (TimeoutError, PoolTimeout, psycopg.Error):
+            return None
+        reading.store(counts, time.monotonic())
     served = service.active.served
     for role, record in (("stable", served.stable), ("canary", served.canary)):
         if record is not None:

@@ -458,6 +458,37 @@ class RuntimeMetrics:
         return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
 
 
+RATERS_READ_SECONDS = 10.0
+"""How long a reading of the deployment's raters serves scrapes before the answer log is read again."""
+
+
+class RatersReading:
+    """The last count of the deployment's distinct raters read from the answer log, and when it was read.
+
+    Every scrape of /metrics used to read the answer log (a join and a distinct count over the
+    feedback window): each Prometheus server of an HA pair, each replica, every 15 s. A reading
+    serves scrapes for `max_age` seconds; a rating this replica stores drops it, so the replica
+    that took a rating shows it at the next scrape, and ratings taken by other replicas within `max_age`.
+    """
+
+    def __init__(self, max_age: float = RATERS_READ_SECONDS) -> None:
+        self._max_age = max_age
+        self._counts: dict[tuple[str, str], int] | None = None
+        self._read_at = 0.0
+
+    def fresh(self, now: float) -> dict[tuple[str, str], int] | None:
+        """The last reading if it is younger than `max_age` (a copy), else None: read again."""
+        if self._counts is None or now - self._read_at >= self._max_age:
+            return None
+        return dict(self._counts)
+
+    def store(self, counts: Mapping[tuple[str, str], int], now: float) -> None:
+        self._counts, self._read_at = dict(counts), now
+
+    def drop(self) -> None:
+        self._counts = None
+
+
 def _check_role(role: str) -> None:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; expected one of {list(ROLES)}")

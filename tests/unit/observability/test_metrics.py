@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from ragops_runtime.observability import DeploymentIdentity, RuntimeMetrics
-from ragops_runtime.observability.metrics import QUERY_OUTCOMES
+from ragops_runtime.observability.metrics import QUERY_OUTCOMES, RatersReading
 
 PROMTOOL = Path("/usr/bin/promtool")
 IDENTITY = DeploymentIdentity(namespace="shop", deployment="support-bot", pod="support-bot-7d9f-x2k4q")
@@ -329,3 +329,18 @@ def test_bad_values_are_refused(call: Callable[[RuntimeMetrics], None], message:
     with pytest.raises(ValueError, match=message):
         call(metrics)
     assert metrics.render()[0] == before
+
+
+def test_a_raters_reading_serves_scrapes_until_it_is_old_or_dropped() -> None:
+    reading = RatersReading(max_age=10)
+    assert reading.fresh(0.0) is None  # nothing read yet
+    reading.store({("v1", "stable"): 3}, now=100.0)
+    assert reading.fresh(100.0) == reading.fresh(109.9) == {("v1", "stable"): 3}
+    served = reading.fresh(105.0)
+    assert served is not None
+    served[("v2", "canary")] = 0  # what the caller adds for the versions served does not stick
+    assert reading.fresh(105.0) == {("v1", "stable"): 3}
+    assert reading.fresh(110.0) is None  # as old as max_age: read again
+    reading.store({("v1", "stable"): 4}, now=110.0)
+    reading.drop()  # a rating this replica stored
+    assert reading.fresh(110.5) is None
