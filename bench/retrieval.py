@@ -10,7 +10,7 @@ query is a distinct six-word question, top 20. The sides:
   has no hybrid search);
 - ragops' retrieval function in-process: query embedding + `retrieve(...)`, vector only and hybrid
   (vector + BM25, fused by RRF in one statement, the default), from 1 or 16 asyncio tasks on a pool
-  of 16;
+  of 16 configured as the runtime's;
 - ragops `/v1/query` over HTTP (httpx, 1 or 16 concurrent clients) from a real `ragops serve`,
   retrieval-only (generation provider none), answer and query-vector caches off, returning all
   20 passages, pool of 16: vector only (`RAGOPS_HYBRID=false`, the peer's equivalent) and the
@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 from langchain_postgres import PGVector  # type: ignore[import-not-found,unused-ignore]
-from pgvector.psycopg import register_vector_async  # type: ignore[import-untyped,unused-ignore]
 from psycopg_pool import AsyncConnectionPool
 
 from bench import peers
@@ -67,6 +66,7 @@ from bench.common import (
 )
 from bench.kb_build import ragops_build
 from ragops_runtime.embedding import StaticEmbedder
+from ragops_runtime.replica import configure_connection
 from ragops_runtime.retrieval.hybrid import retrieve
 from ragops_runtime.store import KnowledgeStore, VersionRecord
 
@@ -150,7 +150,7 @@ def measure(pg: Postgres, chunks: int, rounds: int, queries_per_client: dict[int
 
             async def in_process(queries: Sequence[str], concurrency: int, hybrid: bool) -> LatencySummary:
                 pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                    dsn, min_size=POOL, max_size=POOL, configure=register_vector_async, kwargs={"autocommit": True}
+                    dsn, min_size=POOL, max_size=POOL, configure=configure_connection, kwargs={"autocommit": True}
                 )
                 async with pool:
                     await pool.wait()

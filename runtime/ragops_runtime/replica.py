@@ -30,7 +30,7 @@ check connects every `REPLICA_RETRY_SECONDS`, and a fresh pool takes reads again
 show which is used and why. When the primary cannot take the reads either, its pool times out
 and the query gets the usual 503 `database_unavailable`.
 
-This module issues no SQL of its own beyond `SELECT 1`: the version check is the store's.
+This module issues no SQL of its own beyond `SELECT 1`: the version check and the search settings are the store's.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from .errors import first_line
 from .observability.metrics import RuntimeMetrics
 from .store import KnowledgeStore, VersionRecord
+from .store.knowledge import prepare_search_session
 
 log = logging.getLogger("ragops.replica")
 T = TypeVar("T")
@@ -101,6 +102,12 @@ def _has_input(connection: psycopg.AsyncConnection[Any]) -> bool:
     return bool(poller.poll(0))
 
 
+async def configure_connection(connection: psycopg.AsyncConnection[Any]) -> None:
+    """A new pooled connection: pgvector's types, and the search settings for its session."""
+    await register_vector_async(connection)
+    await prepare_search_session(connection)
+
+
 def connection_pool(dsn: str, size: int) -> AsyncConnectionPool[Any]:
     """A pool of autocommit connections with pgvector's types, checked at checkout when needed (not opened)."""
     return AsyncConnectionPool(
@@ -108,7 +115,7 @@ def connection_pool(dsn: str, size: int) -> AsyncConnectionPool[Any]:
         min_size=1,
         max_size=size,
         open=False,
-        configure=register_vector_async,
+        configure=configure_connection,
         kwargs={"autocommit": True},
         check=CheckoutCheck(),
         # psycopg retries a lost connection with a doubling backoff for reconnect_timeout (5 min by

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 import yaml
 from psycopg import sql
@@ -18,9 +19,11 @@ from ragops_runtime.embedding import StaticEmbedder
 from ragops_runtime.kb.build import BuildRequest, build_version
 from ragops_runtime.kb.evaluation import Thresholds
 from ragops_runtime.kb.gate import evaluate_version
+from ragops_runtime.replica import configure_connection
 from ragops_runtime.retrieval.hybrid import retrieve
 from ragops_runtime.store import Fusion, KnowledgeStore, VersionRecord
 from ragops_runtime.store.identifiers import derived_identifier
+from ragops_runtime.store.knowledge import MIN_EF_SEARCH
 
 pytestmark = pytest.mark.postgres
 
@@ -192,3 +195,30 @@ async def test_dropping_a_version_removes_its_postings_and_frequencies(pg_dsn: s
         remaining = await connection.execute(sql.SQL("SELECT count(*) FROM {} WHERE term = 'quagga'").format(postings))
         assert await remaining.fetchone() == (0,)
         assert (await store.text_search(v1, "rmtree", 1))[0].document_id == "files/remove-tree.html"
+
+
+async def test_a_pooled_search_session_answers_as_a_search_that_sets_its_settings(pg_dsn: str, tmp_path: Path) -> None:
+    """The runtime's pooled connections keep the search settings for their session and run a search as one
+    statement; the same searches with each setting set for its transaction find the same chunks and scores,
+    and a search deeper than the session's sets its own for its transaction only."""
+    questions = ("delete a directory and everything inside it", "pause my program", "download a web page")
+    async with await KnowledgeStore.connect(pg_dsn) as store:
+        record = await build_site(store, tmp_path / "site")
+        pooled = await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True)
+        async with pooled:
+            await configure_connection(pooled)
+            session = KnowledgeStore(pooled)
+            for question in questions:
+                for top_k in (5, 30):  # a fused top 30 ranks 60 deep: more than the session's 40
+                    for hybrid in (True, False):
+                        expected = await retrieve(store, record, vector(question), question, top_k=top_k, hybrid=hybrid)
+                        found = await retrieve(session, record, vector(question), question, top_k=top_k, hybrid=hybrid)
+                        assert found == expected, (question, top_k, hybrid)
+                assert await session.text_search(record, question, 5) == await store.text_search(record, question, 5)
+            settings = await pooled.execute(
+                "SELECT current_setting('plan_cache_mode'), current_setting('hnsw.iterative_scan'), "
+                "current_setting('hnsw.ef_search')"
+            )
+            assert await settings.fetchone() == ("force_generic_plan", "relaxed_order", str(MIN_EF_SEARCH))
+        unset = await store.connection.execute("SELECT current_setting('plan_cache_mode')")
+        assert await unset.fetchone() == ("auto",)  # a connection of its own keeps the server's defaults

@@ -35,6 +35,7 @@ import hashlib
 import json
 import math
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -1577,23 +1578,61 @@ class KnowledgeStore:
     async def _search(
         self, statement: bytes, parameters: dict[str, Any], *, ef_search: int | None = None
     ) -> list[tuple[Any, ...]]:
-        """Runs a search statement with the settings it needs, in one round trip (a pipeline).
+        """Runs a search statement with the settings it needs, in one round trip.
 
         The statement runs on a generic plan: psycopg prepares it after a few uses, but PostgreSQL
         would still plan each execution anew (a custom plan for its parameters), and planning the
         hybrid statement costs about as much as running it. Its plan does not depend on the
         parameters (the limits are literals), so the generic plan is the one a custom plan would pick.
+
+        On a connection that holds these settings for its session (`prepare_search_session`, the
+        runtime's pooled connections) the statement runs alone; otherwise, or when it needs a
+        deeper HNSW scan than the session's, the settings are set for its transaction only, in a
+        pipeline: BEGIN, the settings, the statement and COMMIT, about twice the client's CPU.
         """
-        settings = [("plan_cache_mode", "force_generic_plan")]
-        if ef_search is not None:
-            # relaxed_order lets the HNSW scan continue past ef_search until enough members are found;
-            # the statement's ORDER BY restores exact order among the candidates it returned.
-            settings += [("hnsw.iterative_scan", "relaxed_order"), ("hnsw.ef_search", str(max(40, ef_search)))]
+        settings = _search_settings(ef_search)
+        if self._conn in _search_sessions and settings <= SEARCH_SESSION_SETTINGS:
+            cursor = await self._conn.execute(statement, parameters)
+            return await cursor.fetchall()
         async with self._conn.pipeline(), self._conn.transaction():
-            await self._conn.execute(_settings_statement(tuple(settings)))
+            await self._conn.execute(_settings_statement(tuple(sorted(settings)), local=True))
             cursor = await self._conn.execute(statement, parameters)
         fetched: list[tuple[Any, ...]] = await cursor.fetchall()
         return fetched
+
+
+MIN_EF_SEARCH = 40
+"""The HNSW candidate list of every search at least (pgvector's default): top 20 and a hybrid's depth of 40."""
+
+
+def _search_settings(ef_search: int | None) -> frozenset[tuple[str, str]]:
+    """What a search needs set: a generic plan, and for an HNSW scan its depth and iterative order."""
+    settings = {("plan_cache_mode", "force_generic_plan")}
+    if ef_search is not None:
+        # relaxed_order lets the HNSW scan continue past ef_search until enough members are found;
+        # the statement's ORDER BY restores exact order among the candidates it returned.
+        settings |= {("hnsw.iterative_scan", "relaxed_order"), ("hnsw.ef_search", str(max(MIN_EF_SEARCH, ef_search)))}
+    return frozenset(settings)
+
+
+SEARCH_SESSION_SETTINGS = _search_settings(MIN_EF_SEARCH)
+"""The settings a pooled connection keeps for its session: those of every search of the default depth.
+
+The generic plan then applies to every statement the connection prepares (psycopg prepares a
+statement after its fifth use): the runtime's others are key lookups and inserts, whose plans
+do not depend on their parameters either."""
+
+_search_sessions: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()
+
+
+async def prepare_search_session(connection: psycopg.AsyncConnection[Any]) -> None:
+    """Sets SEARCH_SESSION_SETTINGS for the rest of `connection`'s session (an autocommit connection).
+
+    For connections that a pool keeps for searches: a search of the default depth on them is one
+    statement instead of a transaction around the statement and its settings.
+    """
+    await connection.execute(_settings_statement(tuple(sorted(SEARCH_SESSION_SETTINGS)), local=False))
+    _search_sessions.add(connection)
 
 
 @dataclass(frozen=True)
@@ -1789,13 +1828,13 @@ def _hybrid_statement(kb: str, space: EmbeddingSpace, k: int, depth: int, filter
 
 
 @functools.lru_cache(maxsize=16)
-def _settings_statement(settings: tuple[tuple[str, str], ...]) -> bytes:
-    """One statement for all of a search's settings, local to its transaction: the pooled connection keeps none."""
+def _settings_statement(settings: tuple[tuple[str, str], ...], *, local: bool) -> bytes:
+    """One statement for all of a search's settings, for its transaction (`local`) or the rest of the session."""
     return (
         sql.SQL("SELECT {}")
         .format(
             sql.SQL(", ").join(
-                sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
+                sql.SQL("set_config({}, {}, {})").format(sql.Literal(name), sql.Literal(value), sql.Literal(local))
                 for name, value in settings
             )
         )
