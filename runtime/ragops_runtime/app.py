@@ -165,21 +165,23 @@ class FeedbackRequest(WireRequest):
         return 1.0 if self.thumbs == "up" else 0.0
 
 
-def to_response(answer: Answer) -> QueryResponse:
-    return QueryResponse(
-        query_id=answer.query_id,
-        knowledge_base=answer.knowledge_base,
-        kb_version=answer.kb_version,
-        role=answer.role,
-        answer=answer.answer,
-        mode=answer.mode,
-        degraded=answer.degraded,
-        degraded_reason=answer.degraded_reason,
-        citations=[Citation.model_validate(p) for p in passages(answer.chunks)],
-        usage=Usage(input_tokens=answer.input_tokens, output_tokens=answer.output_tokens),
-        cost_usd=answer.cost_usd,
-        timings_ms=dict(answer.timings_ms),
-    )
+def response_json(answer: Answer) -> dict[str, Any]:
+    """An answer as the JSON of QueryResponse, built directly: validating a model of the answer
+    and dumping it again (20 passages each time) cost a tenth of a retrieval-only query's CPU."""
+    return {
+        "queryId": str(answer.query_id),
+        "knowledgeBase": answer.knowledge_base,
+        "kbVersion": answer.kb_version,
+        "role": answer.role,
+        "answer": answer.answer,
+        "mode": answer.mode,
+        "degraded": answer.degraded,
+        "degradedReason": answer.degraded_reason,
+        "citations": [{**passage, "score": float(passage["score"])} for passage in passages(answer.chunks)],
+        "usage": {"inputTokens": answer.input_tokens, "outputTokens": answer.output_tokens},
+        "costUsd": None if answer.cost_usd is None else float(answer.cost_usd),
+        "timingsMs": {stage: float(ms) for stage, ms in answer.timings_ms.items()},
+    }
 
 
 def served_headers(kb_version: str, role: str) -> dict[str, str]:
@@ -370,7 +372,7 @@ def create_app(settings: RuntimeSettings, *, dsn: str) -> FastAPI:
             pool=pool,
             service=service,
             metrics=metrics,
-            render=lambda answer: to_response(answer).model_dump(mode="json", by_alias=True),
+            render=response_json,
             worker_id=settings.pod,
         )
         app.state.jobs = jobs
@@ -578,7 +580,7 @@ def _query_router(request_model: type[QueryRequest]) -> APIRouter:
         except ServiceUnavailable as exc:
             return error(503, exc.code, str(exc), retry_after=exc.retry_after)
         return JSONResponse(
-            to_response(answer).model_dump(mode="json", by_alias=True),
+            response_json(answer),
             headers=served_headers(answer.kb_version, answer.role),
         )
 
@@ -792,5 +794,5 @@ async def _sse(events: AsyncIterator[tuple[str, Any]]) -> AsyncIterator[bytes]:
         elif kind == "delta":
             data = {"text": payload}
         else:
-            data = to_response(payload).model_dump(mode="json", by_alias=True)
+            data = response_json(payload)
         yield f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
