@@ -343,7 +343,8 @@ async def http_pass(url: str, queries: Sequence[str], concurrency: int) -> Laten
                     "/v1/query", json={"query": query, "topK": TOP_K}, headers={"X-Client-Id": f"bench-{number}"}
                 )
                 latencies.append(time.perf_counter() - started)
-                response.raise_for_status()
+                if response.status_code != 200:
+                    raise RuntimeError(f"{url}/v1/query answered {response.status_code}: {response.text[:300]}")
                 body = response.json()
                 if body["mode"] != "retrieval_only" or len(body["citations"]) != TOP_K:
                     raise RuntimeError(f"unexpected answer: mode {body['mode']}, {len(body['citations'])} citations")

@@ -22,6 +22,7 @@ ORDER = (
     "kb_build",
     "kb_incremental",
     "retrieval",
+    "query_cpu",
     "vector_memory",
     "version_switch",
     "canary_split",
