@@ -60,6 +60,9 @@ from ragops_runtime.store import KnowledgeStore
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 16)
+SETTINGS = {**SERVE_SETTINGS, "RAGOPS_RETRIEVAL_TIMEOUT_MS": "60000"}
+"""A CPU measurement has no latency budget: on a machine loaded by others, a query past the default
+2 s would end the run with a 503 (it did, at load 19)."""
 NEW = "this tree"
 OLD = "baseline"
 
@@ -174,8 +177,8 @@ def measure(
         asyncio.run(prepare(dsn, pg, chunks))
         old_path, commit = stack.enter_context(baseline_sources(baseline))
         log = pg.work / "runtime.log"
-        (new,) = stack.enter_context(runtime_processes(dsn, 1, SERVE_SETTINGS, log))
-        (old,) = stack.enter_context(runtime_processes(dsn, 1, {**SERVE_SETTINGS, "PYTHONPATH": old_path}, log))
+        (new,) = stack.enter_context(runtime_processes(dsn, 1, SETTINGS, log))
+        (old,) = stack.enter_context(runtime_processes(dsn, 1, {**SETTINGS, "PYTHONPATH": old_path}, log))
         sides = {NEW: new, OLD: old}
         postmaster = postmaster_pid(pg)
         for replica in sides.values():
