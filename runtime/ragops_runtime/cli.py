@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from rich.console import Console
 
+from .kb.sharding import MAX_SHARDS
+
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
@@ -208,6 +210,20 @@ def kb() -> None:
 @click.option("--index-ef-construction", type=click.IntRange(4, 1000), default=64, show_default=True)
 @click.option("--distance", type=click.Choice(["cosine", "l2", "innerProduct"]), default="cosine", show_default=True)
 @click.option("--strict", is_flag=True, help="Fail on an unreadable or binary file instead of skipping it.")
+@click.option(
+    "--shard-count",
+    type=click.IntRange(1, MAX_SHARDS),
+    default=1,
+    show_default=True,
+    help="Processes building this version together, each its share of the documents; the last to finish "
+    "builds the indexes and completes the version.",
+)
+@click.option(
+    "--shard-index",
+    type=click.IntRange(0, MAX_SHARDS - 1),
+    default=None,
+    help="This process's share, 0 to --shard-count - 1 (an Indexed Job's $(JOB_COMPLETION_INDEX)).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the version manifest as JSON.")
 def build(
     knowledge_base: str,
@@ -228,11 +244,18 @@ def build(
     index_ef_construction: int,
     distance: str,
     strict: bool,
+    shard_count: int,
+    shard_index: int | None,
     as_json: bool,
 ) -> None:
-    """Build a version: ingest, chunk, embed what is new, store and index it."""
+    """Build a version: ingest, chunk, embed what is new, store and index it.
+
+    With --shard-count N, N processes (--shard-index 0 to N-1) build it together; each prints the
+    manifest with --json if it completed the version, else what its share held.
+    """
     from .embedding import DEFAULT_DIMENSIONS, DEFAULT_MODELS
-    from .kb.build import BuildRequest, ChunkingSettings, EmbeddingSettings, IndexSettings, build_version
+    from .kb.build import BuildRequest, ChunkingSettings, EmbeddingSettings, IndexSettings, build_shard, build_version
+    from .kb.sharding import Shard
 
     if chunk_overlap >= chunk_size:
         raise click.BadParameter("must be smaller than --chunk-size", param_hint="--chunk-overlap")
@@ -240,6 +263,15 @@ def build(
         raise click.BadParameter("must be at least 2 * --index-m (pgvector)", param_hint="--index-ef-construction")
     if embedding_provider == "openai" and not (embedding_endpoint and embedding_model):
         raise click.UsageError("--embedding-provider openai needs --embedding-endpoint and --embedding-model")
+    shard: Shard | None = None
+    if shard_count > 1:
+        if shard_index is None or shard_index >= shard_count:
+            raise click.BadParameter(
+                f"must be from 0 to {shard_count - 1} with --shard-count {shard_count}", param_hint="--shard-index"
+            )
+        shard = Shard(shard_index, shard_count)
+    elif shard_index not in (None, 0):
+        raise click.BadParameter("needs --shard-count above the index", param_hint="--shard-index")
     request = BuildRequest(
         knowledge_base=knowledge_base,
         version=version,
@@ -260,9 +292,25 @@ def build(
     target = _resolve_dsn(dsn, embedded)
 
     async def work(store: KnowledgeStore) -> dict[str, Any]:
+        api_key = os.environ.get(API_KEY_ENV)
         with TerminalProgress(console) as progress:
-            report = await build_version(store, request, api_key=os.environ.get(API_KEY_ENV), progress=progress)
-        return report.manifest
+            if shard is None:
+                return (await build_version(store, request, api_key=api_key, progress=progress)).manifest
+            report = await build_shard(store, request, shard, api_key=api_key, progress=progress)
+        if report.published is not None:
+            return report.published.manifest
+        if report.already_built and report.record.manifest is not None:
+            return report.record.manifest
+        return {
+            "knowledgeBase": knowledge_base,
+            "version": version,
+            "shard": {"index": shard.index, "count": shard.count},
+            "documents": report.documents,
+            "chunks": report.chunks,
+            "embeddedChunks": report.embedded_chunks,
+            "embeddingRequests": report.embedding_requests,
+            "completed": False,
+        }
 
     manifest = _run(target, work)
     if as_json:

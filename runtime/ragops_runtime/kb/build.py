@@ -20,11 +20,11 @@ import inspect
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 import psycopg
@@ -32,10 +32,14 @@ import psycopg
 from ..embedding import Embedder, EmbeddingError, embed_all, make_embedder
 from ..store import ChunkRow, DocumentRow, EmbeddingSpace, KnowledgeStore, StoreError, VersionRecord
 from ..store.knowledge import chunk_key
+from ..store.shards import clear_parts, ensure_parts_table, publishing, record_part, recorded_parts
 from .chunking import chunk_document
 from .cleaning import BoilerplateReport
 from .documents import Chunk, Document, sha256_hex
-from .ingest import Extract, IngestError, SkippedSource, extract_documents, read_sources
+from .ingest import Extract, IngestError, IngestResult, SkippedSource, extract_documents, read_sources
+from .sharding import Shard, assign_shares
+
+_T = TypeVar("_T")
 
 _KEY_BATCH = 10_000
 """Keys per lookup query: bounded so a 100k-chunk build never sends one giant array."""
@@ -130,6 +134,21 @@ class BuildReport:
     embedded_chunks: int = 0
 
 
+@dataclass(frozen=True)
+class ShardReport:
+    """What one shard of a sharded build did, and the version's report if it is the one that completed it."""
+
+    record: VersionRecord
+    shard: Shard
+    already_built: bool = False
+    documents: int = 0
+    chunks: int = 0
+    embedded_chunks: int = 0
+    embedding_requests: int = 0
+    published: BuildReport | None = None
+    """Set on the shard that found every part recorded and completed the version; None on the others."""
+
+
 @dataclass
 class _Plan:
     """What one build must do, computed before any embedding."""
@@ -143,10 +162,7 @@ class _Plan:
     """The chunks of the documents chunked by this build: (document, chunk, chunk key)."""
     known: dict[str, int] = field(default_factory=dict)
     """Chunk key -> id of the chunks already stored (reused documents' and identical chunks')."""
-    boilerplate: BoilerplateReport = field(default_factory=BoilerplateReport)
-    extraction_keys: dict[str, str] = field(default_factory=dict)
     chunking_keys: dict[str, str] = field(default_factory=dict)
-    reused_extractions: int = 0
     reused_documents: int = 0
 
 
@@ -174,8 +190,54 @@ async def build_version(
         await store.end_build(record)
         progress.log(f"{request.knowledge_base}/{request.version} is already built; nothing to do")
         return BuildReport(record=record, manifest=record.manifest, already_built=True)
+    return await _failing_version(
+        store, record, _build(store, record, request, api_key, embedder, progress, clock, started)
+    )
+
+
+async def build_shard(
+    store: KnowledgeStore,
+    request: BuildRequest,
+    shard: Shard,
+    *,
+    api_key: str | None = None,
+    embedder: Embedder | None = None,
+    progress: BuildProgress | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> ShardReport:
+    """Builds `shard`'s share of `request`; the shard that records the last part completes the version.
+
+    Every shard reads all the sources (through the store's extraction cache) into the documents
+    a one-process build would have, boilerplate removed over all of them, then chunks, embeds and
+    stores only its share (`sharding.assign_shares`) into the same version, which stays
+    `building`. A new chunk table's BM25 average length is seeded from the chunks a one-process
+    build would store first (`KnowledgeStore.seed_lexicon`), whichever shard stores first. Each
+    shard then records its part; under the version's publish lock, the shard that finds all of
+    them recorded builds the indexes and completes the version with their union, in one
+    transaction as always. Chunks, postings, documents and manifest are those of a one-process
+    build, bar what measures the run (seconds, embedding requests, reuse counts). A retried
+    shard redoes its own share only, reusing every chunk it had stored; a shard that fails marks
+    the version failed with the cause, and its retry (or any shard starting) resumes it.
+    """
+    progress = progress or SilentProgress()
+    started_at = now()
+    await ensure_parts_table(store)
+    record = await store.begin_version(
+        request.knowledge_base, request.version, request.space, request.settings(), shared=True
+    )
+    if record.status == "built" and record.manifest is not None:
+        await store.end_build(record)
+        progress.log(f"{request.knowledge_base}/{request.version} is already built; nothing to do")
+        return ShardReport(record=record, shard=shard, already_built=True)
+    return await _failing_version(
+        store, record, _build_shard(store, record, request, shard, api_key, embedder, progress, now, started_at)
+    )
+
+
+async def _failing_version(store: KnowledgeStore, record: VersionRecord, work: Coroutine[Any, Any, _T]) -> _T:
+    """Runs `work` (a build of `record`), marking the version failed with the cause if it stops early."""
     try:
-        return await _build(store, record, request, api_key, embedder, progress, clock, started)
+        return await work
     except BaseException as error:
         cause = _failure(error)
         with contextlib.suppress(psycopg.Error, StoreError):
@@ -213,75 +275,261 @@ async def _build(
 ) -> BuildReport:
     owned_embedder = embedder is None
     if embedder is None:
-        embedder = make_embedder(
-            request.embedding.provider,
-            model=request.embedding.model,
-            dimensions=request.embedding.dimensions,
-            endpoint=request.embedding.endpoint,
-            api_key=api_key,
-        )
+        embedder = _make_embedder(request, api_key)
     try:
-        skipped, plan = await _plan(store, record, request, progress)
+        result = await _read(store, request, progress)
+        plan = await _plan(store, record, request, result.documents, progress)
+        if not plan.keys:
+            raise BuildError("the sources yielded no text to index")
         requests, embedded, ids = await _store_new_chunks(store, record, request, plan, embedder, progress)
     finally:
         if owned_embedder:
             await embedder.aclose()
-
-    progress.stage("indexing")
-    await store.ensure_indexes(record)
-    progress.stage("completing")
-    documents = [
-        DocumentRow(
-            d.id,
-            d.source,
-            d.title,
-            d.digest,
-            plan.counts.get(d.id, 0),
-            extraction_key=plan.extraction_keys.get(d.id),
-            chunking_key=plan.chunking_keys[d.id],
-        )
-        for d in plan.documents
-    ]
-    manifest = build_manifest(
+    return await _complete(
+        store,
+        record,
         request,
-        plan.documents,
+        result,
+        chunk_ids=ids.values(),
+        documents=_document_rows(plan, result),
         chunk_keys=plan.keys,
         embedded_chunks=embedded,
         embedding_requests=requests,
-        skipped=skipped,
-        seconds=clock() - started,
-        created_at=datetime.now(UTC),
-        boilerplate=plan.boilerplate,
-        reused_extractions=plan.reused_extractions,
         reused_documents=plan.reused_documents,
+        seconds=clock() - started,
+        progress=progress,
     )
-    record = await store.complete_version(record, ids.values(), documents, manifest)
+
+
+def _make_embedder(request: BuildRequest, api_key: str | None) -> Embedder:
+    return make_embedder(
+        request.embedding.provider,
+        model=request.embedding.model,
+        dimensions=request.embedding.dimensions,
+        endpoint=request.embedding.endpoint,
+        api_key=api_key,
+    )
+
+
+async def _build_shard(
+    store: KnowledgeStore,
+    record: VersionRecord,
+    request: BuildRequest,
+    shard: Shard,
+    api_key: str | None,
+    embedder: Embedder | None,
+    progress: BuildProgress,
+    now: Callable[[], datetime],
+    started_at: datetime,
+) -> ShardReport:
+    result = await _read(store, request, progress)
+    shares = assign_shares([len(document.text) for document in result.documents], shard.count)
+    mine = [document for document, share in zip(result.documents, shares, strict=True) if share == shard.index]
+    progress.log(f"shard {shard.index + 1} of {shard.count}: {len(mine)} of {len(result.documents)} documents")
+    owned_embedder = embedder is None
+    if embedder is None:
+        embedder = _make_embedder(request, api_key)
+    try:
+        plan = await _plan(store, record, request, mine, progress)
+        if not await store.has_lexicon(record):
+            await store.seed_lexicon(record, _first_stored(result.documents, request))
+        requests, embedded, ids = await _store_new_chunks(store, record, request, plan, embedder, progress)
+    finally:
+        if owned_embedder:
+            await embedder.aclose()
+    part = {
+        "documentsDigest": _documents_digest(result.documents),
+        "startedAt": started_at.isoformat(),
+        "documents": [_document_json(row) for row in _document_rows(plan, result)],
+        "chunkKeys": plan.keys,
+        "embeddedChunks": embedded,
+        "embeddingRequests": requests,
+        "reusedDocuments": plan.reused_documents,
+    }
+    await record_part(store, record, shard.count, shard.index, ids.values(), part)
+    progress.log(
+        f"shard {shard.index + 1} of {shard.count} stored: {len(mine)} documents, {len(plan.keys)} chunks, "
+        f"{embedded} embedded, {requests} embedding requests"
+    )
+    published = await _publish(store, record, request, shard, result, progress, now)
+    return ShardReport(
+        record=published.record if published is not None else record,
+        shard=shard,
+        documents=len(mine),
+        chunks=len(plan.keys),
+        embedded_chunks=embedded,
+        embedding_requests=requests,
+        published=published,
+    )
+
+
+async def _publish(
+    store: KnowledgeStore,
+    record: VersionRecord,
+    request: BuildRequest,
+    shard: Shard,
+    result: IngestResult,
+    progress: BuildProgress,
+    now: Callable[[], datetime],
+) -> BuildReport | None:
+    """Completes the version if every shard's part is recorded and no other shard has completed it."""
+    async with publishing(store, record):
+        current = await store.get_version(record.kb, record.version)
+        if current is not None and current.status == "built":
+            return None
+        parts = await recorded_parts(store, record, shard.count)
+        if len(parts) < shard.count:
+            waiting = sorted(set(range(shard.count)) - {part.shard for part in parts})
+            progress.log(f"waiting for shards {', '.join(str(index + 1) for index in waiting)} to store their parts")
+            return None
+        digest = _documents_digest(result.documents)
+        changed = [part.shard + 1 for part in parts if part.report["documentsDigest"] != digest]
+        if changed:
+            raise BuildError(
+                f"the sources changed while the shards read them: shards {', '.join(map(str, changed))} read "
+                f"other documents than shard {shard.index + 1}; build a new version from sources that stay put"
+            )
+        documents = sorted(
+            (_document_row(row) for part in parts for row in part.report["documents"]),
+            key=lambda row: row.document_id,
+        )
+        chunk_keys = [key for part in parts for key in part.report["chunkKeys"]]
+        if not chunk_keys:
+            raise BuildError("the sources yielded no text to index")
+        started_at = min(datetime.fromisoformat(part.report["startedAt"]) for part in parts)
+        report = await _complete(
+            store,
+            record,
+            request,
+            result,
+            chunk_ids=[chunk_id for part in parts for chunk_id in part.chunk_ids],
+            documents=documents,
+            chunk_keys=chunk_keys,
+            embedded_chunks=sum(part.report["embeddedChunks"] for part in parts),
+            embedding_requests=sum(part.report["embeddingRequests"] for part in parts),
+            reused_documents=sum(part.report["reusedDocuments"] for part in parts),
+            seconds=(now() - started_at).total_seconds(),
+            progress=progress,
+        )
+        await clear_parts(store, record)
+        return report
+
+
+def _first_stored(documents: Sequence[Document], request: BuildRequest) -> list[tuple[str, str]]:
+    """(context, text) of the chunks a one-process build into an empty chunk table stores first.
+
+    Its first committed group: the first `_group_size` distinct chunks of the documents in order
+    (nothing is reused from an empty table), which fix the table's BM25 average length.
+    """
+    first: dict[str, tuple[str, str]] = {}
+    size = _group_size(request.embedding)
+    for document in documents:
+        for _, chunk, key in _chunks(document, request.chunking):
+            first.setdefault(key, (chunk.context, chunk.text))
+            if len(first) == size:
+                return list(first.values())
+    return list(first.values())
+
+
+def _documents_digest(documents: Sequence[Document]) -> str:
+    """Identity of the documents read (the manifest's `sourcesDigest`): every shard must read the same."""
+    return hashlib.sha256("\n".join(f"{d.id}\x1f{d.digest}" for d in documents).encode()).hexdigest()
+
+
+def _document_json(row: DocumentRow) -> dict[str, Any]:
+    return {
+        "id": row.document_id,
+        "source": row.source,
+        "title": row.title,
+        "digest": row.digest,
+        "chunks": row.chunks,
+        "extractionKey": row.extraction_key,
+        "chunkingKey": row.chunking_key,
+    }
+
+
+def _document_row(data: dict[str, Any]) -> DocumentRow:
+    return DocumentRow(
+        data["id"],
+        data["source"],
+        data["title"],
+        data["digest"],
+        data["chunks"],
+        extraction_key=data["extractionKey"],
+        chunking_key=data["chunkingKey"],
+    )
+
+
+async def _complete(
+    store: KnowledgeStore,
+    record: VersionRecord,
+    request: BuildRequest,
+    result: IngestResult,
+    *,
+    chunk_ids: Iterable[int],
+    documents: Sequence[DocumentRow],
+    chunk_keys: Sequence[str],
+    embedded_chunks: int,
+    embedding_requests: int,
+    reused_documents: int,
+    seconds: float,
+    progress: BuildProgress,
+) -> BuildReport:
+    """The last step of every build, sharded or not: indexes, manifest, and the version made whole at once."""
+    progress.stage("indexing")
+    await store.ensure_indexes(record)
+    progress.stage("completing")
+    manifest = build_manifest(
+        request,
+        result.documents,
+        chunk_keys=chunk_keys,
+        embedded_chunks=embedded_chunks,
+        embedding_requests=embedding_requests,
+        skipped=result.skipped,
+        seconds=seconds,
+        created_at=datetime.now(UTC),
+        boilerplate=result.boilerplate,
+        reused_extractions=result.reused_extractions,
+        reused_documents=reused_documents,
+    )
+    record = await store.complete_version(record, chunk_ids, documents, manifest)
     progress.log(
         f"built {request.knowledge_base}/{request.version}: "
-        f"{len(plan.documents)} documents ({plan.reused_documents} unchanged), {len(plan.keys)} chunks, "
-        f"{manifest['reusedEmbeddings']} embeddings reused, {requests} embedding requests, "
+        f"{len(documents)} documents ({reused_documents} unchanged), {len(chunk_keys)} chunks, "
+        f"{manifest['reusedEmbeddings']} embeddings reused, {embedding_requests} embedding requests, "
         f"{manifest['buildSeconds']:.1f}s"
     )
     return BuildReport(
         record=record,
         manifest=manifest,
         already_built=False,
-        skipped=tuple(skipped),
-        embedding_requests=requests,
-        embedded_chunks=embedded,
+        skipped=tuple(result.skipped),
+        embedding_requests=embedding_requests,
+        embedded_chunks=embedded_chunks,
     )
 
 
-async def _plan(
-    store: KnowledgeStore, record: VersionRecord, request: BuildRequest, progress: BuildProgress
-) -> tuple[list[SkippedSource], _Plan]:
-    """Reads the sources and finds what is new, doing as little as an unchanged document allows.
+def _document_rows(plan: _Plan, result: IngestResult) -> list[DocumentRow]:
+    return [
+        DocumentRow(
+            d.id,
+            d.source,
+            d.title,
+            d.digest,
+            plan.counts.get(d.id, 0),
+            extraction_key=result.extraction_keys.get(d.id),
+            chunking_key=plan.chunking_keys[d.id],
+        )
+        for d in plan.documents
+    ]
+
+
+async def _read(store: KnowledgeStore, request: BuildRequest, progress: BuildProgress) -> IngestResult:
+    """Reads every source into documents, converting only what the store's extraction cache lacks.
 
     A document whose file is unchanged is not converted again (its HTML or reStructuredText
-    conversion comes from the store's cache), and a document whose text, title and metadata are
-    unchanged is not chunked again (its chunks come from an earlier version of this chunk table).
-    Repeated blocks are still found across all of a source's documents, so the result is the
-    same as a build from nothing, only cheaper.
+    conversion comes from the store's cache). Repeated blocks are still found across all of a
+    source's documents, so the documents are those of a build from nothing, only cheaper.
     """
     progress.stage("reading sources")
     reading = await asyncio.to_thread(read_sources, list(request.sources), strict=request.strict)
@@ -300,20 +548,32 @@ async def _plan(
             f"{dropped.repeated_blocks:,} repeated blocks ({dropped.repeated_chars:,} characters); "
             f"{dropped.dropped_share:.1%} of the text"
         )
+    return result
+
+
+async def _plan(
+    store: KnowledgeStore,
+    record: VersionRecord,
+    request: BuildRequest,
+    documents: list[Document],
+    progress: BuildProgress,
+) -> _Plan:
+    """Chunks `documents` and finds what is new, doing as little as an unchanged document allows.
+
+    A document whose text, title and metadata are unchanged is not chunked again (its chunks
+    come from an earlier version of this chunk table).
+    """
     plan = _Plan(
-        documents=result.documents,
-        boilerplate=result.boilerplate,
-        extraction_keys=result.extraction_keys,
-        chunking_keys={document.id: chunking_key(document, request.chunking) for document in result.documents},
-        reused_extractions=result.reused_extractions,
+        documents=documents,
+        chunking_keys={document.id: chunking_key(document, request.chunking) for document in documents},
     )
     wanted = list(plan.chunking_keys.values())
     reusable: dict[str, list[tuple[str, int]]] = {}
     for start in range(0, len(wanted), _KEY_BATCH):
         reusable.update(await store.reusable_chunks(record, wanted[start : start + _KEY_BATCH]))
 
-    progress.stage("chunking", len(result.documents))
-    for document in result.documents:
+    progress.stage("chunking", len(documents))
+    for document in documents:
         stored = reusable.get(plan.chunking_keys[document.id])
         if stored is not None:
             plan.reused_documents += 1
@@ -321,31 +581,34 @@ async def _plan(
             plan.known.update(stored)
             plan.counts[document.id] = len(stored)
         else:
-            chunks = chunk_document(
-                document,
-                strategy=request.chunking.strategy,
-                size=request.chunking.size,
-                overlap=request.chunking.overlap,
-            )
-            for chunk in chunks:
-                key = chunk_key(
-                    chunk.document_id,
-                    chunk.position,
-                    chunk.heading_path,
-                    chunk.text,
-                    dict(document.metadata),
-                    chunk.context,
-                )
-                plan.new.append((document, chunk, key))
-                plan.keys.append(key)
+            chunks = _chunks(document, request.chunking)
+            plan.new.extend(chunks)
+            plan.keys.extend(key for _, _, key in chunks)
             plan.counts[document.id] = len(chunks)
         progress.advance(1)
-    if not plan.keys:
-        raise BuildError("the sources yielded no text to index")
     keys = [key for _, _, key in plan.new]
     for start in range(0, len(keys), _KEY_BATCH):
         plan.known.update(await store.known_chunks(record, keys[start : start + _KEY_BATCH]))
-    return list(result.skipped), plan
+    return plan
+
+
+def _chunks(document: Document, chunking: ChunkingSettings) -> list[tuple[Document, Chunk, str]]:
+    """`document`'s chunks, each with its chunk key."""
+    return [
+        (
+            document,
+            chunk,
+            chunk_key(
+                chunk.document_id,
+                chunk.position,
+                chunk.heading_path,
+                chunk.text,
+                dict(document.metadata),
+                chunk.context,
+            ),
+        )
+        for chunk in chunk_document(document, strategy=chunking.strategy, size=chunking.size, overlap=chunking.overlap)
+    ]
 
 
 def chunking_key(document: Document, chunking: ChunkingSettings) -> str:
@@ -403,7 +666,7 @@ async def _store_new_chunks(
         cache.update(await store.cached_embeddings(record, digests[start : start + _KEY_BATCH]))
 
     progress.stage("embedding", len(pending))
-    group_size = max(request.embedding.batch_size * request.embedding.concurrency * 4, 256)
+    group_size = _group_size(request.embedding)
     items = list(pending.items())
     requests = fresh_chunks = 0
     for start in range(0, len(items), group_size):
@@ -438,6 +701,11 @@ async def _store_new_chunks(
     return requests, fresh_chunks, ids
 
 
+def _group_size(embedding: EmbeddingSettings) -> int:
+    """Chunks embedded and stored per committed group."""
+    return max(embedding.batch_size * embedding.concurrency * 4, 256)
+
+
 def build_manifest(
     request: BuildRequest,
     documents: Sequence[Document],
@@ -460,9 +728,7 @@ def build_manifest(
     same digest however they were done (from nothing, incrementally, resumed after a crash), which
     the cost fields (`embeddedChunks`, `reused*`, `embeddingRequests`, `buildSeconds`) do not share.
     """
-    sources_digest = hashlib.sha256(
-        "\n".join(f"{d.id}\x1f{d.digest}" for d in sorted(documents, key=lambda d: d.id)).encode()
-    ).hexdigest()
+    sources_digest = _documents_digest(sorted(documents, key=lambda d: d.id))
     content_digest = hashlib.sha256("\n".join(sorted(chunk_keys)).encode()).hexdigest()
     space = request.space
     chunks = len(chunk_keys)

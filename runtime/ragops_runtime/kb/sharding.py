@@ -1,11 +1,10 @@
-"""Which units of the sources each shard of a sharded build reads: disjoint, deterministic, balanced.
+"""Which documents each shard of a sharded build chunks, embeds and stores: disjoint, deterministic, balanced.
 
 `KnowledgeBaseVersion.spec.build.parallelism: N` runs the build as an Indexed Job of N pods; pod
-`i` (its completion index) is `Shard(i, N)`. Every shard lists the same units (files and URLs, in
-source order) with the same sizes, so every shard computes the same assignment without talking
-to the others: largest first, each unit to the slice with the fewest bytes so far. Sizes are the
-bytes on disk, a fair proxy for the text to chunk and embed; a URL counts as nothing (its size is
-unknown before fetching), so URLs spread over the emptiest slices.
+`i` (its completion index) is `Shard(i, N)`. Every shard reads the same sources into the same
+documents (sorted by id, boilerplate removed over all of them), so every shard computes the same
+assignment without talking to the others: largest first, each document to the share with the
+fewest characters so far. Characters of cleaned text are what chunking and embedding cost grows with.
 
 Pure: no I/O, no clock.
 """
@@ -15,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-MAX_SHARDS = 64
-"""The most pods one build runs as (the KnowledgeBaseVersion schema's limit too)."""
+MAX_SHARDS = 16
+"""The most pods one build runs as (the KnowledgeBaseVersion schema's limit of spec.build.parallelism)."""
 
 
 @dataclass(frozen=True)
@@ -33,19 +32,19 @@ class Shard:
             raise ValueError(f"shard index must be from 0 to {self.count - 1}, got {self.index}")
 
 
-def assign_slices(sizes: Sequence[int], count: int) -> list[int]:
-    """The slice (0..count-1) of each unit, given the units' sizes in listing order.
+def assign_shares(sizes: Sequence[int], count: int) -> list[int]:
+    """The share (0..count-1) of each item, given the items' sizes in listing order.
 
-    Greedy longest-first: units by size descending (listing order among equals), each to the
-    slice with the fewest bytes (the lowest slice among equals). No slice ends more than the
-    largest unit above the mean.
+    Greedy longest-first: items by size descending (listing order among equals), each to the
+    share with the smallest total (the lowest share among equals). No share ends more than the
+    largest item above the mean.
     """
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
     loads = [0] * count
-    slices = [0] * len(sizes)
-    for unit in sorted(range(len(sizes)), key=lambda index: (-sizes[index], index)):
-        target = min(range(count), key=lambda slice_number: (loads[slice_number], slice_number))
-        slices[unit] = target
-        loads[target] += max(sizes[unit], 0)
-    return slices
+    shares = [0] * len(sizes)
+    for item in sorted(range(len(sizes)), key=lambda index: (-sizes[index], index)):
+        target = min(range(count), key=lambda share: (loads[share], share))
+        shares[item] = target
+        loads[target] += max(sizes[item], 0)
+    return shares

@@ -486,8 +486,8 @@ class KnowledgeStore:
 
     def __init__(self, connection: psycopg.AsyncConnection[Any], *, index_build_memory: str = "512MB") -> None:
         self._conn = connection
-        self._leases: set[int] = set()
-        """Versions this connection is building (holds the build lease of)."""
+        self._leases: dict[int, bool] = {}
+        """Versions this connection is building (holds the build lease of): id -> whether shared."""
         # pgvector builds an HNSW graph several times faster when it fits in maintenance_work_mem;
         # it is set per index build only, never for the server.
         self._index_build_memory = index_build_memory
@@ -541,12 +541,15 @@ class KnowledgeStore:
     # ---- versions ----------------------------------------------------------------------------
 
     async def begin_version(
-        self, kb: str, version: str, space: EmbeddingSpace, settings: dict[str, Any]
+        self, kb: str, version: str, space: EmbeddingSpace, settings: dict[str, Any], *, shared: bool = False
     ) -> VersionRecord:
         """Registers a version (or returns the existing one for a re-run with identical settings).
 
         Unless the version is already built, the caller holds its build lease on return, until
-        `end_build` (or until its connection ends): a second builder gets `VersionBusy`.
+        `end_build` (or until its connection ends): a second builder gets `VersionBusy`. The shards
+        of one sharded build each take the lease `shared`: they build the version together, while a
+        whole build of it (exclusive) waits for all of them, and the version reads as interrupted
+        only once none of them holds it.
         """
         table = chunk_table_name(kb, space)
         await self._conn.execute(
@@ -563,7 +566,7 @@ class KnowledgeStore:
             )
         if record.status == "built":
             return record
-        await self._take_lease(record)
+        await self._take_lease(record, shared=shared)
         try:
             async with self._conn.transaction():
                 await self._conn.execute(
@@ -581,13 +584,14 @@ class KnowledgeStore:
         assert refreshed is not None
         return refreshed
 
-    async def _take_lease(self, record: VersionRecord) -> None:
+    async def _take_lease(self, record: VersionRecord, *, shared: bool) -> None:
         deadline = time.monotonic() + _LEASE_WAIT_SECONDS
+        take = "SELECT pg_try_advisory_lock_shared(%s, %s)" if shared else "SELECT pg_try_advisory_lock(%s, %s)"
         while True:
-            cursor = await self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_BUILD_LEASE, record.id))
+            cursor = await self._conn.execute(take, (_BUILD_LEASE, record.id))
             row = await cursor.fetchone()
             if row is not None and row[0]:
-                self._leases.add(record.id)
+                self._leases[record.id] = shared
                 return
             if time.monotonic() >= deadline:
                 holder = await (
@@ -611,10 +615,10 @@ class KnowledgeStore:
 
     async def end_build(self, record: VersionRecord) -> None:
         """Releases the build lease of `record` if this connection holds it (idempotent)."""
-        if record.id in self._leases and not self._conn.closed:
-            self._leases.discard(record.id)
-            await self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_BUILD_LEASE, record.id))
-        self._leases.discard(record.id)
+        shared = self._leases.pop(record.id, None)
+        if shared is not None and not self._conn.closed:
+            release = "SELECT pg_advisory_unlock_shared(%s, %s)" if shared else "SELECT pg_advisory_unlock(%s, %s)"
+            await self._conn.execute(release, (_BUILD_LEASE, record.id))
 
     async def fail_interrupted_builds(self, kb: str) -> list[str]:
         """Marks failed every version of `kb` left `building` by a builder that is gone; returns their names.
@@ -665,11 +669,11 @@ class KnowledgeStore:
                     metadata jsonb NOT NULL,
                     embedding vector({dimensions}) NOT NULL,
                     context text NOT NULL DEFAULT '',
-                    tsv tsvector GENERATED ALWAYS AS (to_tsvector({config}, context || ' ' || text)) STORED)"""
+                    tsv tsvector GENERATED ALWAYS AS ({full_text}) STORED)"""
             ).format(
                 chunks=chunks,
                 dimensions=sql.Literal(space.dimensions),
-                config=sql.Literal(_TEXT_SEARCH_CONFIG),
+                full_text=_full_text(sql.SQL("context"), sql.SQL("text")),
             )
         )
         # Tables created before chunks had a context: they keep their full-text expression (text alone).
@@ -967,10 +971,9 @@ class KnowledgeStore:
             return
         chunks = derived_identifier(record.kb, record.space.key, suffix="_chunks")
         lexicon = _LexiconTables.of(record.kb, record.space)
-        lengths = sql.SQL(
-            "SELECT c.id, c.tsv, (SELECT coalesce(sum(cardinality(e.positions)), 0) FROM unnest(c.tsv) e) AS length "
-            "FROM {chunks} c WHERE c.id = ANY(%(ids)s)"
-        ).format(chunks=chunks)
+        lengths = sql.SQL("SELECT c.id, c.tsv, {length} AS length FROM {chunks} c WHERE c.id = ANY(%(ids)s)").format(
+            chunks=chunks, length=_length(sql.SQL("c.tsv"))
+        )
         ids = {"ids": list(chunk_ids)}
         await self._conn.execute(
             sql.SQL(
@@ -1006,6 +1009,32 @@ class KnowledgeStore:
         )
         await self._conn.execute(
             sql.SQL("UPDATE {stats} SET chunks = chunks + %(n)s").format(stats=lexicon.stats), {"n": len(chunk_ids)}
+        )
+
+    async def has_lexicon(self, record: VersionRecord) -> bool:
+        """Whether the version's chunk table has its BM25 statistics (its average length is fixed)."""
+        lexicon = _LexiconTables.of(record.kb, record.space)
+        cursor = await self._conn.execute(sql.SQL("SELECT 1 FROM {stats}").format(stats=lexicon.stats))
+        return await cursor.fetchone() is not None
+
+    async def seed_lexicon(self, record: VersionRecord, rows: Sequence[tuple[str, str]]) -> None:
+        """Fixes the chunk table's BM25 average length from `rows` (context, text), as storing them first would.
+
+        `_index_terms` fixes it from the first chunks a table stores. The shards of a sharded build
+        store in no set order, so each seeds it first from the chunks a one-process build would
+        store first: every shard computes the same rows, whichever seeds wins, and the impacts are
+        those of a one-process build. A table whose average is fixed already keeps it.
+        """
+        if not rows:
+            return
+        lexicon = _LexiconTables.of(record.kb, record.space)
+        await self._conn.execute(
+            sql.SQL(
+                "INSERT INTO {stats} (only_row, chunks, average_length) "
+                "SELECT true, 0, greatest(avg({length}), 1) FROM unnest(%s::text[], %s::text[]) AS r(context, text) "
+                "ON CONFLICT (only_row) DO NOTHING"
+            ).format(stats=lexicon.stats, length=_length(_full_text(sql.SQL("r.context"), sql.SQL("r.text")))),
+            ([context for context, _ in rows], [text for _, text in rows]),
         )
 
     async def _copy_chunks(self, table: sql.Composable, rows: Sequence[ChunkRow]) -> None:
@@ -1840,6 +1869,18 @@ def _settings_statement(settings: tuple[tuple[str, str], ...], *, local: bool) -
         )
         .as_bytes(None)
     )
+
+
+def _full_text(context: sql.Composable, text: sql.Composable) -> sql.Composable:
+    """A chunk's full-text vector: its context (title and headings) and its text, one expression everywhere."""
+    return sql.SQL("to_tsvector({config}, {context} || ' ' || {text})").format(
+        config=sql.Literal(_TEXT_SEARCH_CONFIG), context=context, text=text
+    )
+
+
+def _length(tsv: sql.Composable) -> sql.Composable:
+    """BM25's document length of a tsvector: its word occurrences."""
+    return sql.SQL("(SELECT coalesce(sum(cardinality(e.positions)), 0) FROM unnest({tsv}) e)").format(tsv=tsv)
 
 
 def _retrieved(row: Sequence[Any], score: float) -> RetrievedChunk:
