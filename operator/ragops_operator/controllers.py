@@ -173,7 +173,10 @@ def _job_state(job: dict[str, Any] | None) -> ObservedJob:
         return ObservedJob(JobState.MISSING)
     status = job.get("status") or {}
     failed = int(status.get("failed") or 0)
-    limit = (job.get("spec") or {}).get("backoffLimit")
+    spec = job.get("spec") or {}
+    # An Indexed build Job retries each shard up to backoffLimitPerIndex (its backoffLimit defaults
+    # to the largest int32): `failed` counts every shard's failures, so no one limit bounds it.
+    limit = None if spec.get("backoffLimitPerIndex") is not None else spec.get("backoffLimit")
     for condition in status.get("conditions") or []:
         if condition.get("status") != "True":
             continue

@@ -268,6 +268,26 @@ class GoldenSetSpec(ApiModel):
     )
 
 
+MAX_BUILD_PARALLELISM = 16
+"""The most pods one build runs as (the runtime's `kb.sharding.MAX_SHARDS`)."""
+
+
+class BuildSpec(ApiModel):
+    """How the build Job runs."""
+
+    parallelism: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_BUILD_PARALLELISM,
+        description=(
+            "Pods building the version together, as an Indexed Job: each reads every source, then chunks, "
+            "embeds and stores its own share of the documents; the last to finish builds the indexes and "
+            "completes the version, equal to a one-pod build. A failed pod is retried alone and resumes its "
+            "share. Worth it when embedding dominates (a remote API); every pod holds a store connection."
+        ),
+    )
+
+
 class KnowledgeBaseVersionSpec(ApiModel):
     """What to build and how to judge it. Immutable: a change is a new version."""
 
@@ -286,6 +306,7 @@ class KnowledgeBaseVersionSpec(ApiModel):
     chunking: ChunkingSpec = Field(default=ChunkingSpec(), description="How documents are chunked.")
     embedding: EmbeddingSpec = Field(default=EmbeddingSpec(), description="How chunks are embedded.")
     index: IndexSpec = Field(default=IndexSpec(), description="pgvector index parameters.")
+    build: BuildSpec = Field(default=BuildSpec(), description="How the build Job runs.")
     golden_set: GoldenSetSpec = Field(description="The evaluation gate the version must pass.")
 
 

@@ -39,6 +39,8 @@ USAGE_ERROR_EXIT_CODE = 2
 """`ragops kb` exits 2 on bad usage: the same arguments fail the same way, so retrying is waste."""
 
 DSN_ENV = "RAGOPS_DSN"
+COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
+"""Set by the Job controller in every pod of an Indexed Job (from its completion index annotation)."""
 EMBEDDING_API_KEY_ENV = "RAGOPS_EMBEDDING_API_KEY"
 
 CONFIGMAP_SOURCES_ROOT = "/sources/configmap"
@@ -139,6 +141,8 @@ def _job(
     deadline_seconds: int,
     volumes: list[Manifest],
     mounts: list[Manifest],
+    *,
+    pods: int = 1,
 ) -> Manifest:
     owner = owner_reference(KNOWLEDGE_BASE_VERSION.api_version, KNOWLEDGE_BASE_VERSION.kind, ctx.name, ctx.uid)
     labels = common_labels(KNOWLEDGE_BASE_VERSION.kind, ctx.name, component)
@@ -151,6 +155,16 @@ def _job(
         "securityContext": restricted_container_security_context(),
         "volumeMounts": [*mounts, tmp_mount()],
     }
+    retries: Manifest = {"backoffLimit": BACKOFF_LIMIT}
+    if pods > 1:
+        # One pod per completion index, all at once; a failed index is retried alone, up to the
+        # same limit as a one-pod Job, while the others carry on.
+        retries = {
+            "completionMode": "Indexed",
+            "completions": pods,
+            "parallelism": pods,
+            "backoffLimitPerIndex": BACKOFF_LIMIT,
+        }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -158,11 +172,11 @@ def _job(
         # starting a second build of the same version.
         "metadata": object_meta(child_name(ctx.name, component), ctx.namespace, labels, owner),
         "spec": {
-            "backoffLimit": BACKOFF_LIMIT,
+            **retries,
             "activeDeadlineSeconds": deadline_seconds,
             "ttlSecondsAfterFinished": TTL_AFTER_FINISHED_SECONDS,
             # A replacement pod starts only once the failed one is gone: two builds of one
-            # version never write to the store at the same time.
+            # version (or of one shard of it) never write to the store at the same time.
             "podReplacementPolicy": "Failed",
             "podFailurePolicy": {
                 "rules": [
@@ -195,7 +209,13 @@ def _job(
 
 
 def build_build_job(ctx: VersionContext) -> Manifest:
-    """The Job running `ragops kb build` for this version, every spec parameter as a flag."""
+    """The Job running `ragops kb build` for this version, every spec parameter as a flag.
+
+    With `spec.build.parallelism` N above 1, an Indexed Job of N pods, pod i running shard i of
+    N (`--shard-index $(JOB_COMPLETION_INDEX)`, an env var the Job controller sets from the pod's
+    completion index): the last shard to finish completes the version, so the eval Job, created
+    once this Job succeeds, finds it built as after a one-pod build.
+    """
     spec = ctx.spec
     sources = _sources(spec)
     chunking, embedding, index = spec.chunking, spec.embedding, spec.index
@@ -217,9 +237,12 @@ def build_build_job(ctx: VersionContext) -> Manifest:
         "--index-m", str(index.m),
         "--index-ef-construction", str(index.ef_construction),
         "--distance", index.distance,
-        "--json",
     ]  # fmt: skip
-    return _job(ctx, BUILD_COMPONENT, command, BUILD_DEADLINE_SECONDS, sources.volumes, sources.mounts)
+    pods = spec.build.parallelism
+    if pods > 1:
+        command += ["--shard-index", f"$({COMPLETION_INDEX_ENV})", "--shard-count", str(pods)]
+    command.append("--json")
+    return _job(ctx, BUILD_COMPONENT, command, BUILD_DEADLINE_SECONDS, sources.volumes, sources.mounts, pods=pods)
 
 
 def build_eval_job(ctx: VersionContext) -> Manifest:

@@ -245,3 +245,39 @@ def test_parse_rejects_an_unknown_flag() -> None:
     # The CLI tests above are only worth something if a wrong flag fails them.
     with pytest.raises(click.UsageError):
         parse(["ragops", "kb", "build", "--kb", "docs", "--version", "v", "--source", "x", "--chunk-sise", "9"])
+
+
+def test_a_parallel_build_is_an_indexed_job_of_one_pod_per_shard(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAGOPS_DSN", raising=False)
+    job = build_build_job(version_context(patch={"build": {"parallelism": 3}}))
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 3)
+    # A failed shard is retried alone, as often as a one-pod build; no Job-wide limit to share out.
+    assert spec["backoffLimitPerIndex"] == 2 and "backoffLimit" not in spec
+    assert spec["podReplacementPolicy"] == "Failed" and spec["template"]["spec"]["restartPolicy"] == "Never"
+    command = container(job)["command"]
+    assert flag_values(command, "--shard-index") == ["$(JOB_COMPLETION_INDEX)"]
+    assert flag_values(command, "--shard-count") == ["3"]
+    # The CLI accepts it once the kubelet has expanded the index the Job controller sets.
+    params = parse([word.replace("$(JOB_COMPLETION_INDEX)", "2") for word in command])
+    assert (params["shard_index"], params["shard_count"], params["as_json"]) == (2, 3, True)
+
+
+def test_a_one_pod_build_is_a_plain_job() -> None:
+    for patch in (None, {"build": {"parallelism": 1}}):
+        job = build_build_job(version_context(patch=patch))
+        assert "completionMode" not in job["spec"] and job["spec"]["backoffLimit"] == 2
+        assert "--shard-index" not in container(job)["command"]
+
+
+@pytest.mark.parametrize("parallelism", [0, 17, "2"])
+def test_a_parallelism_outside_1_to_16_is_refused(parallelism: object) -> None:
+    with pytest.raises(ValidationError, match="parallelism"):
+        version_context(patch={"build": {"parallelism": parallelism}})
+
+
+def test_the_api_limit_of_parallelism_is_the_runtime_limit_of_shards() -> None:
+    from ragops_operator.api.knowledgebaseversion import MAX_BUILD_PARALLELISM
+    from ragops_runtime.kb.sharding import MAX_SHARDS
+
+    assert MAX_BUILD_PARALLELISM == MAX_SHARDS
