@@ -344,3 +344,33 @@ def test_a_process_is_stopped_when_its_pod_is_deleted_or_runs_too_long(workloads
     assert slow.error == "killed by ProcessKubelet after 3s"
     [pod] = job_pods(workloads, namespace, "slow")
     assert terminated(pod)["exitCode"] == 143
+
+
+def test_the_pods_of_an_indexed_job_get_their_index_and_share_their_config_map_paths(
+    workloads: ControlPlane, namespace: str
+) -> None:
+    """As a real kubelet: JOB_COMPLETION_INDEX from the index annotation, one container path per volume."""
+    workloads.kubectl("create", "configmap", "docs-src", "-n", namespace, "--from-literal=intro.md=# Intro")
+    indexed = job(
+        "shards",
+        ["sh", "-c", "echo shard $(JOB_COMPLETION_INDEX) of /sources/docs; cat /sources/docs/intro.md; echo > /tmp/x"],
+        container={
+            "volumeMounts": [
+                {"name": "docs", "mountPath": "/sources/docs", "readOnly": True},
+                {"name": "tmp", "mountPath": "/tmp"},
+            ]
+        },
+        volumes=[{"name": "docs", "configMap": {"name": "docs-src"}}, {"name": "tmp", "emptyDir": {}}],
+    )
+    indexed["spec"].update(completionMode="Indexed", completions=3, parallelism=3, backoffLimitPerIndex=0)
+    del indexed["spec"]["backoffLimit"]
+    with ProcessKubelet(workloads, [namespace]) as kubelet:
+        apply(workloads, namespace, indexed)
+        assert wait_for_job(workloads, namespace, "shards", "Complete")["status"]["succeeded"] == 3
+        kubelet.wait_for_run("shards", count=3)
+        runs = kubelet.runs_of("shards")
+
+    assert sorted(run.env["JOB_COMPLETION_INDEX"] for run in runs) == ["0", "1", "2"]
+    outputs = sorted(run.stdout for run in runs)
+    paths = {output.split()[3] for output in outputs}
+    assert len(paths) == 1 and all(output.rstrip().endswith("# Intro") for output in outputs), outputs

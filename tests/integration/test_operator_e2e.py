@@ -342,3 +342,51 @@ def test_an_slo_breach_rolls_back_to_the_last_known_good_version_and_stays(
             runtime.terminate()
             runtime.wait(timeout=30)
             runtime_log.close()
+
+
+def test_a_version_built_by_three_pods_turns_ready_with_the_content_of_a_one_pod_build(
+    workloads: ControlPlane,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    pg_dsn: str,
+    other_pg_dsn: str,
+    tmp_path: Path,
+) -> None:
+    """Issue 18, item 5: spec.build.parallelism 3 runs an Indexed Job whose pods each build a share."""
+    plane = workloads
+    prepare_sources(plane, namespace, pg_dsn, tmp_path)
+    sharded = version("docs-v1", "corpus-a", LENIENT)
+    sharded["spec"]["build"] = {"parallelism": 3}
+
+    with ProcessKubelet(plane, [namespace]) as kubelet, running_operator(plane, namespace, monkeypatch):
+        apply(plane, namespace, sharded)
+        try:
+            eventually("docs-v1 Ready", lambda: phase(plane, namespace, "kbv", "docs-v1") == "Ready", timeout=180)
+        except pytest.fail.Exception:
+            status = (get(plane, namespace, "job", "docs-v1-build") or {}).get("status")
+            pytest.fail(f"docs-v1 not Ready; build Job status {status}; runs {kubelet.runs_of('docs-v1-build')}")
+        runs = kubelet.runs_of("docs-v1-build")
+    job = get(plane, namespace, "job", "docs-v1-build")
+    assert job is not None and job["spec"]["completionMode"] == "Indexed" and job["status"]["succeeded"] == 3
+    # One process per completion index, the index expanded from the Job controller's env var.
+    assert [run.exit_code for run in runs] == [0, 0, 0]
+    shards = sorted(run.args[run.args.index("--shard-index") + 1] for run in runs)
+    assert shards == ["0", "1", "2"] and all(run.args[run.args.index("--shard-count") + 1] == "3" for run in runs)
+    completed = [json.loads(run.stdout) for run in runs]
+    assert sum("contentDigest" in output for output in completed) == 1, "one pod completes the version"
+    assert sum(output.get("documents", 0) for output in completed if "contentDigest" not in output) < len(TOPICS)
+
+    v1 = get(plane, namespace, "kbv", "docs-v1")
+    assert v1 is not None and v1["status"]["gate"]["passed"] is True
+    assert condition(v1, "Built")["status"] == "True"
+    # The same chunks as one process building the same files (document ids are paths within the source).
+    whole = subprocess.run(
+        [RAGOPS, "kb", "build", "--kb", "docs", "--version", "local", "--source", str(tmp_path / "a"),
+         "--embedding-dimensions", "64", "--json"],
+        env={**os.environ, "RAGOPS_DSN": other_pg_dsn}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    manifest = json.loads(whole.stdout)
+    published = next(output for output in completed if "contentDigest" in output)
+    assert published["contentDigest"] == manifest["contentDigest"]
+    assert v1["status"]["manifest"]["sourcesDigest"] == manifest["sourcesDigest"]
+    assert v1["status"]["chunks"] == manifest["chunks"]

@@ -262,7 +262,11 @@ def _project(directory: Path, data: Mapping[str, bytes], items: Sequence[Manifes
             raise MissingReference(f"{what} has no key {key!r}")
         target = directory / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data[key])
+        # Replaced whole, never rewritten in place: the pods of an Indexed Job share these files
+        # (see `shared_volume_directory_name`), and one may be reading while another starts.
+        written = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
+        written.write_bytes(data[key])
+        os.replace(written, target)
 
 
 def _project_sources(directory: Path, pod: Manifest, sources: Sequence[Manifest], objects: _Objects) -> None:
@@ -310,8 +314,28 @@ def pod_directory_name(pod: Manifest) -> str:
     return f"{metadata['namespace']}.job.{job}" + (f".{index}" if index is not None else "")
 
 
-def materialize_volumes(pod: Manifest, container: Manifest, objects: _Objects, root: Path) -> dict[str, Path]:
-    """Fills a host directory per mounted volume; returns mount path -> host path."""
+def shared_volume_directory_name(pod: Manifest) -> str | None:
+    """Where the ConfigMap and Secret volumes of an Indexed Job's pods go: one directory for every index.
+
+    A real kubelet mounts a volume at the same container path in every pod of a Job, so the
+    shards of a sharded build pass the same `--source` paths and register the same version; a
+    per-index directory would give each shard other paths, which the store rightly refuses.
+    Scratch (emptyDir, the working directory) stays per index.
+    """
+    metadata = pod["metadata"]
+    job = (metadata.get("labels") or {}).get(JOB_NAME_LABEL)
+    if not job or COMPLETION_INDEX_ANNOTATION not in (metadata.get("annotations") or {}):
+        return None
+    return f"{metadata['namespace']}.job.{job}.shared"
+
+
+def materialize_volumes(
+    pod: Manifest, container: Manifest, objects: _Objects, root: Path, *, shared: Path | None = None
+) -> dict[str, Path]:
+    """Fills a host directory per mounted volume; returns mount path -> host path.
+
+    ConfigMaps and Secrets go under `shared` when given (see `shared_volume_directory_name`).
+    """
     volumes: dict[str, Manifest] = {volume["name"]: volume for volume in pod["spec"].get("volumes") or []}
     prepared: dict[str, Path] = {}
     mounts: dict[str, Path] = {}
@@ -324,6 +348,8 @@ def materialize_volumes(pod: Manifest, container: Manifest, objects: _Objects, r
             raise UnsupportedPod(f"volumeMount {name!r} names no volume of the pod")
         if name not in prepared:
             directory = root / name
+            if shared is not None and ("configMap" in volume or "secret" in volume):
+                directory = shared / name
             if "configMap" in volume:
                 source = volume["configMap"]
                 data = objects.data("ConfigMap", source["name"], optional=bool(source.get("optional", False)))
@@ -382,7 +408,10 @@ def prepare_launch(
         raise UnsupportedPod("a container without `command` needs its image's entrypoint, which is unknown here")
 
     shutil.rmtree(root, ignore_errors=True)
-    mounts = materialize_volumes(pod, container, objects, root / "volumes")
+    shared = shared_volume_directory_name(pod)
+    mounts = materialize_volumes(
+        pod, container, objects, root / "volumes", shared=root.parent / shared / "volumes" if shared else None
+    )
     rewrite = path_rewriter(mounts)
     env = {**resolve_env(pod, container, objects, rewrite), **overrides}
     args = [expand(rewrite(word), env) for word in [*container["command"], *container.get("args", [])]]
