@@ -64,6 +64,7 @@ bench: install $(if $(wildcard bench/operator_scale.py),tools) ## benchmarks vs 
 	$(BIN)/python -m bench.real_corpus $(BENCH_FLAGS)
 	$(BIN)/python -m bench.kb_build $(BENCH_FLAGS)
 	$(BIN)/python -m bench.kb_incremental $(BENCH_FLAGS)
+	$(BIN)/python -m bench.sharded_build $(BENCH_FLAGS)
 	$(BIN)/python -m bench.retrieval $(BENCH_FLAGS)
 	$(BIN)/python -m bench.version_switch $(BENCH_FLAGS)
 	$(BIN)/python -m bench.canary_split $(BENCH_FLAGS)

@@ -21,6 +21,7 @@ ORDER = (
     "real_corpus",
     "kb_build",
     "kb_incremental",
+    "sharded_build",
     "retrieval",
     "query_cpu",
     "vector_memory",
