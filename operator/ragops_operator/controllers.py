@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from ragops_runtime.store import KnowledgeStore, StoreError
+from ragops_runtime.store import ActivationRefused, GateRequirement, KnowledgeStore, StoreError
 
 from .api import KnowledgeBaseVersionSpec, RagDeploymentSpec, parse_duration
 from .api.common import GROUP, VERSION, Condition, ConditionStatus, RuleViolation
@@ -209,6 +209,8 @@ class Stores:
                 store = self._open[dsn] = await KnowledgeStore.connect(dsn)
             try:
                 yield store
+            except ActivationRefused:
+                raise  # a refusal, not a broken connection: the transaction rolled back, the connection stays
             except StoreError:
                 del self._open[dsn]
                 await store.close()
@@ -264,6 +266,9 @@ async def _version_pass(
         try:
             async with observers.stores.use(dsn) as store:
                 record = await store.get_version(spec.knowledge_base, name)
+                unmet = None
+                if record is not None and record.gate_passed:
+                    unmet = await store.unmet_requirement(record, gate_requirement(spec))
         except StoreError as error:
             # Without the store nothing can be verified: report it, start nothing, retry soon.
             message = f"the store is unreachable: {error}"
@@ -273,6 +278,11 @@ async def _version_pass(
             return Outcome(status, (Event("Warning", Reason.STORE_UNAVAILABLE, message),), retry=message)
         if record is not None:
             stored = StoredVersion(record.status, record.manifest, record.gate, record.gate_passed, record.error)
+            if unmet is not None:
+                # A passing verdict made with weaker thresholds than the spec's (a `kb eval` by hand, or
+                # a version gated before this object existed) proves nothing: the eval Job judges the
+                # version with the spec's gate, and its verdict is recorded beside the others.
+                stored = replace(stored, gate=None, gate_passed=None)
 
     observed = VersionObservation(generation, _job_state(build), _job_state(evaluation), stored)
     plan = plan_knowledge_base_version(observed, _conditions(body), (body.get("status") or {}).get("phase"), now)
@@ -300,6 +310,26 @@ async def _version_pass(
             )
         ]
     return Outcome(status, plan.events)
+
+
+def gate_requirement(spec: KnowledgeBaseVersionSpec) -> GateRequirement:
+    """What serving a version asks of its verdicts: one that passed at the spec's k with its thresholds.
+
+    Checked when the version's status is planned and again inside the activation's transaction, so a
+    version re-gated with weaker thresholds is neither Ready nor activated by the operator.
+    """
+    golden = spec.golden_set
+    thresholds = golden.thresholds
+    return GateRequirement(
+        k=golden.k,
+        thresholds={
+            "precisionAtK": thresholds.precision_at_k,
+            "recallAtK": thresholds.recall_at_k,
+            "mrr": thresholds.mrr,
+            "ndcgAtK": thresholds.ndcg_at_k,
+            "answerPassRate": thresholds.answer_pass_rate,
+        },
+    )
 
 
 async def versions_in_use(kube: Kube, namespace: str, version: str) -> list[str]:
@@ -408,7 +438,11 @@ async def _rollout_pass(
 
     desired_object = await kube.get(API_VERSION, "KnowledgeBaseVersion", namespace, spec.knowledge_base.version)
     desired, store = _readiness(desired_object, spec.knowledge_base.version, spec.knowledge_base.name)
+    desired_spec = _version_spec(desired_object) if desired_object is not None else None
     serving = current_revision(history)
+    if desired.readiness is VersionReadiness.READY and desired_spec is not None:
+        if serving is None or serving.kb_version != desired.name:
+            desired = await _judged_by_its_gate(kube, observers, namespace, desired, desired_spec)
     if store is None and serving is not None:
         served = await kube.get(API_VERSION, "KnowledgeBaseVersion", namespace, serving.kb_version)
         served_spec = _version_spec(served) if served is not None else None
@@ -487,14 +521,29 @@ async def _rollout_pass(
     if store is not None:
         if plan.serve is not None:
             reason = f"RagDeployment {namespace}/{name}"
+            served_spec = (
+                desired_spec
+                if plan.serve.kb_version == desired.name
+                else await _named_version_spec(kube, namespace, plan.serve.kb_version)
+            )
+            requirement = gate_requirement(served_spec) if served_spec is not None else None
             try:
                 await _point_at(
-                    kube, observers, namespace, store, spec.knowledge_base.name, plan.serve.kb_version, reason=reason
+                    kube,
+                    observers,
+                    namespace,
+                    store,
+                    spec.knowledge_base.name,
+                    plan.serve.kb_version,
+                    requirement=requirement,
+                    reason=reason,
                 )
+            except ActivationRefused as error:
+                store_problem = f"the store refused to activate {plan.serve.kb_version}: {error}"
             except StoreError as error:
                 store_problem = f"the store is unreachable, the activation pointer may lag: {error}"
             else:
-                candidate = _version_spec(desired_object) if desired_object else None
+                candidate = desired_spec
                 try:
                     events += await _settle_traffic(
                         kube, observers, namespace, store, spec, rollout_plan, candidate, reason=reason
@@ -554,15 +603,48 @@ async def _point_at(
     knowledge_base: str,
     version: str,
     *,
+    requirement: GateRequirement | None,
     reason: str,
 ) -> None:
-    """Moves the store's activation pointer to `version` if it points elsewhere (idempotent)."""
+    """Moves the store's activation pointer to `version` if it points elsewhere (idempotent).
+
+    With its KnowledgeBaseVersion's gate as `requirement`: the store refuses (ActivationRefused)
+    a version none of whose verdicts passed with the spec's thresholds.
+    """
     dsn = await store_dsn(kube, namespace, store)
     if dsn is None:
         return
     async with observers.stores.use(dsn) as knowledge:
         if (await knowledge.activation(knowledge_base)).active != version:
-            await knowledge.activate(knowledge_base, version, reason=reason)
+            await knowledge.activate(knowledge_base, version, reason=reason, requirement=requirement)
+
+
+async def _judged_by_its_gate(
+    kube: Kube, observers: Observers, namespace: str, desired: DesiredVersion, spec: KnowledgeBaseVersionSpec
+) -> DesiredVersion:
+    """A Ready version as the store judges it against its own spec's gate, before anything is planned.
+
+    A version made Ready by an older operator on a verdict made with weaker thresholds is a version
+    that failed its gate for this deployment (status names the gate), never a promotion the store
+    then refuses: the plan records only what happens.
+    """
+    dsn = await store_dsn(kube, namespace, spec.store)
+    if dsn is None:
+        return desired  # nothing can be activated either; the version's own status says why
+    try:
+        async with observers.stores.use(dsn) as store:
+            record = await store.get_version(spec.knowledge_base, desired.name)
+            if record is None:
+                return DesiredVersion(desired.name, VersionReadiness.FAILED, f"the store holds no {desired.name}")
+            unmet = await store.unmet_requirement(record, gate_requirement(spec))
+    except StoreError as error:
+        return DesiredVersion(desired.name, VersionReadiness.PENDING, f"cannot read {desired.name}'s verdicts: {error}")
+    return desired if unmet is None else DesiredVersion(desired.name, VersionReadiness.FAILED, unmet)
+
+
+async def _named_version_spec(kube: Kube, namespace: str, name: str) -> KnowledgeBaseVersionSpec | None:
+    found = await kube.get(API_VERSION, "KnowledgeBaseVersion", namespace, name)
+    return _version_spec(found) if found is not None else None
 
 
 async def _settle_traffic(

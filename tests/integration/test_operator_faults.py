@@ -7,22 +7,28 @@ what a user sees: status conditions naming the cause, Events posted once, no tra
 |-------------------------------------------|---------------------------------------------------------------|
 | a spec the operator refuses (older CRD)   | test_a_spec_the_operator_refuses_is_reported_once_until_it_changes |
 | runtime pods cannot be created (quota)    | test_runtime_pods_that_cannot_be_created_are_surfaced_with_their_reason |
+| a verdict weaker than the spec's gate     | test_a_verdict_weaker_than_the_spec_s_gate_never_activates |
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from ragops_runtime.store import KnowledgeStore
+from tests.integration.test_kb import RAGOPS, golden, write_corpus
 from tests.integration.test_operator import apply, condition, eventually, get, running_operator
-from tests.integration.test_operator_e2e import LENIENT, events, version
+from tests.integration.test_operator_e2e import LENIENT, active_version, events, phase, version
 from tests.support.controlplane import REPO_ROOT, ControlPlane, install_crds
 
 RAGDEPLOYMENT_CRD = REPO_ROOT / "crds" / "ragops.dev_ragdeployments.yaml"
@@ -122,3 +128,91 @@ def test_runtime_pods_that_cannot_be_created_are_surfaced_with_their_reason(
         assert (degraded["status"], degraded["reason"]) == ("True", "FailedCreate"), degraded
         waiting = condition(get(plane, namespace, "kbv", "docs-v1"), "Ready")
         assert waiting["reason"] == "Pending" and waiting["message"].startswith("spec.store.dsnSecretRef: "), waiting
+
+
+WEAKER = ["--k", "3", "--min-precision", "0.05", "--min-recall", "0.5", "--min-mrr", "0.5", "--min-ndcg", "0.5"]
+"""Thresholds below LENIENT's (the specs' below): a verdict made with them proves nothing to those specs."""
+AS_THE_SPEC = [
+    "--k", "3",
+    "--min-precision", str(LENIENT["precisionAtK"]),
+    "--min-recall", str(LENIENT["recallAtK"]),
+    "--min-mrr", str(LENIENT["mrr"]),
+    "--min-ndcg", str(LENIENT["ndcgAtK"]),
+]  # fmt: skip
+
+
+def kb_cli(*args: str) -> None:
+    done = subprocess.run([RAGOPS, "kb", *args], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+
+
+def verdicts(dsn: str, name: str) -> list[tuple[bool, dict[str, float | None]]]:
+    async def read() -> list[tuple[bool, dict[str, float | None]]]:
+        async with await KnowledgeStore.connect(dsn) as store:
+            record = await store.get_version("docs", name)
+            assert record is not None
+            return [(v.passed, v.thresholds) for v in await store.verdicts(record)]
+
+    return asyncio.run(read())
+
+
+@pytest.mark.timeout(600)
+def test_a_verdict_weaker_than_the_spec_s_gate_never_activates(
+    control_plane: ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch, pg_dsn: str, tmp_path: Path
+) -> None:
+    """Versions built and gated by hand (`ragops kb eval` with weaker thresholds) before their objects exist.
+
+    docs-v1 was made Ready by an operator that trusted any passing verdict (its status is written here
+    before the operator starts, as that operator left it): the deployment must not activate it.
+    docs-v2 is new: it must not turn Ready on the weaker verdict; its eval Job judges it with the spec's
+    gate, and once a verdict made with those thresholds passes, it is Ready and promoted.
+    """
+    plane = control_plane
+    plane.kubectl("create", "secret", "generic", "pg", "-n", namespace, f"--from-literal=dsn={pg_dsn}")
+    cases = golden(tmp_path / "golden.yaml")
+    corpus = write_corpus(tmp_path / "corpus")
+    for name in ("docs-v1", "docs-v2"):
+        kb_cli("build", "--dsn", pg_dsn, "--kb", "docs", "--version", name, "--source", str(corpus),
+               "--embedding-dimensions", "64")  # fmt: skip
+        kb_cli("eval", "--dsn", pg_dsn, "--kb", "docs", "--version", name, "--golden", str(cases), *WEAKER)
+    apply(plane, namespace, version("docs-v1", "docs-src", LENIENT))
+    ready = {"type": "Ready", "status": "True", "reason": "GatePassed", "message": "built and gated: ready to promote",
+             "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
+    plane.kubectl(
+        "patch", "-n", namespace, "kbv", "docs-v1", "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"phase": "Ready", "observedGeneration": 1, "conditions": [ready]}}),
+    )  # fmt: skip
+
+    with running_operator(plane, namespace, monkeypatch):
+        apply(plane, namespace, deployment("5m"))
+        degraded = eventually(
+            "docs-v1 refused",
+            lambda: (
+                (c := condition(get(plane, namespace, "ragd", "docs"), "Degraded")).get("reason") == "VersionFailedGate"
+                and c
+            ),
+        )
+        assert (
+            "no passing verdict made with the required gate (k=3, precisionAtK>=0.1, recallAtK>=0.8"
+            in (degraded["message"])
+        ), degraded
+        assert active_version(pg_dsn) is None
+        assert (get(plane, namespace, "ragd", "docs") or {})["status"].get("activeVersion") is None
+
+        # A new object does not take the weaker verdict for its own: it asks its eval Job for one.
+        apply(plane, namespace, version("docs-v2", "docs-src", LENIENT))
+        eventually("docs-v2's eval Job", lambda: get(plane, namespace, "job", "docs-v2-eval") is not None)
+        assert phase(plane, namespace, "kbv", "docs-v2") == "Evaluating"
+        time.sleep(6)  # a KBV pass or two: still not Ready on the weaker verdict
+        assert phase(plane, namespace, "kbv", "docs-v2") == "Evaluating"
+
+        # The Job's verdict (run here as its command would: the spec's k and thresholds) opens the way.
+        kb_cli("eval", "--dsn", pg_dsn, "--kb", "docs", "--version", "docs-v2", "--golden", str(cases), *AS_THE_SPEC)
+        eventually("docs-v2 Ready", lambda: phase(plane, namespace, "kbv", "docs-v2") == "Ready", timeout=60)
+        plane.kubectl(
+            "patch", "-n", namespace, "ragd", "docs", "--type=merge",
+            "-p", json.dumps({"spec": {"knowledgeBase": {"version": "docs-v2"}}}),
+        )  # fmt: skip
+        eventually("docs-v2 active", lambda: active_version(pg_dsn) == "docs-v2", timeout=60)
+        assert [passed for passed, _ in verdicts(pg_dsn, "docs-v2")] == [True, True]  # both kept, side by side
+        assert active_version(pg_dsn) == "docs-v2"

@@ -1152,6 +1152,17 @@ class KnowledgeStore:
             for passed, k, thresholds, digest, metrics, report, at in await cursor.fetchall()
         ]
 
+    async def unmet_requirement(self, record: VersionRecord, requirement: GateRequirement) -> str | None:
+        """None when one of `record`'s verdicts meets `requirement`, else why activation would be refused."""
+        verdicts = await self.verdicts(record)
+        if any(requirement.met_by(verdict) for verdict in verdicts):
+            return None
+        return (
+            f"version {record.version!r} has no passing verdict made with the required gate "
+            f"({requirement.describe()}); {len(verdicts)} verdict(s) recorded: run `ragops kb eval` "
+            "with these thresholds"
+        )
+
     async def document_ids(self, record: VersionRecord) -> set[str]:
         cursor = await self._conn.execute(
             "SELECT document_id, source FROM ragops.kb_documents WHERE version_id = %s", (record.id,)
@@ -1278,13 +1289,9 @@ class KnowledgeStore:
                 _check_activation(kb, version, record, current_record, force=force, was_canary=split.canary == version)
                 assert record is not None
                 if requirement is not None and not force:
-                    verdicts = await self.verdicts(record)
-                    if not any(requirement.met_by(verdict) for verdict in verdicts):
-                        raise ActivationRefused(
-                            f"version {version!r} has no passing verdict made with the required gate "
-                            f"({requirement.describe()}); {len(verdicts)} verdict(s) recorded: run `ragops kb eval` "
-                            "with these thresholds"
-                        )
+                    unmet = await self.unmet_requirement(record, requirement)
+                    if unmet is not None:
+                        raise ActivationRefused(unmet)
                 await self._conn.execute(
                     """INSERT INTO ragops.kb_activation AS a (kb, active_version_id, previous_version_id, updated_at)
                        VALUES (%s, %s, NULL, now())
