@@ -293,6 +293,7 @@ def _runtime_metric_names() -> set[str]:
     metrics.degraded("generation_timeout", **served)
     metrics.observe_query(mode="generated", status="ok", seconds=0.2, stages={"generate": 0.1}, **served)
     metrics.prepare_split("docs-v1", "docs-v2", probes=True)
+    metrics.set_raters({("docs-v1", "stable"): 2})
     body, _ = metrics.render()
     names: set[str] = set()
     for family in text_string_to_metric_families(body.decode()):
@@ -394,6 +395,7 @@ def test_alerts_fire_at_the_seed_thresholds(tmp_path: Path, errors_per_minute: i
         {"series": f'ragops_query_duration_seconds_bucket{{{labels}, le="+Inf"}}', "values": "0+100x120"},
         {"series": f"ragops_feedback_score_sum{{{labels}}}", "values": "0+6x120"},
         {"series": f"ragops_feedback_score_count{{{labels}}}", "values": "0+10x120"},
+        {"series": f'ragops_feedback_raters{{{labels}, kb_version="v1", role="stable"}}', "values": "4x120"},
         {"series": f'ragops_cost_usd_total{{{labels}, service="generation"}}', "values": "0+1.4x120"},
         # A rollout's golden probes fail slowly: counted as user traffic, they would fire every alert.
         {
@@ -410,7 +412,7 @@ def test_alerts_fire_at_the_seed_thresholds(tmp_path: Path, errors_per_minute: i
         },
         "RagOpsSatisfactionLow": {
             "summary": f"{who}: user satisfaction below 0.65",
-            "description": "Feedback averaged 0.60 over the last 24h.",
+            "description": "Feedback averaged 0.60 over the last 24h, from at least 3 distinct raters.",
         },
         "RagOpsCostOverBudget": {
             "summary": f"{who}: cost per query over budget",
@@ -442,6 +444,72 @@ def test_alerts_fire_at_the_seed_thresholds(tmp_path: Path, errors_per_minute: i
                         ("RagOpsSatisfactionLow", "warning"),
                         ("RagOpsCostOverBudget", "warning"),
                     )
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "tests.yaml"
+    test_file.write_text(yaml.safe_dump(tests))
+    result = subprocess.run(["promtool", "test", "rules", str(test_file)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("raters", "fires"),
+    [
+        (["1x120"], False),  # one client rating every answer badly
+        ([], False),  # no gauge: the runtime cannot read its database, so nobody is counted
+        (["1x30", "5x10", "1x80"], True),  # five distinct raters within the window, at some point
+        (["1x120", "2x120"], False),  # two versions' raters are not added up: the same rater may rate both
+    ],
+    ids=["one-rater", "no-raters-series", "five-raters-earlier-in-the-window", "two-and-three-per-version"],
+)
+def test_the_satisfaction_alert_needs_distinct_raters(tmp_path: Path, raters: list[str], fires: bool) -> None:
+    """promtool over low ratings (0.2 on average, 10 a minute): the alert fires only with at least
+    prometheusRule.thresholds.minRaters (3) distinct raters counted by the runtime in its window."""
+    rules = _rule_file(tmp_path, render("--set", "prometheusRule.enabled=true"))
+    labels = 'namespace="shop", deployment="docs", pod="docs-runtime-0"'
+    series = [
+        {"series": f"ragops_feedback_score_sum{{{labels}}}", "values": "0+2x120"},
+        {"series": f"ragops_feedback_score_count{{{labels}}}", "values": "0+10x120"},
+        # A second replica reports the same deployment-wide count: max, never sum, gives 1.
+        *(
+            {"series": f'ragops_feedback_raters{{{labels}, kb_version="v{n}", role="stable"}}', "values": values}
+            for n, values in enumerate(raters)
+        ),
+        *(
+            {
+                "series": f'ragops_feedback_raters{{namespace="shop", deployment="docs", pod="docs-runtime-1", '
+                f'kb_version="v{n}", role="stable"}}',
+                "values": values,
+            }
+            for n, values in enumerate(raters)
+        ),
+        # Probes are never rated by users; a probe series must not count as raters either.
+        {"series": f'ragops_feedback_raters{{{labels}, kb_version="v9", role="probe"}}', "values": "9x120"},
+    ]
+    expected = (
+        [
+            {
+                "exp_labels": {"namespace": "shop", "deployment": "docs", "severity": "warning"},
+                "exp_annotations": {
+                    "summary": "RagDeployment shop/docs: user satisfaction below 0.65",
+                    "description": "Feedback averaged 0.20 over the last 24h, from at least 3 distinct raters.",
+                },
+            }
+        ]
+        if fires
+        else []
+    )
+    tests = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    {"eval_time": "110m", "alertname": "RagOpsSatisfactionLow", "exp_alerts": expected}
                 ],
             }
         ],
