@@ -140,6 +140,10 @@ def analysis_queries(
         "overlap_count": grouped("kb_version", "ragops_shadow_overlap_count", overlap),
         "shadow_outcomes": grouped("kb_version, outcome", "ragops_shadow_queries_total"),
         "probe_hits": grouped("kb_version, hit", "ragops_probe_hits_total"),
+        # A gauge over the runtime's own feedback window (spec.slo.window), not this range: the
+        # analysis window is dynamic, and distinct counts do not add up over time. Every replica
+        # reports the whole deployment: max, never sum (docs/design/feedback-and-client-identity.md).
+        "raters": f"max by (kb_version, role) (ragops_feedback_raters{{{selector}}})",
     }
 
 
@@ -208,6 +212,7 @@ def analysis_reading(
             cost_usd=total("cost_usd", kb_version=version, role=role),
             rating_sum=total("rating_sum", kb_version=version, role=role),
             ratings=total("ratings", kb_version=version, role=role),
+            raters=max(raters) if (raters := pick("raters", kb_version=version, role=role)) else None,
         )
 
     def recall(version: str) -> Proportion | None:

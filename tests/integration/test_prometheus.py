@@ -388,7 +388,13 @@ def test_every_analysis_query_parses(tmp_path: Path) -> None:
 
 def test_analysis_queries_group_by_version_over_one_window() -> None:
     queries = _analysis_queries()
-    assert all('namespace="te\\"st",deployment="docs"' in q and "[90s]" in q for q in queries.values())
+    windowed = {name: q for name, q in queries.items() if name != "raters"}
+    assert all('namespace="te\\"st",deployment="docs"' in q and "[90s]" in q for q in windowed.values())
+    # The raters gauge counts over the runtime's own feedback window, by version and role, max over replicas.
+    assert (
+        queries["raters"] == 'max by (kb_version, role) (ragops_feedback_raters{namespace="te\\"st",deployment="docs"})'
+    )
+
     assert all("kb_version" in q for q in queries.values())
     assert 'role="shadow",level="document",measure="rbo"' in queries["overlap_sum"]
 
@@ -425,6 +431,11 @@ def test_the_analysis_reading_picks_both_versions_out_of_the_groups() -> None:
             series(3.0, kb_version="v2", outcome="error"),
             series(1.0, kb_version="v2", outcome="dropped"),
         ],
+        "raters": [
+            series(4.0, kb_version="v2", role="canary"),
+            series(9.0, kb_version="v1", role="stable"),
+            series(2.0, kb_version="v2", role="probe"),  # never rated by users: not the canary's raters
+        ],
         "probe_hits": [
             series(57.0, kb_version="v1", hit="true"),
             series(3.0, kb_version="v1", hit="false"),
@@ -433,8 +444,10 @@ def test_the_analysis_reading_picks_both_versions_out_of_the_groups() -> None:
     }
     reading = analysis_reading(results, stable="v1", canary="v2", window=ANALYSIS_WINDOW)
     assert reading.window_seconds == 90
-    assert reading.stable == TrafficReading(requests=1000, errors=20, p95_seconds=0.3, cost_usd=1.0)
-    assert reading.canary == TrafficReading(requests=110, errors=0.0, cost_usd=0.2, rating_sum=8.0, ratings=10.0)
+    assert reading.stable == TrafficReading(requests=1000, errors=20, p95_seconds=0.3, cost_usd=1.0, raters=9.0)
+    assert reading.canary == TrafficReading(
+        requests=110, errors=0.0, cost_usd=0.2, rating_sum=8.0, ratings=10.0, raters=4.0
+    )
     assert reading.stable_probes.requests == 60 and reading.canary_probes.p95_seconds is None
     assert reading.stable_recall == Proportion(57, 60) and reading.canary_recall == Proportion(0, 60)
     assert reading.shadow == ShadowReading(overlap_sum=30, comparisons=40, errors=3, dropped=1)
@@ -502,6 +515,8 @@ def rollout_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
             _user(pods[index % 2], "v2", "canary", "error" if index < 12 else "ok", 0.9, 0.001)
         for index in range(30):
             pods[index % 2].feedback(0.5, kb_version="v2", role="canary")
+        for pod in pods:  # each replica reads the deployment's raters from the answer log: the same counts
+            pod.set_raters({("v1", "stable"): 8, ("v2", "canary"): 5})
         for index in range(40):  # golden probes: stable finds 38 of 40, the candidate 26
             _probe(pods[index % 2], "v1", index >= 2, 0.04)
             _probe(pods[index % 2], "v2", index >= 14, 0.04)
@@ -540,6 +555,7 @@ async def test_the_analysis_reading_matches_the_recorded_rollout(rollout_prometh
     assert stable.rating_sum / stable.ratings == pytest.approx(0.8, abs=0.01)
     assert canary.rating_sum is not None and canary.ratings is not None
     assert canary.rating_sum / canary.ratings == pytest.approx(0.5, abs=0.01)
+    assert (stable.raters, canary.raters) == (8, 5)  # max over the replicas, never their sum
     assert stable.cost_usd is not None and stable.cost_usd / stable.requests == pytest.approx(0.001, rel=0.02)
     assert reading.stable_probes.requests is not None and 40 <= reading.stable_probes.requests <= 50
     assert reading.stable_recall is not None and reading.stable_recall.rate == pytest.approx(0.95, abs=0.02)

@@ -162,6 +162,16 @@ class AnalysisSpec(ApiModel):
     min_ratings: int = Field(
         default=20, ge=1, le=1_000_000, description="Ratings each version needs before satisfaction is judged."
     )
+    min_raters: int = Field(
+        default=3,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Distinct raters (trusted client identities) each version needs in the runtime's feedback window "
+            "(spec.slo.window) before satisfaction is judged; 0 turns it off. One client rating many answers "
+            "cannot abort or pass a candidate."
+        ),
+    )
     max_cost_ratio: float = Field(
         default=1.5, ge=1, le=100, description="Fail when the candidate's cost per query exceeds stable's times this."
     )

@@ -204,6 +204,12 @@ def analysis_results_between(
         quantile = histogram_quantile(0.95, per_le)
         if quantile is not None:
             p95.append(({"kb_version": version, "role": role}, quantile))
+    raters: dict[tuple[str, str], float] = {}
+    for (name, pairs), value in after.items():
+        if name == RATERS:  # a gauge over the runtime's own window: its latest value, max over pods
+            labels = dict(pairs)
+            group = (labels.get("kb_version", ""), labels.get("role", ""))
+            raters[group] = max(raters.get(group, 0.0), value)
     overlap = {"role": "shadow", "level": overlap_level, "measure": overlap_measure}
     return {
         "requests": grouped(QUERIES, ("kb_version", "role", "status")),
@@ -215,4 +221,5 @@ def analysis_results_between(
         "overlap_count": grouped("ragops_shadow_overlap_count", ("kb_version",), **overlap),
         "shadow_outcomes": grouped("ragops_shadow_queries_total", ("kb_version", "outcome")),
         "probe_hits": grouped("ragops_probe_hits_total", ("kb_version", "hit")),
+        "raters": [({"kb_version": version, "role": role}, count) for (version, role), count in raters.items()],
     }

@@ -40,6 +40,8 @@ class TrafficReading:
     cost_usd: float | None = None
     rating_sum: float | None = None
     ratings: float | None = None
+    raters: float | None = None
+    """Distinct raters of this version's answers in the runtime's feedback window (ragops_feedback_raters)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ def slo_sample(reading: TrafficReading) -> SloSample:
         if reading.rating_sum is None or ratings is None or ratings <= 0
         else reading.rating_sum / ratings,
         cost_per_query_usd=None if per_query is None or reading.cost_usd is None else reading.cost_usd / per_query,
+        raters=reading.raters,
     )
 
 
@@ -278,14 +281,25 @@ def _satisfaction(reading: AnalysisReading, limits: AnalysisSpec, applicable: Ap
         return None
     limit = f">= stable - {format_value(drop)}"
     ratings_s, ratings_c = _known(reading.stable.ratings) or 0.0, _known(reading.canary.ratings) or 0.0
+    raters_s, raters_c = _known(reading.stable.raters), _known(reading.canary.raters)
     samples = f"{_show(ratings_c)}/{_show(ratings_s)} ratings"
+    if limits.min_raters > 0:
+        samples += f", {_show(raters_c)}/{_show(raters_s)} raters"
     mean_s = (reading.stable.rating_sum or 0.0) / ratings_s if ratings_s > 0 else None
     mean_c = (reading.canary.rating_sum or 0.0) / ratings_c if ratings_c > 0 else None
+    few = None
     if min(ratings_s, ratings_c) < limits.min_ratings or mean_s is None or mean_c is None:
         few = f"fewer than minRatings {limits.min_ratings} ratings per version: not judged"
+    elif limits.min_raters > 0 and (raters_s is None or raters_c is None):
+        # The gauge is absent while the runtime cannot read its database: raters unknown, not zero.
+        few = f"distinct raters unknown (no ragops_feedback_raters series), minRaters {limits.min_raters}: not judged"
+    elif limits.min_raters > 0 and min(raters_s or 0.0, raters_c or 0.0) < limits.min_raters:
+        few = f"fewer than minRaters {limits.min_raters} distinct raters per version: not judged"
+    if few is not None:
         return _inconclusive(
             "satisfaction", "user", limit, few, required=False, samples=samples, stable=mean_s, canary=mean_c
         )
+    assert mean_s is not None and mean_c is not None  # no mean is "fewer than minRatings" above
     verdict = AnalysisVerdict.FAIL if mean_s - mean_c > drop else AnalysisVerdict.PASS
     return Objective("satisfaction", "user", mean_s, mean_c, limit, verdict, False, samples)
 

@@ -154,6 +154,7 @@ def test_a_rollout_reading_from_two_scrapes_compares_both_versions_over_the_wind
     metrics.shadow_query("error", kb_version="v4")
     metrics.probe_hit(True, kb_version="v4")
     metrics.probe_hit(False, kb_version="v4")
+    metrics.set_raters({("v1", "stable"): 6, ("v4", "canary"): 2})
     after = parse_series(_scrape(metrics), namespace="demo", deployment="demo")
 
     results = analysis_results_between(before, after, overlap_level="document", overlap_measure="rbo")
@@ -167,3 +168,5 @@ def test_a_rollout_reading_from_two_scrapes_compares_both_versions_over_the_wind
     assert reading.shadow.overlap_sum == pytest.approx(1.5) and reading.shadow.comparisons == 2
     assert reading.shadow.errors == 1
     assert reading.canary_recall is not None and reading.canary_recall.rate == pytest.approx(0.5)
+    # The raters gauge is read as it stands at the end (it counts over the runtime's own window).
+    assert (reading.stable.raters, reading.canary.raters) == (6, 2)

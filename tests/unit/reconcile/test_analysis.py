@@ -31,8 +31,9 @@ def traffic(
     cost: float | None = 1.0,
     rating_sum: float | None = None,
     ratings: float | None = None,
+    raters: float | None = None,
 ) -> TrafficReading:
-    return TrafficReading(requests, errors, p95, cost, rating_sum, ratings)
+    return TrafficReading(requests, errors, p95, cost, rating_sum, ratings, raters)
 
 
 def reading(**fields: object) -> AnalysisReading:
@@ -194,16 +195,50 @@ def test_golden_recall_needs_min_probes() -> None:
 def test_satisfaction_is_judged_with_enough_ratings() -> None:
     rated = verdicts(
         USER,
-        stable=traffic(rating_sum=40, ratings=50),
-        canary=traffic(requests=100, cost=0.1, rating_sum=15, ratings=25),
+        stable=traffic(rating_sum=40, ratings=50, raters=12),
+        canary=traffic(requests=100, cost=0.1, rating_sum=15, ratings=25, raters=3),
     )
     assert rated["satisfaction"] is AnalysisVerdict.FAIL  # 0.6 vs 0.8: a drop of 0.2 > 0.1
     fine = verdicts(
         USER,
-        stable=traffic(rating_sum=40, ratings=50),
-        canary=traffic(requests=100, cost=0.1, rating_sum=19, ratings=25),
+        stable=traffic(rating_sum=40, ratings=50, raters=12),
+        canary=traffic(requests=100, cost=0.1, rating_sum=19, ratings=25, raters=3),
     )
     assert fine["satisfaction"] is AnalysisVerdict.PASS
+
+
+@pytest.mark.parametrize(
+    ("canary_raters", "why"),
+    [
+        (1, "fewer than minRaters 3 distinct raters per version: not judged"),
+        (2, "fewer than minRaters 3 distinct raters per version: not judged"),
+        (None, "distinct raters unknown (no ragops_feedback_raters series), minRaters 3: not judged"),
+    ],
+)
+def test_satisfaction_needs_distinct_raters_not_just_ratings(canary_raters: float | None, why: str) -> None:
+    """25 bad ratings of the candidate from one or two clients: never a Fail (nor a Pass), only noted."""
+    check = judge_analysis(
+        reading(
+            stable=traffic(rating_sum=40, ratings=50, raters=12),
+            canary=traffic(requests=100, cost=0.1, rating_sum=5, ratings=25, raters=canary_raters),
+        ),
+        LIMITS,
+        USER,
+    )
+    satisfaction = next(o for o in check.objectives if o.name == "satisfaction")
+    assert satisfaction.verdict is AnalysisVerdict.INCONCLUSIVE and not satisfaction.required
+    assert satisfaction.message == why
+    raters = "n/a" if canary_raters is None else str(canary_raters)
+    assert satisfaction.samples == f"25/50 ratings, {raters}/12 raters"
+    # Optional: the other objectives decide, and they pass.
+    assert check.verdict is AnalysisVerdict.PASS
+    # minRaters 0 turns the check off: the same ratings fail the candidate.
+    off = judge_analysis(check_reading := reading(
+        stable=traffic(rating_sum=40, ratings=50, raters=12),
+        canary=traffic(requests=100, cost=0.1, rating_sum=5, ratings=25, raters=canary_raters),
+    ), LIMITS.model_copy(update={"min_raters": 0}), USER)  # fmt: skip
+    assert check_reading.canary.raters == canary_raters
+    assert next(o for o in off.objectives if o.name == "satisfaction").verdict is AnalysisVerdict.FAIL
 
 
 def test_cost_ratio() -> None:
@@ -270,8 +305,9 @@ def test_objectives_render_as_status_rows() -> None:
 
 
 def test_the_candidates_slo_sample() -> None:
-    sample = slo_sample(traffic(requests=200, errors=4, p95=0.5, cost=0.4, rating_sum=18, ratings=20))
+    sample = slo_sample(traffic(requests=200, errors=4, p95=0.5, cost=0.4, rating_sum=18, ratings=20, raters=4))
     assert sample.requests == 200 and sample.error_ratio == 0.02 and sample.p95_latency_seconds == 0.5
     assert sample.cost_per_query_usd == 0.002 and sample.satisfaction == 0.9
+    assert sample.raters == 4  # the candidate's absolute satisfaction SLO counts its own raters
     empty = slo_sample(TrafficReading())
     assert empty.requests is None and empty.error_ratio is None and empty.satisfaction is None
