@@ -341,8 +341,11 @@ class PrometheusClient:
         at all because Prometheus is struggling, are not a reading to judge a rollout on.
         """
         queries = slo_queries(namespace, deployment, window, kb_version=kb_version)
-        values = await self._all(queries, self._query, f"SLO sample for {namespace}/{deployment}")
-        return None if values is None else SloSample(**values)
+        try:
+            values = await self._all(queries, self._query, f"SLO sample for {namespace}/{deployment}")
+        except PrometheusUnavailable:
+            return None
+        return SloSample(**values)
 
     async def analysis(
         self,
@@ -354,33 +357,27 @@ class PrometheusClient:
         window: timedelta,
         overlap_level: str,
         overlap_measure: str,
-    ) -> AnalysisReading | None:
-        """Both versions' reading for a rollout's analysis over the last `window`; None when any query fails."""
+    ) -> AnalysisReading:
+        """Both versions' reading for a rollout's analysis over the last `window`.
+
+        Raises PrometheusUnavailable, naming the query and the failure, when any query fails: the
+        rollout's status says why its check could not be made.
+        """
         queries = analysis_queries(
             namespace, deployment, window, overlap_level=overlap_level, overlap_measure=overlap_measure
         )
         results = await self._all(queries, self._vector, f"analysis of {namespace}/{deployment}")
-        if results is None:
-            return None
         return analysis_reading(results, stable=stable, canary=canary, window=window)
 
-    async def _all(
-        self, queries: Mapping[str, str], run: Callable[[str], Awaitable[_T]], what: str
-    ) -> dict[str, _T] | None:
+    async def _all(self, queries: Mapping[str, str], run: Callable[[str], Awaitable[_T]], what: str) -> dict[str, _T]:
         # The queries are independent, so they run concurrently: one slow Prometheus costs one timeout.
         results = await asyncio.gather(*(run(promql) for promql in queries.values()), return_exceptions=True)
         values: dict[str, _T] = {}
         for name, result in zip(queries, results, strict=True):
             if isinstance(result, httpx.HTTPError | _QueryFailed):
-                log.warning(
-                    "no %s: Prometheus at %s failed the %s query: %s: %s",
-                    what,
-                    self._url,
-                    name,
-                    type(result).__name__,
-                    result,
-                )
-                return None
+                why = f"Prometheus at {self._url} failed the {name} query: {type(result).__name__}: {result}"
+                log.warning("no %s: %s", what, why)
+                raise PrometheusUnavailable(why)
             if isinstance(result, BaseException):
                 raise result
             values[name] = result

@@ -26,7 +26,7 @@ from .api.common import GROUP, VERSION, Condition
 from .api.conditions import Reason
 from .api.rollout import CanaryStrategy, RolloutStatus
 from .kube import Kube
-from .prometheus import PrometheusClient
+from .prometheus import PrometheusClient, PrometheusUnavailable
 from .reconcile.knowledgebaseversion import Event
 from .reconcile.progressive import (
     ACTION_ANNOTATION,
@@ -83,7 +83,7 @@ async def plan_pass(
     actions = await _consume_actions(kube, namespace, name, meta.get("annotations") or {})
     serving = current_revision(history)
 
-    measured, reading = False, None
+    measured, reading, unavailable = False, None, ""
     strategy = spec.rollout.strategy.progressive()
     prometheus_url = spec.monitoring.prometheus_url
     if (
@@ -96,15 +96,18 @@ async def plan_pass(
     ):
         measured = True
         async with PrometheusClient(prometheus_url, timeout_seconds=config.prometheus_timeout_seconds) as prometheus:
-            reading = await prometheus.analysis(
-                namespace,
-                name,
-                stable=previous.stable_version,
-                canary=previous.canary_version,
-                window=measurement_window(previous, strategy.analysis, now),
-                overlap_level=strategy.analysis.overlap_level,
-                overlap_measure=strategy.analysis.overlap_measure,
-            )
+            try:
+                reading = await prometheus.analysis(
+                    namespace,
+                    name,
+                    stable=previous.stable_version,
+                    canary=previous.canary_version,
+                    window=measurement_window(previous, strategy.analysis, now),
+                    overlap_level=strategy.analysis.overlap_level,
+                    overlap_measure=strategy.analysis.overlap_measure,
+                )
+            except PrometheusUnavailable as error:
+                unavailable = str(error)
 
     plan = plan_progressive(
         ProgressiveObservation(
@@ -119,6 +122,7 @@ async def plan_pass(
             actions=actions,
             measured=measured,
             reading=reading,
+            unavailable=unavailable,
         )
     )
     held = DesiredVersion(serving.kb_version, VersionReadiness.READY) if plan.hold and serving else desired

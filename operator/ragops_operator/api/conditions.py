@@ -106,6 +106,8 @@ class Reason(StrEnum):
     ANALYSIS_PASSED = "AnalysisPassed"
     ANALYSIS_FAILED = "AnalysisFailed"
     ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    PROMETHEUS_UNAVAILABLE = "PrometheusUnavailable"
+    PROMETHEUS_AVAILABLE = "PrometheusAvailable"
     CANDIDATE_NOT_READY = "CandidateNotReady"
     MANUAL_ABORT = "ManualAbort"
     ROLLOUT_TIMEOUT = "RolloutTimeout"

@@ -23,6 +23,8 @@ from ragops_operator.api.rollout import AnalysisSpec, AnalysisVerdict, Objective
 from .slo import SloSample, format_value
 
 Z_95_ONE_SIDED = 1.6448536269514722
+UNQUERIED = "Prometheus could not be queried"
+"""How a check made without a reading begins (the rollout tells an outage's start and end by it)."""
 COST_TOLERANCE_USD = 1e-6
 """Cost differences below a millionth of a dollar per query never fail the cost ratio (0 vs 0.0000001)."""
 
@@ -365,14 +367,18 @@ def _golden_recall(reading: AnalysisReading, limits: AnalysisSpec, applicable: A
     )
 
 
-def judge_analysis(reading: AnalysisReading | None, limits: AnalysisSpec, applicable: Applicable) -> AnalysisCheck:
+def judge_analysis(
+    reading: AnalysisReading | None, limits: AnalysisSpec, applicable: Applicable, *, unavailable: str = ""
+) -> AnalysisCheck:
     """The verdict of one reading: Fail if any objective fails, Inconclusive if a required one cannot be
     judged (or nothing can), Pass otherwise. Satisfaction and cost are optional: judged when the data
-    is there, noted when it is not (feedback and paid models are not every deployment's)."""
+    is there, noted when it is not (feedback and paid models are not every deployment's).
+
+    No reading (`unavailable` says why) is Inconclusive: an outage of the metrics is no evidence
+    against the candidate, nor for it."""
     if reading is None:
-        return AnalysisCheck(
-            AnalysisVerdict.INCONCLUSIVE, (), "Prometheus could not be queried: nothing compared, nothing decided"
-        )
+        why = f" ({unavailable})" if unavailable else ""
+        return AnalysisCheck(AnalysisVerdict.INCONCLUSIVE, (), f"{UNQUERIED}{why}: nothing compared, nothing decided")
     source, stable, canary, why = _traffic_source(reading, limits, applicable)
     traffic_applies = applicable.user_traffic or applicable.probes
     candidates = [

@@ -48,7 +48,7 @@ from ..api.rollout import (
     RolloutStrategy,
 )
 from ..builders.common import content_hash
-from .analysis import AnalysisCheck, AnalysisReading, Applicable, judge_analysis
+from .analysis import UNQUERIED, AnalysisCheck, AnalysisReading, Applicable, judge_analysis
 from .knowledgebaseversion import Event
 from .ragdeployment import DesiredVersion, RolloutOverlay, VersionReadiness
 from .slo import SloCheck, Verdict, judge, rollback_threshold
@@ -142,6 +142,8 @@ class ProgressiveObservation:
     measured: bool = False
     """A measurement was taken this pass (`reading` None then means Prometheus failed)."""
     reading: AnalysisReading | None = None
+    unavailable: str = ""
+    """Why Prometheus could not be read, when a measurement was due and `reading` is None."""
 
 
 @dataclass(frozen=True)
@@ -591,9 +593,17 @@ class _Machine:
     def _measure(self, state: RolloutStatus) -> RolloutStatus:
         reading = self.observed.reading
         limits = self.strategy.analysis
-        check = judge_analysis(reading, limits, self._applicable(state))
+        check = judge_analysis(reading, limits, self._applicable(state), unavailable=self.observed.unavailable)
         slo = judge(None if reading is None else reading.canary_slo_sample(), self.observed.slo)
         previous = state.analysis
+        # Once per outage, and once when it ends: a check that cannot be made is not news every interval.
+        was_unqueried = previous is not None and previous.message.startswith(UNQUERIED)
+        if reading is None and not was_unqueried:
+            self.events.append(Event("Warning", Reason.PROMETHEUS_UNAVAILABLE, check.message))
+        elif reading is not None and was_unqueried:
+            self.events.append(
+                Event("Normal", Reason.PROMETHEUS_AVAILABLE, f"Prometheus answers again: {check.message}")
+            )
         breaches = previous.consecutive_slo_breaches if previous else 0
         if slo.verdict is Verdict.BREACHED:
             breaches += 1

@@ -115,6 +115,7 @@ class Driver:
         actions: tuple[ManualAction, ...] = (),
         reading: AnalysisReading | None = None,
         measured: bool | None = None,
+        unavailable: str = "",
     ) -> ProgressivePlan:
         self.now += timedelta(seconds=seconds)
         plan = plan_progressive(
@@ -130,6 +131,7 @@ class Driver:
                 actions=actions,
                 measured=reading is not None if measured is None else measured,
                 reading=reading,
+                unavailable=unavailable,
             )
         )
         self.plan = plan
@@ -409,6 +411,27 @@ def test_an_unreachable_prometheus_is_inconclusive_never_a_pass() -> None:
     assert driver.state.analysis.slo_verdict == "Inconclusive"
     assert driver.state.current_step_index == 2
     assert driver.state.analysis.consecutive_inconclusive == 1
+
+
+def test_a_prometheus_outage_names_its_cause_once_and_its_end_once() -> None:
+    driver = started()
+    why = "Prometheus at http://prom:9090/api/v1/query failed the requests query: ConnectError: refused"
+    for _ in range(3):
+        driver.tick(3, measured=True, unavailable=why)
+        analysis = driver.state.analysis
+        assert analysis is not None and analysis.verdict is AnalysisVerdict.INCONCLUSIVE
+        assert analysis.message == f"Prometheus could not be queried ({why}): nothing compared, nothing decided"
+    outage = [m for r, m in driver.events if r == "PrometheusUnavailable"]
+    assert outage == [f"Prometheus could not be queried ({why}): nothing compared, nothing decided"]
+    assert driver.phase() is RolloutPhase.PROGRESSING and driver.state.current_step_index == 2
+    assert "AnalysisPassed" not in driver.reasons() and "RolloutAborted" not in driver.reasons()
+
+    driver.tick(300, reading=healthy_reading())  # back, past the step's duration: the step passes
+    assert [r for r in driver.reasons() if r.startswith("Prometheus")] == [
+        "PrometheusUnavailable",
+        "PrometheusAvailable",
+    ]
+    assert "AnalysisPassed" in driver.reasons() and driver.state.current_step_index > 2
 
 
 def test_the_candidates_absolute_slo_breach_aborts_in_any_step() -> None:
