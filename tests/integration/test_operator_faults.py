@@ -8,6 +8,7 @@ what a user sees: status conditions naming the cause, Events posted once, no tra
 | a spec the operator refuses (older CRD)   | test_a_spec_the_operator_refuses_is_reported_once_until_it_changes |
 | runtime pods cannot be created (quota)    | test_runtime_pods_that_cannot_be_created_are_surfaced_with_their_reason |
 | a verdict weaker than the spec's gate     | test_a_verdict_weaker_than_the_spec_s_gate_never_activates |
+| Prometheus down during a canary analysis  | test_prometheus_down_during_an_analysis_is_inconclusive_then_resumes |
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ import pytest
 import yaml
 
 from ragops_runtime.store import KnowledgeStore
+from tests.integration.test_canary_e2e import analysis_limits, canary_stack
+from tests.integration.test_canary_e2e import deployment as canary_deployment
 from tests.integration.test_kb import RAGOPS, golden, write_corpus
 from tests.integration.test_operator import apply, condition, eventually, get, running_operator
 from tests.integration.test_operator_e2e import LENIENT, active_version, events, phase, version
+from tests.integration.test_rollout import rollout, wait_condition
+from tests.integration.test_rollout import traffic as rollout_traffic
 from tests.support.controlplane import REPO_ROOT, ControlPlane, install_crds
 
 RAGDEPLOYMENT_CRD = REPO_ROOT / "crds" / "ragops.dev_ragdeployments.yaml"
@@ -216,3 +221,58 @@ def test_a_verdict_weaker_than_the_spec_s_gate_never_activates(
         eventually("docs-v2 active", lambda: active_version(pg_dsn) == "docs-v2", timeout=60)
         assert [passed for passed, _ in verdicts(pg_dsn, "docs-v2")] == [True, True]  # both kept, side by side
         assert active_version(pg_dsn) == "docs-v2"
+
+
+@pytest.mark.timeout(900)
+def test_prometheus_down_during_an_analysis_is_inconclusive_then_resumes(
+    workloads: ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch, pg_dsn: str, tmp_path: Path
+) -> None:
+    """A healthy candidate in its analysis step (golden probes, no users) while Prometheus is stopped:
+    every check then is Inconclusive naming the failed query, never Pass or Fail; nothing advances,
+    nothing aborts (maxInconclusive is above the outage); once Prometheus is back, the step passes
+    and the candidate is promoted. One Event when the outage starts, one when it ends."""
+    plane = workloads
+    steps = [{"setWeight": 20}, {"analysis": {"duration": "10s"}}]
+    canary = {"steps": steps, "analysis": analysis_limits(maxInconclusive=40), "probes": {"perMinute": 600}}
+    versions = {"docs-v1": "corpus-a", "docs-v2": "corpus-b"}
+    with canary_stack(
+        plane, namespace, monkeypatch, pg_dsn, tmp_path, versions, canary_deployment("docs-v1", "", canary)
+    ) as stack:
+        eventually("docs-v1 served", lambda: rollout_traffic(pg_dsn).stable == "docs-v1", timeout=60)
+        apply(plane, namespace, canary_deployment("docs-v2", stack.prometheus.url, canary))
+        eventually("the analysis step", lambda: rollout(plane, namespace).get("currentStepIndex") == 1, timeout=90)
+
+        seen: list[dict[str, Any]] = []
+        with stack.prometheus.down():
+            # A check or two into the outage, then as long again, reading what the status says.
+            first = eventually(
+                "a check without Prometheus",
+                lambda: (
+                    (a := rollout(plane, namespace).get("analysis") or {})
+                    .get("message", "")
+                    .startswith("Prometheus could not be queried (")
+                    and a
+                ),
+                timeout=60,
+            )
+            outage_checked = first["checkedAt"]
+            until = time.monotonic() + 15  # past the step's 10 s: its end comes and goes during the outage
+            while time.monotonic() < until:
+                state = rollout(plane, namespace)
+                seen.append(state)
+                assert state["phase"] == "Progressing" and state["currentStepIndex"] == 1, state
+                time.sleep(0.5)
+        during = [s["analysis"] for s in seen if s["analysis"]["checkedAt"] >= outage_checked]
+        assert len({a["checkedAt"] for a in during}) >= 3, during  # several checks, each one Inconclusive
+        assert all(a["verdict"] == "Inconclusive" for a in during), during
+        assert all("ConnectError" in a["message"] and stack.prometheus.url in a["message"] for a in during), during
+        assert max(a["consecutiveInconclusive"] for a in during) >= 1  # counted once the step's end had passed
+
+        # Back: the step passes on the probes, the candidate is promoted and served.
+        wait_condition(plane, namespace, "Promoted", timeout=180)
+        eventually("docs-v2 served", lambda: rollout_traffic(pg_dsn).stable == "docs-v2", timeout=30)
+        body = get(plane, namespace, "ragd", "docs") or {}
+        assert condition(body, "Aborted").get("status") != "True", body["status"]
+        reasons = [r for r, _ in events(plane, namespace, "docs")]
+        assert reasons.count("PrometheusUnavailable") == 1 and reasons.count("PrometheusAvailable") == 1, reasons
+        assert "AnalysisPassed" in reasons and "RolloutAborted" not in reasons, reasons

@@ -1,7 +1,8 @@
 """A real Prometheus for tests, scraping real runtime metrics over HTTP.
 
 `running_prometheus` starts Debian's /usr/bin/prometheus on a free 127.0.0.1 port with one scrape
-job, its TSDB in a directory of the caller's, waits for /-/ready and stops it on exit;
+job, its TSDB in a directory of the caller's, waits for /-/ready and stops it on exit (its `down()`
+stops it for a block and starts it again on the same port and TSDB, a fault for the operator);
 `serving_metrics` serves a `RuntimeMetrics`' `render()` at /metrics as the runtime's GET /metrics
 does. A missing binary fails loudly (`make tools` installs it) instead of skipping.
 
@@ -16,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -47,12 +48,50 @@ def scrape_config(targets: Sequence[str], *, scrape_interval: str = "1s") -> dic
     }
 
 
+class _Process:
+    """One Prometheus server's process, stopped and started again with the same arguments (port, TSDB)."""
+
+    def __init__(self, args: list[str], url: str, log_file: Path, ready_timeout: float) -> None:
+        self.args, self.url, self.log_file, self.ready_timeout = args, url, log_file, ready_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prometheus exited with {self.process.returncode}:\n{self.log_file.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"prometheus was not ready within {self.ready_timeout}s:\n{self.log_file.read_text()}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 @dataclass(frozen=True)
 class RunningPrometheus:
     url: str
     """Base URL of the HTTP API, e.g. http://127.0.0.1:40123."""
     config_file: Path
     log_file: Path
+    _server: _Process = field(repr=False, compare=False)
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """The result vector of an instant query, for tests that wait on what Prometheus has ingested."""
@@ -75,6 +114,16 @@ class RunningPrometheus:
             time.sleep(0.1)
         raise TimeoutError(f"{promql} did not reach {expected} within {timeout}s; last result {seen}")
 
+    @contextmanager
+    def down(self) -> Iterator[None]:
+        """Prometheus stopped for the block (its port refuses connections), then started again on the
+        same port and TSDB, as a restarted server comes back: a fault for the code that reads it."""
+        self._server.stop()
+        try:
+            yield
+        finally:
+            self._server.start()
+
 
 @contextmanager
 def running_prometheus(
@@ -86,39 +135,19 @@ def running_prometheus(
     config_file.write_text(yaml.safe_dump(scrape_config(targets, scrape_interval=scrape_interval)))
     log_file = directory / "prometheus.log"
     port = _free_port()
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                str(PROMETHEUS),
-                f"--config.file={config_file}",
-                f"--storage.tsdb.path={directory / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
     url = f"http://127.0.0.1:{port}"
+    args = [
+        str(PROMETHEUS),
+        f"--config.file={config_file}",
+        f"--storage.tsdb.path={directory / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    server = _Process(args, url, log_file, ready_timeout)
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {process.returncode}:\n{log_file.read_text()}")
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"prometheus was not ready within {ready_timeout}s:\n{log_file.read_text()}")
-            time.sleep(0.05)
-        yield RunningPrometheus(url=url, config_file=config_file, log_file=log_file)
+        server.start()
+        yield RunningPrometheus(url=url, config_file=config_file, log_file=log_file, _server=server)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        server.stop()
 
 
 @contextmanager
