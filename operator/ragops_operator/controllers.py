@@ -55,10 +55,12 @@ from .reconcile.ragdeployment import (
     RolloutObservation,
     VersionReadiness,
     current_revision,
+    kept_versions,
     last_known_good,
     plan_rollout,
     runtime_failure,
     stale_templates,
+    version_deletion,
 )
 from .reconcile.slo import advance, bake_complete, decide_rollback, judge, state_from_measurement, to_measurement
 from .reconcile.status import refusal_reported, set_condition
@@ -337,11 +339,16 @@ async def versions_in_use(kube: Kube, namespace: str, version: str) -> list[str]
     users = []
     for deployment in await kube.list(API_VERSION, "RagDeployment", namespace):
         status = deployment.get("status") or {}
-        rollout = status.get("rollout") or {}
-        canary = rollout.get("canaryVersion") if rollout.get("phase") in ("Progressing", "Paused") else None
-        if version in (status.get("activeVersion"), status.get("lastKnownGoodVersion"), canary):
+        if version in _kept(status) or version in (status.get("activeVersion"), status.get("lastKnownGoodVersion")):
             users.append(deployment["metadata"]["name"])
     return users
+
+
+def _kept(status: Mapping[str, Any]) -> dict[str, str]:
+    """A RagDeployment's kept versions (see `kept_versions`) as its status records them."""
+    rollout = status.get("rollout") or {}
+    canary = rollout.get("canaryVersion") if rollout.get("phase") in ("Progressing", "Paused") else None
+    return kept_versions(_history(dict(status)), canary)
 
 
 async def drop_version(kube: Kube, observers: Observers, body: dict[str, Any]) -> None:
@@ -580,6 +587,12 @@ async def _rollout_pass(
         result["slo"] = slo_status
         result["conditions"] = _slo_condition(result["conditions"], slo_status, watch, generation, now)
     result["rollout"], result["conditions"] = rollout_status(rollout_plan, result["conditions"], generation, now)
+    deleting = await _kept_and_deleting(kube, namespace, _kept(result), {spec.knowledge_base.version: desired_object})
+    kept_conditions, deletion_events = version_deletion(
+        [Condition.model_validate(c) for c in result["conditions"]], deleting, generation, now
+    )
+    result["conditions"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in kept_conditions]
+    events += deletion_events
     if store_problem is not None:
         degraded = _with_condition(
             {"status": result},
@@ -640,6 +653,18 @@ async def _judged_by_its_gate(
     except StoreError as error:
         return DesiredVersion(desired.name, VersionReadiness.PENDING, f"cannot read {desired.name}'s verdicts: {error}")
     return desired if unmet is None else DesiredVersion(desired.name, VersionReadiness.FAILED, unmet)
+
+
+async def _kept_and_deleting(
+    kube: Kube, namespace: str, kept: Mapping[str, str], known: Mapping[str, dict[str, Any] | None]
+) -> dict[str, str]:
+    """The kept versions (version -> why) whose KnowledgeBaseVersion is being deleted."""
+    deleting = {}
+    for name, why in kept.items():
+        found = known[name] if name in known else await kube.get(API_VERSION, "KnowledgeBaseVersion", namespace, name)
+        if found is not None and (found.get("metadata") or {}).get("deletionTimestamp"):
+            deleting[name] = why
+    return deleting
 
 
 async def _named_version_spec(kube: Kube, namespace: str, name: str) -> KnowledgeBaseVersionSpec | None:

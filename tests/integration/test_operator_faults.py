@@ -9,6 +9,7 @@ what a user sees: status conditions naming the cause, Events posted once, no tra
 | runtime pods cannot be created (quota)    | test_runtime_pods_that_cannot_be_created_are_surfaced_with_their_reason |
 | a verdict weaker than the spec's gate     | test_a_verdict_weaker_than_the_spec_s_gate_never_activates |
 | Prometheus down during a canary analysis  | test_prometheus_down_during_an_analysis_is_inconclusive_then_resumes |
+| a served version deleted                  | test_a_served_version_deleted_keeps_serving_until_nothing_needs_it |
 """
 
 from __future__ import annotations
@@ -23,18 +24,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from ragops_runtime.store import KnowledgeStore
 from tests.integration.test_canary_e2e import analysis_limits, canary_stack
 from tests.integration.test_canary_e2e import deployment as canary_deployment
-from tests.integration.test_kb import RAGOPS, golden, write_corpus
+from tests.integration.test_kb import RAGOPS, TOPICS, golden, write_corpus
 from tests.integration.test_operator import apply, condition, eventually, get, running_operator
-from tests.integration.test_operator_e2e import LENIENT, active_version, events, phase, version
+from tests.integration.test_operator_e2e import LENIENT, active_version, events, phase, settings_config_map, version
 from tests.integration.test_rollout import rollout, wait_condition
 from tests.integration.test_rollout import traffic as rollout_traffic
+from tests.support.cluster_story import running_runtime
 from tests.support.controlplane import REPO_ROOT, ControlPlane, install_crds
+from tests.support.http_double import free_port
 
 RAGDEPLOYMENT_CRD = REPO_ROOT / "crds" / "ragops.dev_ragdeployments.yaml"
 
@@ -276,3 +280,119 @@ def test_prometheus_down_during_an_analysis_is_inconclusive_then_resumes(
         reasons = [r for r, _ in events(plane, namespace, "docs")]
         assert reasons.count("PrometheusUnavailable") == 1 and reasons.count("PrometheusAvailable") == 1, reasons
         assert "AnalysisPassed" in reasons and "RolloutAborted" not in reasons, reasons
+
+
+def stored_version(dsn: str, name: str) -> tuple[str, int] | None:
+    """(status, chunks) of a version in the store, None once it is dropped."""
+
+    async def read() -> tuple[str, int] | None:
+        async with await KnowledgeStore.connect(dsn) as store:
+            record = await store.get_version("docs", name)
+            return None if record is None else (record.status, int((record.manifest or {}).get("chunks", -1)))
+
+    return asyncio.run(read())
+
+
+def answered_by(url: str, question: str) -> str:
+    response = httpx.post(f"{url}/v1/query", json={"query": question}, timeout=60)
+    assert response.status_code == 200, response.text
+    return str(response.json()["kbVersion"])
+
+
+@pytest.mark.timeout(900)
+def test_a_served_version_deleted_keeps_serving_until_nothing_needs_it(
+    control_plane: ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch, pg_dsn: str, tmp_path: Path
+) -> None:
+    """`kubectl delete kbv` on the version a real runtime serves: nothing is lost (the object, its index
+    and rows stay; queries are answered from it), the deployment says so (VersionDeleting, one Event),
+    and nothing is stuck: the deletion completes once the version is neither served nor the rollback
+    target, two promotions later, and the deployment says that too."""
+    plane = control_plane
+    plane.kubectl("create", "secret", "generic", "pg", "-n", namespace, f"--from-literal=dsn={pg_dsn}")
+    cases = golden(tmp_path / "golden.yaml")
+    for number, name in enumerate(("docs-v1", "docs-v2", "docs-v3")):
+        corpus = write_corpus(tmp_path / name, edited=(number,) if number else ())
+        kb_cli("build", "--dsn", pg_dsn, "--kb", "docs", "--version", name, "--source", str(corpus),
+               "--embedding-dimensions", "64")  # fmt: skip
+        kb_cli("eval", "--dsn", pg_dsn, "--kb", "docs", "--version", name, "--golden", str(cases), *AS_THE_SPEC)
+    served: dict[str, Any] = {
+        "apiVersion": "ragops.dev/v1alpha1",
+        "kind": "RagDeployment",
+        "metadata": {"name": "docs"},
+        "spec": {
+            "knowledgeBase": {"name": "docs", "version": "docs-v1"},
+            "cache": {"ttlSeconds": 0},
+            "rollout": {"bakeTime": "2s"},
+        },
+    }
+
+    def status() -> dict[str, Any]:
+        found: dict[str, Any] = (get(plane, namespace, "ragd", "docs") or {}).get("status") or {}
+        return found
+
+    def serve(name: str) -> None:
+        apply(
+            plane, namespace, {**served, "spec": {**served["spec"], "knowledgeBase": {"name": "docs", "version": name}}}
+        )
+        eventually(f"{name} known-good", lambda: status().get("lastKnownGoodVersion") == name, timeout=90)
+
+    with running_operator(plane, namespace, monkeypatch):
+        for name in ("docs-v1", "docs-v2", "docs-v3"):
+            apply(plane, namespace, version(name, "docs-src", LENIENT))
+        for name in ("docs-v1", "docs-v2", "docs-v3"):
+            eventually(f"{name} Ready", lambda name=name: phase(plane, namespace, "kbv", name) == "Ready")
+        serve("docs-v1")
+        settings = eventually(
+            "the rendered runtime settings",
+            lambda: (get(plane, namespace, "configmap", settings_config_map(plane, namespace)) or {}).get("data"),
+        )
+        overrides = {"RAGOPS_DSN": pg_dsn, "RAGOPS_POD": "docs-runtime-0", "RAGOPS_PORT": str(free_port())}
+        with running_runtime(settings, overrides, tmp_path / "runtime.log", 180) as url:
+            eventually("the runtime answers", lambda: answered_by(url, "trail permit") == "docs-v1", timeout=60)
+            before = stored_version(pg_dsn, "docs-v1")
+            assert before is not None and before[0] == "built" and before[1] > 0, before
+
+            plane.kubectl("delete", "kbv", "docs-v1", "-n", namespace, "--wait=false")
+            deleting = eventually(
+                "VersionDeleting on the deployment",
+                lambda: (
+                    (c := condition(get(plane, namespace, "ragd", "docs"), "VersionDeleting")).get("status") == "True"
+                    and c
+                ),
+            )
+            assert deleting["message"].startswith(
+                "KnowledgeBaseVersion docs-v1 is being deleted but this deployment serves it"
+            ), deleting
+            in_use = eventually(
+                "InUse on the version",
+                lambda: (
+                    (c := condition(get(plane, namespace, "kbv", "docs-v1"), "Ready")).get("reason") == "InUse" and c
+                ),
+            )
+            assert "in use by RagDeployment docs" in in_use["message"]
+            time.sleep(12)  # past a retry of the deletion (every 10 s) and several deployment passes
+            for number in range(5):  # nothing lost: the same version answers, from the same rows
+                assert answered_by(url, f"{TOPICS[number]} trail permit") == "docs-v1"
+            assert active_version(pg_dsn) == "docs-v1" and stored_version(pg_dsn, "docs-v1") == before
+            assert [r for r, _ in events(plane, namespace, "docs-v1")].count("InUse") == 1
+            assert [r for r, _ in events(plane, namespace, "docs")].count("VersionDeleting") == 1
+
+            # docs-v2 served: docs-v1 is what an SLO breach would return to, so it stays.
+            serve("docs-v2")
+            eventually("docs-v2 answers", lambda: answered_by(url, "trail permit") == "docs-v2", timeout=30)
+            kept = condition(get(plane, namespace, "ragd", "docs"), "VersionDeleting")
+            assert "docs-v1 is being deleted but this deployment would roll back to it" in kept["message"], kept
+            assert get(plane, namespace, "kbv", "docs-v1") is not None
+            assert stored_version(pg_dsn, "docs-v1") == before
+
+            # docs-v3 served: docs-v2 is the rollback target now, nothing needs docs-v1, and it goes.
+            serve("docs-v3")
+            eventually("docs-v1 deleted", lambda: get(plane, namespace, "kbv", "docs-v1") is None, timeout=60)
+            assert stored_version(pg_dsn, "docs-v1") is None
+            eventually(
+                "VersionDeleting removed",
+                lambda: not condition(get(plane, namespace, "ragd", "docs"), "VersionDeleting"),
+            )
+            assert [r for r, _ in events(plane, namespace, "docs")].count("VersionReleased") == 1
+            assert answered_by(url, "trail permit") == "docs-v3" and active_version(pg_dsn) == "docs-v3"
+            assert stored_version(pg_dsn, "docs-v2") is not None  # the rollback target is kept

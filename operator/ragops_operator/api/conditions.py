@@ -61,6 +61,8 @@ class RagDeploymentCondition(StrEnum):
     """canary and shadow strategies: the rollout of spec.knowledgeBase.version was aborted."""
     PAUSED = "Paused"
     """canary and shadow strategies: the rollout waits for a manual promote or resume."""
+    VERSION_DELETING = "VersionDeleting"
+    """A KnowledgeBaseVersion the deployment serves or would roll back to is being deleted; it is kept."""
 
 
 class Reason(StrEnum):
@@ -107,6 +109,8 @@ class Reason(StrEnum):
     ANALYSIS_FAILED = "AnalysisFailed"
     ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
     PROMETHEUS_UNAVAILABLE = "PrometheusUnavailable"
+    VERSION_DELETING = "VersionDeleting"
+    VERSION_RELEASED = "VersionReleased"
     PROMETHEUS_AVAILABLE = "PrometheusAvailable"
     CANDIDATE_NOT_READY = "CandidateNotReady"
     MANUAL_ABORT = "ManualAbort"

@@ -44,9 +44,12 @@ async def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     users = await versions_in_use(memo.kube, namespace, name)
     if users:
         message = f"in use by RagDeployment {', '.join(users)}: deletion waits until none serves or falls back to it"
-        conditions = [
-            c for c in (body.status.get("conditions") or []) if c.get("type") != KnowledgeBaseVersionCondition.READY
-        ]
+        previous = body.status.get("conditions") or []
+        ready: dict[str, Any] = next((c for c in previous if c.get("type") == KnowledgeBaseVersionCondition.READY), {})
+        if (ready.get("reason"), ready.get("message")) != (Reason.IN_USE, message):
+            # Once per change, not at every retry: the condition says the same in between.
+            kopf.event(body, type="Warning", reason=Reason.IN_USE, message=message)
+        conditions = [c for c in previous if c.get("type") != KnowledgeBaseVersionCondition.READY]
         conditions.append(
             {
                 "type": KnowledgeBaseVersionCondition.READY,

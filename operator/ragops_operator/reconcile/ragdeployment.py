@@ -163,6 +163,57 @@ def _rollback_target(history: Sequence[Revision], current: Revision) -> Revision
     return good[-1] if good else None
 
 
+def kept_versions(history: Sequence[Revision], canary: str | None = None) -> dict[str, str]:
+    """The versions this deployment needs kept, each with why: the one it serves, the one it would
+    roll back to (the newest known-good revision before the served one, which an SLO breach after
+    the bake still returns to), and a candidate it is rolling out. Their deletion waits."""
+    kept: dict[str, str] = {}
+    current = current_revision(history)
+    if current is not None:
+        kept[current.kb_version] = "serves it"
+        target = _rollback_target(history, current)
+        if target is not None:
+            kept.setdefault(target.kb_version, "would roll back to it")
+    if canary is not None:
+        kept.setdefault(canary, "is rolling it out")
+    return kept
+
+
+def version_deletion(
+    conditions: Sequence[Condition], deleting: Mapping[str, str], generation: int, now: datetime
+) -> tuple[list[Condition], tuple[Event, ...]]:
+    """Condition VersionDeleting, True while a KnowledgeBaseVersion this deployment keeps is being
+    deleted (`deleting`: version -> why it is kept), removed once none is; an Event when that changes.
+
+    The deployment goes on serving as before: the version's object, index and rows stay until it is
+    no longer kept (the KnowledgeBaseVersion's finalizer waits, its Ready condition says InUse).
+    """
+    previous = next((c for c in conditions if c.type == C.VERSION_DELETING), None)
+    if not deleting:
+        if previous is None:
+            return list(conditions), ()
+        released = Event(
+            "Normal", Reason.VERSION_RELEASED, f"no longer keeps a version being deleted: {previous.message}"
+        )
+        return [c for c in conditions if c.type != C.VERSION_DELETING], (released,)
+    message = "; ".join(
+        f"KnowledgeBaseVersion {name} is being deleted but this deployment {why}: it is kept, index and rows, "
+        "until no deployment serves it or would roll back to it"
+        for name, why in sorted(deleting.items())
+    )
+    updated = set_condition(
+        conditions,
+        type=C.VERSION_DELETING,
+        status="True",
+        reason=Reason.VERSION_DELETING,
+        message=message,
+        observed_generation=generation,
+        now=now,
+    )
+    changed = previous is None or previous.message != message
+    return updated, (Event("Warning", Reason.VERSION_DELETING, message),) if changed else ()
+
+
 def was_rolled_back(history: Sequence[Revision], version: str, runtime_hash: str) -> bool:
     """Whether this version with this runtime was promoted before and rolled back: never promoted again."""
     return any(

@@ -19,10 +19,12 @@ from ragops_operator.reconcile.ragdeployment import (
     RolloutOverlay,
     RolloutPlan,
     VersionReadiness,
+    kept_versions,
     plan_rollout,
     reconcile_due,
     runtime_failure,
     stale_templates,
+    version_deletion,
 )
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -277,3 +279,33 @@ def test_a_runtime_that_cannot_run_is_degraded_and_never_bakes() -> None:
     )
     healed = step(observe("v1", READY, broken.history, bake_complete=True), broken)
     assert [r.outcome for r in healed.history] == ["KnownGood"]
+
+
+def test_kept_versions_are_the_served_one_the_rollback_target_and_the_candidate() -> None:
+    assert kept_versions(()) == {}
+    baking = (Revision(1, "v1", "aaa", T0, "KnownGood"), Revision(2, "v2", "aaa", T0, "Baking"))
+    assert kept_versions(baking) == {"v2": "serves it", "v1": "would roll back to it"}
+    # Once v2 has baked it is the last known-good, but a breach after the bake still returns to v1.
+    baked = (Revision(1, "v1", "aaa", T0, "KnownGood"), Revision(2, "v2", "aaa", T0, "KnownGood"))
+    assert kept_versions(baked) == {"v2": "serves it", "v1": "would roll back to it"}
+    later = (*baked, Revision(3, "v3", "aaa", T0, "KnownGood"))
+    assert kept_versions(later, canary="v4") == {
+        "v3": "serves it",
+        "v2": "would roll back to it",
+        "v4": "is rolling it out",
+    }
+    rolled = (Revision(1, "v1", "aaa", T0, "KnownGood"), Revision(2, "v2", "aaa", T0, "RolledBack"))
+    assert kept_versions(rolled) == {"v1": "serves it"}
+
+
+def test_a_kept_version_being_deleted_is_a_condition_and_one_event_each_way() -> None:
+    conditions, events = version_deletion([], {"v1": "serves it"}, 3, T0)
+    (deleting,) = conditions
+    assert (deleting.type, deleting.status, deleting.reason) == ("VersionDeleting", "True", "VersionDeleting")
+    assert deleting.message.startswith("KnowledgeBaseVersion v1 is being deleted but this deployment serves it")
+    assert [(e.type, e.reason) for e in events] == [("Warning", "VersionDeleting")]
+    again, events = version_deletion(conditions, {"v1": "serves it"}, 3, T0 + timedelta(seconds=2))
+    assert again == conditions and events == ()
+    released, events = version_deletion(again, {}, 3, T0 + timedelta(seconds=4))
+    assert released == [] and [(e.type, e.reason) for e in events] == [("Normal", "VersionReleased")]
+    assert version_deletion([], {}, 3, T0) == ([], ())
