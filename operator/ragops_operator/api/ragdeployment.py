@@ -538,7 +538,8 @@ class RagDeploymentStatus(StatusModel):
         default=[],
         description=(
             "Available, Progressing, Degraded, RolledBack and SLOHealthy; with the canary and shadow "
-            "strategies also Promoted, Aborted and Paused (for kubectl wait)."
+            "strategies also Promoted, Aborted and Paused (for kubectl wait); VersionDeleting while a "
+            "version it keeps (serves, would roll back to, rolls out) is being deleted."
         ),
     )
     slo: SloMeasurement | None = Field(default=None, description="The latest SLO check.")
