@@ -340,7 +340,11 @@ def test_a_served_version_deleted_keeps_serving_until_nothing_needs_it(
         for name in ("docs-v1", "docs-v2", "docs-v3"):
             apply(plane, namespace, version(name, "docs-src", LENIENT))
         for name in ("docs-v1", "docs-v2", "docs-v3"):
-            eventually(f"{name} Ready", lambda name=name: phase(plane, namespace, "kbv", name) == "Ready")
+
+            def ready(name: str = name) -> bool:
+                return phase(plane, namespace, "kbv", name) == "Ready"
+
+            eventually(f"{name} Ready", ready)
         serve("docs-v1")
         settings = eventually(
             "the rendered runtime settings",
