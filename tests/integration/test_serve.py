@@ -201,7 +201,8 @@ def test_a_split_reaches_every_replica_within_a_second_and_serves_its_share(pg_d
                 replica
                 for replica in replicas
                 if replica.process.poll() is None
-                and http.get(f"{replica.url}/v1/info").json()["traffic"]["probes"]["runningHere"]
+                # A replica that has not heard of the probes yet shows none.
+                and (http.get(f"{replica.url}/v1/info").json()["traffic"]["probes"] or {}).get("runningHere")
             ]
 
         wait_for("a replica to run the probes", lambda: len(holders()) == 1, timeout=10, interval=0.1)
