@@ -14,16 +14,13 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from tests.support.controlplane import ControlPlane, install_crds
 from tests.support.podman import BuiltImage, build_images, unavailable_reason
+from tests.support.ragops_serve import fresh_database
 from tests.support.replica import StreamingReplica
 
 CLUSTER_FIXTURES = {"control_plane", "workloads", "namespace"}
@@ -98,19 +95,6 @@ def postgres_server() -> Iterator[str]:
     finally:
         server.cleanup()
         shutil.rmtree(directory, ignore_errors=True)
-
-
-@contextmanager
-def fresh_database(server_dsn: str, label: str) -> Iterator[str]:
-    """A new, empty database on the server at `server_dsn` (its DSN), dropped afterwards."""
-    name = "t_" + re.sub(r"[^a-z0-9]+", "_", label.lower())[:40] + "_" + uuid.uuid4().hex[:6]
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(server_dsn, dbname=name)
-    finally:
-        with psycopg.connect(server_dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

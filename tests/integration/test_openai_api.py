@@ -26,7 +26,7 @@ from pydantic import SecretStr
 
 from tests.integration.test_runtime import QUESTION, publish
 from tests.support.anthropic_messages import DEFAULT_API_KEY, FakeAnthropic, Reply, running_anthropic_server
-from tests.support.ragops_serve import ragops_serve, scratch_database
+from tests.support.ragops_serve import fresh_database, ragops_serve
 from tests.support.readme import readme_snippet
 
 API_KEY = "rk-test-openai-compat"
@@ -56,7 +56,7 @@ SETTINGS = {
 @pytest.fixture(scope="module")
 def published_sample(postgres_server: str) -> Iterator[str]:
     """A database with the sample KB's v1 built, gated and active, for the module."""
-    with scratch_database(postgres_server, "t_openai_api") as dsn:
+    with fresh_database(postgres_server, "openai_api") as dsn:
         asyncio.run(publish(dsn, "v1"))
         yield dsn
 

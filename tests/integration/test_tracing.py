@@ -21,7 +21,7 @@ import pytest
 from tests.integration.test_runtime import QUESTION, canary_corpus, publish, split, wait_for_traffic
 from tests.support.anthropic_messages import DEFAULT_API_KEY, running_anthropic_server
 from tests.support.otelcol import ReceivedSpan, running_collector
-from tests.support.ragops_serve import ragops_serve, scratch_database
+from tests.support.ragops_serve import fresh_database, ragops_serve
 from tests.support.rerank_server import running_rerank_server
 
 MODEL = "claude-sonnet-4-6"
@@ -31,7 +31,7 @@ SETTINGS = {"RAGOPS_KNOWLEDGE_BASE": "sample", "RAGOPS_DEPLOYMENT": "docs", "RAG
 
 @pytest.fixture(scope="module")
 def published_sample(postgres_server: str) -> Iterator[str]:
-    with scratch_database(postgres_server, "t_tracing") as dsn:
+    with fresh_database(postgres_server, "tracing") as dsn:
         asyncio.run(publish(dsn, "v1"))
         yield dsn
 
@@ -207,7 +207,7 @@ def test_a_collector_that_never_answers_delays_no_query(published_sample: str, t
 
 
 def test_canary_and_shadow_queries_are_traced_with_their_role(postgres_server: str, tmp_path: Path) -> None:
-    with scratch_database(postgres_server, "t_tracing_roles") as dsn, running_collector(tmp_path) as collector:
+    with fresh_database(postgres_server, "tracing_roles") as dsn, running_collector(tmp_path) as collector:
         asyncio.run(publish(dsn, "v1"))
         asyncio.run(publish(dsn, "v2", (canary_corpus(tmp_path),), activate=False))
         settings = {**SETTINGS, "RAGOPS_GENERATION_PROVIDER": "none", "RAGOPS_OTLP_ENDPOINT": collector.endpoint}

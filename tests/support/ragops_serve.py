@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -25,9 +26,9 @@ def ragops_serve(dsn: str, settings: Mapping[str, str], log_path: Path) -> Itera
 
 
 @contextmanager
-def scratch_database(server_dsn: str, prefix: str) -> Iterator[str]:
-    """A new database on the test server for a module's worth of tests (pg_dsn's is per test); dropped after."""
-    name = f"{prefix}_{uuid.uuid4().hex[:6]}"
+def fresh_database(server_dsn: str, label: str) -> Iterator[str]:
+    """A new, empty database on the server at `server_dsn` (its DSN), dropped afterwards."""
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", label.lower())[:40] + "_" + uuid.uuid4().hex[:6]
     with psycopg.connect(server_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
