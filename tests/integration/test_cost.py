@@ -109,7 +109,8 @@ def test_cost_from_a_real_prometheus_scraping_the_runtime(published: str, tmp_pa
     assert report["costPerQueryUsd"] == pytest.approx(spent / 4, rel=0.03)  # a cached answer costs nothing
     services = report["services"]
     assert services["generation output"]["quantity"] / services["generation input"]["quantity"] == pytest.approx(
-        output_tokens / input_tokens, rel=0.01
+        output_tokens / input_tokens,
+        rel=0.03,  # the same extrapolation as above: read 1.1 % apart in a full run
     )
     # Totals: increase() extrapolates a series only seconds old to the window's edges, which inflates
     # them (here by up to ~30 %), never below what the counters saw.
